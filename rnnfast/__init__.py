@@ -1,0 +1,10 @@
+"""rnnfast: fast vanilla (Elman) recurrent neural networks on the CPU.
+
+The time loop, forward and backprop through time, runs in typed Cython without the GIL; a plain
+NumPy reference (rnnfast.reference) follows the textbook equations and checks it.
+"""
+from rnnfast.functional import RNNCache, RNNGrads, rnn_backward, rnn_forward
+
+__version__ = "0.1.0"
+
+__all__ = ["rnn_forward", "rnn_backward", "RNNCache", "RNNGrads", "__version__"]

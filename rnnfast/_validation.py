@@ -1,0 +1,67 @@
+"""Checks at the API edge. The kernels run without bounds checks, so everything is checked here,
+once, with messages that name the argument, what was expected and what was given."""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# BLAS takes its dimensions as 32-bit ints.
+MAX_DIM = np.iinfo(np.int32).max
+
+
+def check_choice(value, name, choices):
+    """Return value if it is one of choices, else raise ValueError listing them."""
+    if not isinstance(value, str) or value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {listed}; got {value!r}")
+    return value
+
+
+def as_float_array(value, name, layout):
+    """Convert value to a C-contiguous float32/float64 array with len(layout) dimensions.
+
+    layout names the dimensions for messages, e.g. ("T", "B", "D"). Never modifies value; copies
+    only when it is not already C-contiguous.
+    """
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
+    if array.ndim != len(layout):
+        raise ValueError(
+            f"{name} must be {len(layout)}-D with shape ({', '.join(layout)}); "
+            f"got a {array.ndim}-D array with shape {array.shape}"
+        )
+    for label, size in zip(layout, array.shape):
+        if size == 0:
+            raise ValueError(f"{name} has {label} = 0 (shape {array.shape}); every dimension "
+                             f"must be at least 1")
+        if size > MAX_DIM:
+            raise ValueError(f"{name} has {label} = {size} (shape {array.shape}); the largest "
+                             f"supported dimension is {MAX_DIM}")
+    return np.ascontiguousarray(array)
+
+
+def check_shape(array, name, layout, expected, source):
+    """Raise ValueError if array's shape differs from expected, naming the first bad dimension.
+
+    layout labels the dimensions ("B", "H"); source says where the expected sizes come from.
+    """
+    if array.shape == tuple(expected):
+        return
+    for axis, (label, want, got) in enumerate(zip(layout, expected, array.shape)):
+        if want != got:
+            raise ValueError(
+                f"{name} must have shape ({', '.join(layout)}) = {tuple(expected)} {source}; "
+                f"got {array.shape} (dimension {axis}, {label}, is {got}, expected {want})"
+            )
+
+
+def check_same_dtype(named_arrays):
+    """Raise TypeError unless every array (name -> array or None) has one dtype; return it."""
+    present = {name: a.dtype for name, a in named_arrays.items() if a is not None}
+    dtypes = set(present.values())
+    if len(dtypes) > 1:
+        listed = ", ".join(f"{name} is {dtype}" for name, dtype in present.items())
+        raise TypeError(f"all arrays must share one dtype (float32 or float64); got {listed}")
+    return dtypes.pop()

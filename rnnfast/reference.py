@@ -1,0 +1,78 @@
+"""The NumPy reference: forward and backprop through time, one step at a time, as in the math.
+
+This is the textbook algorithm, written to be read beside the equations (see DESIGN.md):
+
+    a_t = W_xh x_t + W_hh h_{t-1} + b,      h_t = act(a_t)
+
+and, going backwards with g_t = dL/dh_t from the output at step t,
+
+    dh_t = g_t + W_hh^T da_{t+1},   da_t = dh_t * act'(a_t),
+    dW_hh += da_t h_{t-1}^T,  dW_xh += da_t x_t^T,  db += da_t,  dx_t = W_xh^T da_t.
+
+Vectors here are rows of a batch: x_t is (B, D), h_t is (B, H), so "W_xh x_t" is x_t @ W_xh.T.
+It is the oracle the Cython kernels are tested against and the baseline their speed is measured
+against. Inputs arrive validated by rnnfast.functional.
+"""
+import numpy as np
+
+from rnnfast._grads import RNNGrads
+
+
+def _tanh_derivative(h):
+    return 1 - h * h  # tanh'(a) = 1 - tanh(a)^2, so the stored h_t is enough
+
+
+def _relu(a):
+    return np.maximum(a, 0)
+
+
+def _relu_derivative(h):
+    return h > 0  # relu'(a) = 1 where a > 0, which is where h > 0
+
+
+ACTIVATIONS = {"tanh": (np.tanh, _tanh_derivative), "relu": (_relu, _relu_derivative)}
+
+
+def forward(x, h0, W_xh, W_hh, b, nonlinearity):
+    """Hidden states (T, B, H) of the RNN over x (T, B, D), starting from h0 (B, H) or zeros."""
+    act, _ = ACTIVATIONS[nonlinearity]
+    T, B, _ = x.shape
+    H = W_hh.shape[0]
+    h = np.zeros((B, H), dtype=x.dtype) if h0 is None else h0
+    out = np.empty((T, B, H), dtype=x.dtype)
+    for t in range(T):
+        a = x[t] @ W_xh.T + h @ W_hh.T  # a_t = W_xh x_t + W_hh h_{t-1}
+        if b is not None:
+            a += b  # ... + b
+        h = act(a)  # h_t = act(a_t)
+        out[t] = h
+    return out
+
+
+def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity):
+    """Gradients of the loss with respect to x, h0, W_xh, W_hh and b, by BPTT.
+
+    dout (T, B, H) is dL/dh_t for every step; dh_n (B, H) or None is an extra gradient on the
+    final state, coming from a later chunk of the sequence.
+    """
+    _, act_derivative = ACTIVATIONS[nonlinearity]
+    T, B, _ = x.shape
+    H = W_hh.shape[0]
+    if h0 is None:
+        h0 = np.zeros((B, H), dtype=x.dtype)
+    dx = np.empty_like(x)
+    dW_xh = np.zeros_like(W_xh)
+    dW_hh = np.zeros_like(W_hh)
+    db = np.zeros(H, dtype=x.dtype)
+    # The gradient reaching h_t from the future, W_hh^T da_{t+1}; beyond the last step, dh_n.
+    dh_from_next = np.zeros((B, H), dtype=x.dtype) if dh_n is None else dh_n
+    for t in reversed(range(T)):
+        dh = dout[t] + dh_from_next  # dh_t = g_t + W_hh^T da_{t+1}
+        da = dh * act_derivative(out[t])  # da_t = dh_t * act'(a_t)
+        h_prev = out[t - 1] if t > 0 else h0
+        dW_hh += da.T @ h_prev  # dW_hh += da_t h_{t-1}^T
+        dW_xh += da.T @ x[t]  # dW_xh += da_t x_t^T
+        db += da.sum(axis=0)  # db += da_t
+        dx[t] = da @ W_xh  # dx_t = W_xh^T da_t
+        dh_from_next = da @ W_hh  # carried to step t-1 as W_hh^T da_t
+    return RNNGrads(dx, dh_from_next, dW_xh, dW_hh, db if has_bias else None)
