@@ -10,14 +10,17 @@ import numpy as np
 from rnnfast import _recurrence
 from rnnfast._grads import RNNGrads
 
-# Steps with at least this many multiply-adds (B * H * H) call BLAS GEMM; smaller steps use the
-# register-blocked loop, which avoids BLAS's per-call overhead. The one place this switch lives.
-BLAS_MIN_STEP_FLOPS = 64 * 64 * 64
+# Steps with at least this many multiply-adds (B * H * H) call BLAS GEMM; smaller steps, and every
+# single-sequence step (a GEMV, where BLAS's packing costs more than it saves), use the
+# register-blocked loop. Measured with bench/test_bench_rnn.py (single thread): the small loop
+# wins for B = 1 at every H up to 512 and for B = 4, H = 32; BLAS wins from B = 4, H = 64 and
+# B = 8, H = 32 on. The one place this switch lives.
+BLAS_MIN_STEP_FLOPS = 8 * 32 * 32
 
 
 def use_blas(B, H):
     """Whether a (B, H) step goes to BLAS rather than the small-step kernel."""
-    return B * H * H >= BLAS_MIN_STEP_FLOPS
+    return B > 1 and B * H * H >= BLAS_MIN_STEP_FLOPS
 
 
 def forward(x, h0, W_xh, W_hh, b, nonlinearity):
