@@ -2,5 +2,6 @@
 from cython cimport floating
 
 
-cdef void matmul_acc(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* A,
-                     const floating* B, floating* C) noexcept nogil
+cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+               floating alpha, const floating* A, Py_ssize_t lda, const floating* B,
+               Py_ssize_t ldb, floating beta, floating* C, Py_ssize_t ldc) noexcept nogil

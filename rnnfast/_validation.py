@@ -26,12 +26,21 @@ def as_float_array(value, name, layout):
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
     if array.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
+        if array.dtype.type in (np.float32, np.float64):  # the other byte order
+            array = array.astype(array.dtype.newbyteorder("="))
+        else:
+            raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
     if array.ndim != len(layout):
         raise ValueError(
             f"{name} must be {len(layout)}-D with shape ({', '.join(layout)}); "
             f"got a {array.ndim}-D array with shape {array.shape}"
         )
+    if 0 in array.shape or max(array.shape) > MAX_DIM:
+        _raise_bad_size(array, name, layout)
+    return np.ascontiguousarray(array)
+
+
+def _raise_bad_size(array, name, layout):
     for label, size in zip(layout, array.shape):
         if size == 0:
             raise ValueError(f"{name} has {label} = 0 (shape {array.shape}); every dimension "
@@ -39,7 +48,6 @@ def as_float_array(value, name, layout):
         if size > MAX_DIM:
             raise ValueError(f"{name} has {label} = {size} (shape {array.shape}); the largest "
                              f"supported dimension is {MAX_DIM}")
-    return np.ascontiguousarray(array)
 
 
 def check_shape(array, name, layout, expected, source):

@@ -3,14 +3,14 @@
 Validation, casting to contiguous arrays and backend dispatch happen here, once; the backends
 (rnnfast.reference and the Cython kernels) trust what they receive.
 """
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from rnnfast import _cython_backend, reference
 from rnnfast._grads import RNNGrads
-from rnnfast._validation import as_float_array, check_choice, check_same_dtype, check_shape
+from rnnfast._validation import (MAX_DIM, as_float_array, check_choice, check_same_dtype,
+                                 check_shape)
 
 NONLINEARITIES = ("tanh", "relu")
 BACKENDS = {"cython": _cython_backend, "numpy": reference}
@@ -18,8 +18,7 @@ BACKENDS = {"cython": _cython_backend, "numpy": reference}
 __all__ = ["RNNCache", "RNNGrads", "rnn_forward", "rnn_backward", "NONLINEARITIES", "BACKENDS"]
 
 
-@dataclass(frozen=True)
-class RNNCache:
+class RNNCache(NamedTuple):
     """What rnn_backward needs from a forward pass. Treat it as opaque.
 
     It keeps references (not copies) to the inputs and to ``out``; do not modify them in place
@@ -88,6 +87,9 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython"):
 
     T, B, D = x.shape
     H = W_hh.shape[0]
+    if T * B > MAX_DIM:  # the kernels' GEMMs run over all T*B rows at once
+        raise ValueError(f"x has T * B = {T} * {B} = {T * B} rows (shape {x.shape}); at most "
+                         f"{MAX_DIM} are supported: split the sequence into chunks")
     check_shape(W_hh, "W_hh", ("H", "H"), (H, H), "(square)")
     check_shape(W_xh, "W_xh", ("H", "D"), (H, D), "(H from W_hh, D from x)")
     if h0 is not None:

@@ -1,0 +1,125 @@
+/* The body of _microkernel.h, included once per element type RNNFAST_T (vector RNNFAST_V). */
+
+#define RNNFAST_LANES (RNNFAST_VECTOR_BYTES / sizeof(RNNFAST_T))  /* elements per vector */
+#define RNNFAST_BLOCK (2 * RNNFAST_LANES)                         /* columns per block */
+
+#ifdef RNNFAST_VECTOR_TYPES
+
+static inline RNNFAST_V RNNFAST_NAME(rnnfast_load)(const RNNFAST_T* p) {
+    RNNFAST_V v;
+    memcpy(&v, p, sizeof v);  /* an unaligned vector load */
+    return v;
+}
+
+static inline RNNFAST_V RNNFAST_NAME(rnnfast_splat)(RNNFAST_T x) {
+    RNNFAST_V v = {0};
+    return v + x;  /* the scalar is broadcast to every lane */
+}
+
+/* Moves a block row between memory and two vectors, through a buffer so that only the first
+ * width columns of memory are touched. */
+static inline void RNNFAST_NAME(rnnfast_load_row)(const RNNFAST_T* p, ptrdiff_t width,
+                                                  RNNFAST_V* lo, RNNFAST_V* hi) {
+    RNNFAST_T buffer[RNNFAST_BLOCK] = {0};
+    memcpy(buffer, p, (size_t)width * sizeof(RNNFAST_T));
+    memcpy(lo, buffer, sizeof *lo);
+    memcpy(hi, buffer + RNNFAST_LANES, sizeof *hi);
+}
+
+static inline void RNNFAST_NAME(rnnfast_store_row)(RNNFAST_T* p, ptrdiff_t width, RNNFAST_V lo,
+                                                   RNNFAST_V hi) {
+    RNNFAST_T buffer[RNNFAST_BLOCK];
+    memcpy(buffer, &lo, sizeof lo);
+    memcpy(buffer + RNNFAST_LANES, &hi, sizeof hi);
+    memcpy(p, buffer, (size_t)width * sizeof(RNNFAST_T));
+}
+
+static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
+        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
+    RNNFAST_V c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h;
+    RNNFAST_NAME(rnnfast_load_row)(init, width, &c0l, &c0h);
+    RNNFAST_NAME(rnnfast_load_row)(init + N, width, &c1l, &c1h);
+    RNNFAST_NAME(rnnfast_load_row)(init + 2 * N, width, &c2l, &c2h);
+    RNNFAST_NAME(rnnfast_load_row)(init + 3 * N, width, &c3l, &c3h);
+    for (ptrdiff_t j = 0; j < K; j++) {
+        const RNNFAST_V m_lo = RNNFAST_NAME(rnnfast_load)(M + j * ldm);
+        const RNNFAST_V m_hi = RNNFAST_NAME(rnnfast_load)(M + j * ldm + RNNFAST_LANES);
+        RNNFAST_V x = RNNFAST_NAME(rnnfast_splat)(X[j]);
+        c0l += x * m_lo; c0h += x * m_hi;
+        x = RNNFAST_NAME(rnnfast_splat)(X[K + j]);
+        c1l += x * m_lo; c1h += x * m_hi;
+        x = RNNFAST_NAME(rnnfast_splat)(X[2 * K + j]);
+        c2l += x * m_lo; c2h += x * m_hi;
+        x = RNNFAST_NAME(rnnfast_splat)(X[3 * K + j]);
+        c3l += x * m_lo; c3h += x * m_hi;
+    }
+    RNNFAST_NAME(rnnfast_store_row)(C, width, c0l, c0h);
+    RNNFAST_NAME(rnnfast_store_row)(C + N, width, c1l, c1h);
+    RNNFAST_NAME(rnnfast_store_row)(C + 2 * N, width, c2l, c2h);
+    RNNFAST_NAME(rnnfast_store_row)(C + 3 * N, width, c3l, c3h);
+}
+
+/* One row: no reuse of M, so instead four partial sums (over j mod 4) keep eight independent
+ * chains of multiply-adds in flight; they are added in a fixed order at the end. */
+static inline void RNNFAST_NAME(rnnfast_block_1_row)(
+        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t width) {
+    RNNFAST_V s0l = {0}, s0h = {0}, s1l = {0}, s1h = {0};
+    RNNFAST_V s2l = {0}, s2h = {0}, s3l = {0}, s3h = {0};
+    ptrdiff_t j = 0;
+    for (; j + 4 <= K; j += 4) {
+        const RNNFAST_T* m = M + j * ldm;
+        RNNFAST_V x = RNNFAST_NAME(rnnfast_splat)(X[j]);
+        s0l += x * RNNFAST_NAME(rnnfast_load)(m);
+        s0h += x * RNNFAST_NAME(rnnfast_load)(m + RNNFAST_LANES);
+        x = RNNFAST_NAME(rnnfast_splat)(X[j + 1]);
+        s1l += x * RNNFAST_NAME(rnnfast_load)(m + ldm);
+        s1h += x * RNNFAST_NAME(rnnfast_load)(m + ldm + RNNFAST_LANES);
+        x = RNNFAST_NAME(rnnfast_splat)(X[j + 2]);
+        s2l += x * RNNFAST_NAME(rnnfast_load)(m + 2 * ldm);
+        s2h += x * RNNFAST_NAME(rnnfast_load)(m + 2 * ldm + RNNFAST_LANES);
+        x = RNNFAST_NAME(rnnfast_splat)(X[j + 3]);
+        s3l += x * RNNFAST_NAME(rnnfast_load)(m + 3 * ldm);
+        s3h += x * RNNFAST_NAME(rnnfast_load)(m + 3 * ldm + RNNFAST_LANES);
+    }
+    for (; j < K; j++) {
+        const RNNFAST_V x = RNNFAST_NAME(rnnfast_splat)(X[j]);
+        s0l += x * RNNFAST_NAME(rnnfast_load)(M + j * ldm);
+        s0h += x * RNNFAST_NAME(rnnfast_load)(M + j * ldm + RNNFAST_LANES);
+    }
+    RNNFAST_V c_lo, c_hi;
+    RNNFAST_NAME(rnnfast_load_row)(init, width, &c_lo, &c_hi);
+    c_lo += (s0l + s1l) + (s2l + s3l);
+    c_hi += (s0h + s1h) + (s2h + s3h);
+    RNNFAST_NAME(rnnfast_store_row)(C, width, c_lo, c_hi);
+}
+
+#else  /* no vector types: the same arithmetic, one element at a time */
+
+static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
+        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
+    for (ptrdiff_t r = 0; r < 4; r++) {
+        for (ptrdiff_t c = 0; c < width; c++) {
+            RNNFAST_T sum = init[r * N + c];
+            for (ptrdiff_t j = 0; j < K; j++) sum += X[r * K + j] * M[j * ldm + c];
+            C[r * N + c] = sum;
+        }
+    }
+}
+
+static inline void RNNFAST_NAME(rnnfast_block_1_row)(
+        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t width) {
+    for (ptrdiff_t c = 0; c < width; c++) {
+        RNNFAST_T sum = 0;
+        for (ptrdiff_t j = 0; j < K; j++) sum += X[j] * M[j * ldm + c];
+        C[c] = init[c] + sum;
+    }
+}
+
+#endif
+
+#undef RNNFAST_LANES
+#undef RNNFAST_BLOCK

@@ -1,0 +1,131 @@
+# The recurrence kernels, included by _recurrence.pyx (built for the baseline instruction set)
+# and _recurrence_avx2.pyx (built with AVX2 and FMA): one source, two compilations.
+#
+# They are a whole forward pass and a whole backward pass, each one call
+# without the GIL.
+#
+# Forward, for t = 0..T-1 (h_{-1} = h0), in place in `h`, which first receives the input
+# projection P = X W_xh^T + b for all T*B rows (one GEMM):
+#     h_t = act(P_t + h_{t-1} @ W_hh^T)
+# Backward, for t = T-1..0, into `da` (da_T @ W_hh is replaced by dh_n, the carried gradient):
+#     da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t)
+# then the weight gradients, dx and dh0 as single GEMMs over all T*B rows.
+#
+# Both steps are "C = finish(init + X @ M)" with M = W_hh^T forward and M = W_hh backward, so
+# one micro-kernel and one BLAS path (rnnfast/_step.pxd) serve both directions. M is a scratch
+# copy whose rows are zero-padded to a multiple of COLUMN_PAD, so the micro-kernel always reads
+# whole column blocks. Nothing here allocates, validates or touches a Python object: the caller
+# (rnnfast/_cython_backend.py) allocated and checked everything.
+from cython cimport floating
+from libc.string cimport memset
+
+from rnnfast._activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue, FORWARD_RELU,
+                                  FORWARD_TANH, finish)
+from rnnfast._blas cimport gemm
+from rnnfast._step cimport blas_step, small_step
+
+# M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
+COLUMN_PAD = 16
+
+
+cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
+                       const floating[:, ::1] M, Epilogue activate, bint use_blas) noexcept nogil:
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], ldm = M.shape[1], t
+    cdef const floating* h_prev = &h0[0, 0]
+    cdef floating* h_t
+    for t in range(T):
+        h_t = &h[t, 0, 0]
+        # h_t = act(h_t + h_prev @ W_hh^T); `finish` reads no h going forward.
+        if use_blas:
+            blas_step(h_prev, &M[0, 0], ldm, h_t, h_t, h_t, B, H, H, activate)
+        else:
+            small_step(h_prev, &M[0, 0], ldm, h_t, h_t, h_t, B, H, H, activate)
+        h_prev = h_t
+
+
+cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
+                        const floating[:, :, ::1] h, const floating[:, ::1] dh_n,
+                        const floating[:, ::1] M, Epilogue derivative,
+                        bint use_blas) noexcept nogil:
+    cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], ldm = M.shape[1], t, i
+    cdef floating* da_last = &da[T - 1, 0, 0]
+    # Last step: the gradient from beyond the sequence is dh_n itself, not a matmul.
+    for i in range(B * H):
+        da_last[i] = dout[T - 1, 0, i] + dh_n[0, i]
+    finish(da_last, &h[T - 1, 0, 0], B * H, derivative)
+    for t in range(T - 2, -1, -1):
+        # da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t)
+        if use_blas:
+            blas_step(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
+                      &da[t, 0, 0], B, H, H, derivative)
+        else:
+            small_step(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
+                       &da[t, 0, 0], B, H, H, derivative)
+
+
+cdef void copy_padded(const floating[:, ::1] W, floating[:, ::1] M, bint transpose) noexcept nogil:
+    """M[:, :n] = W.T (or W), M[:, n:] = 0, for a square W (n, n) and M (n, >= n)."""
+    cdef Py_ssize_t n = W.shape[0], ldm = M.shape[1], i, j
+    for i in range(n):
+        for j in range(n):
+            M[i, j] = W[j, i] if transpose else W[i, j]
+        for j in range(n, ldm):
+            M[i, j] = 0
+
+
+def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] h0,
+                 const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
+                 const floating[::1] b, floating[:, :, ::1] out, floating[:, ::1] M,
+                 bint relu, bint use_blas):
+    """out = [h_1, ..., h_T] for x (T, B, D), h0 (B, H), W_xh (H, D), W_hh (H, H).
+
+    b has length H, or 0 for no bias. M (H, >= H, a multiple of COLUMN_PAD) is scratch.
+    Python entry point; the caller has validated shapes, dtypes and contiguity.
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
+    cdef Py_ssize_t row, i
+    cdef floating* P = &out[0, 0, 0]
+    with nogil:
+        gemm(False, True, T * B, H, D, 1, &x[0, 0, 0], D, &W_xh[0, 0], D, 0, P, H)  # P = X @ W_xh.T
+        if b.shape[0] > 0:
+            for row in range(T * B):
+                for i in range(H):
+                    P[row * H + i] += b[i]
+        copy_padded(W_hh, M, True)  # the forward step right-multiplies by W_hh^T
+        forward_loop(out, h0, M, FORWARD_RELU if relu else FORWARD_TANH, use_blas)
+
+
+def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
+                  const floating[:, :, ::1] x, const floating[:, ::1] h0,
+                  const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
+                  const floating[:, :, ::1] out, floating[:, :, ::1] da, floating[:, ::1] M,
+                  floating[:, :, ::1] dx, floating[:, ::1] dh0, floating[:, ::1] dW_xh,
+                  floating[:, ::1] dW_hh, floating[::1] db, bint relu, bint use_blas):
+    """BPTT: fill dx, dh0, dW_xh, dW_hh and db (length H, or 0 for no bias).
+
+    da (T, B, H) and M (H, >= H, a multiple of COLUMN_PAD) are scratch. h0 is the initial
+    state used forward (zeros when the caller had none: its term in dW_hh is still computed,
+    so an infinite gradient times a zero state gives NaN, exactly as in the reference).
+    Python entry point; the caller has validated shapes, dtypes and contiguity.
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
+    cdef Py_ssize_t row, i
+    cdef floating* da_rows = &da[0, 0, 0]
+    with nogil:
+        copy_padded(W_hh, M, False)  # the backward step right-multiplies by W_hh
+        backward_loop(da, dout, out, dh_n, M, BACKWARD_RELU if relu else BACKWARD_TANH,
+                      use_blas)
+        gemm(False, False, T * B, D, H, 1, da_rows, H, &W_xh[0, 0], D, 0, &dx[0, 0, 0], D)  # dx = da @ W_xh
+        gemm(True, False, H, D, T * B, 1, da_rows, H, &x[0, 0, 0], D, 0, &dW_xh[0, 0], D)  # dW_xh = da.T @ x
+        # dW_hh = sum_t da_t^T h_{t-1}: steps 1..T-1 pair with out[0..T-2], step 0 with h0.
+        gemm(True, False, H, H, B, 1, da_rows, H, &h0[0, 0], H, 0, &dW_hh[0, 0], H)  # dW_hh = da[0].T @ h0
+        if T > 1:
+            gemm(True, False, H, H, (T - 1) * B, 1, &da[1, 0, 0], H, &out[0, 0, 0], H, 1,
+                 &dW_hh[0, 0], H)  # dW_hh += da[1:].T @ out[:-1]
+        gemm(False, False, B, H, H, 1, da_rows, H, &W_hh[0, 0], H, 0, &dh0[0, 0], H)  # dh0 = da[0] @ W_hh
+        if db.shape[0] > 0:
+            # db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable.
+            memset(&db[0], 0, H * sizeof(floating))
+            for row in range(T * B):
+                for i in range(H):
+                    db[i] += da_rows[row * H + i]

@@ -1,0 +1,66 @@
+# One time step of the recurrence, C = finish(init + X @ M): the register-blocked micro-kernel
+# (rnnfast/_microkernel.h) for small steps and the BLAS path for large ones.
+from cython cimport floating
+from libc.string cimport memcpy
+
+from rnnfast._activation cimport Epilogue, finish
+from rnnfast._blas cimport gemm
+
+
+cdef extern from "_microkernel.h" nogil:
+    # A block row is two vectors of this many bytes (32 with AVX, else 16).
+    const Py_ssize_t VECTOR_BYTES "RNNFAST_VECTOR_BYTES"
+    # C[r, :width] = init[r, :width] + X[r] @ M[:, :width] for 4 rows / 1 row; see the header.
+    void block_4_rows_f32 "rnnfast_block_4_rows_f32"(
+        const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
+        float* C, Py_ssize_t N, Py_ssize_t width) noexcept
+    void block_4_rows_f64 "rnnfast_block_4_rows_f64"(
+        const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
+        double* C, Py_ssize_t N, Py_ssize_t width) noexcept
+    void block_1_row_f32 "rnnfast_block_1_row_f32"(
+        const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
+        float* C, Py_ssize_t width) noexcept
+    void block_1_row_f64 "rnnfast_block_1_row_f64"(
+        const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
+        double* C, Py_ssize_t width) noexcept
+
+
+cdef inline void small_step(const floating* X, const floating* M, Py_ssize_t ldm,
+                            const floating* init, const floating* h, floating* C, Py_ssize_t B,
+                            Py_ssize_t K, Py_ssize_t N, Epilogue kind) noexcept nogil:
+    """C = finish(init + X @ M, h) for X (B, K), M (K, N) with row length ldm, C (B, N).
+
+    C may be init (the forward step works in place). Rows go four at a time, the rest one by
+    one; columns one block at a time, the last one narrower.
+    """
+    cdef Py_ssize_t CB = 2 * VECTOR_BYTES // sizeof(floating)  # columns per block
+    cdef Py_ssize_t col0 = 0, width, b, B4 = B - B % 4
+    while col0 < N:
+        width = N - col0 if N - col0 < CB else CB
+        for b in range(0, B4, 4):
+            if floating is float:
+                block_4_rows_f32(X + b * K, K, M + col0, ldm, init + b * N + col0,
+                                 C + b * N + col0, N, width)
+            else:
+                block_4_rows_f64(X + b * K, K, M + col0, ldm, init + b * N + col0,
+                                 C + b * N + col0, N, width)
+        for b in range(B4, B):
+            if floating is float:
+                block_1_row_f32(X + b * K, K, M + col0, ldm, init + b * N + col0,
+                                C + b * N + col0, width)
+            else:
+                block_1_row_f64(X + b * K, K, M + col0, ldm, init + b * N + col0,
+                                C + b * N + col0, width)
+        for b in range(B):
+            finish(C + b * N + col0, h + b * N + col0, width, kind)
+        col0 += CB
+
+
+cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,
+                           const floating* init, const floating* h, floating* C, Py_ssize_t B,
+                           Py_ssize_t K, Py_ssize_t N, Epilogue kind) noexcept nogil:
+    """The same step as small_step, for steps large enough that a tuned GEMM wins."""
+    if C != init:
+        memcpy(C, init, B * N * sizeof(floating))
+    gemm(False, False, B, N, K, 1, X, K, M, ldm, 1, C, N)  # C = X @ M + C
+    finish(C, h, B * N, kind)
