@@ -1,0 +1,32 @@
+"""pytest configuration: the ``path`` fixture, and tests/ on sys.path for rnn_helpers.
+
+The tolerance table, the random problems and the comparison live in rnn_helpers.py, which test
+modules import by name; under --import-mode=importlib (pyproject.toml) that needs this directory
+on sys.path. Only tests/ is added, never the repository root, so ``import rnnfast`` still finds
+the installed package.
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rnn_helpers import PATHS, force_path  # noqa: E402
+
+
+@pytest.fixture(params=PATHS)
+def path(request, monkeypatch):
+    """Run the test once on each path of the Cython backend (step kernel x compiled build)."""
+    force_path(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.fixture(params=[("numpy", None)] + [("cython", path) for path in PATHS],
+                ids=["numpy"] + [f"cython-{path}" for path in PATHS])
+def backend(request, monkeypatch):
+    """The backend name to pass to rnn_forward: the reference, and Cython on each path."""
+    name, path = request.param
+    if path is not None:
+        force_path(monkeypatch, path)
+    return name

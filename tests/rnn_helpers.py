@@ -1,0 +1,199 @@
+"""Shared test helpers: the tolerance table, random problems, the comparison, the step paths.
+
+Every comparison in the suite goes through ``assert_close`` with a tolerance from ``TOL``, so the
+precision we promise lives in one place, with its reason beside it. Test modules import this
+module by name (conftest.py puts tests/ on sys.path: under --import-mode=importlib, test modules
+cannot import conftest or each other).
+"""
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+
+from rnnfast import _cython_backend
+
+# --------------------------------------------------------------------------------------------
+# Tolerances. Each is a relative error, measured against the largest magnitude of the expected
+# array (see assert_close). Keys: what is compared.
+# --------------------------------------------------------------------------------------------
+TOL = {
+    # Cython vs NumPy reference, both float64. They differ only in summation order (BLAS or the
+    # blocked loop vs NumPy's matmul) and in tanh (the kernels' own, within 2 ulp: see
+    # test_activation.py): a few ulps per step, grown by at most ~T*H additions, i.e. ~1e-14
+    # for our shapes. DESIGN.md promises ~1e-10.
+    "float64": 1e-10,
+    # float32 results (Cython or reference) against a float64 reference, forward: eps32 = 6e-8
+    # per operation, summed over D+H terms and compounded over T steps; DESIGN.md promises 1e-5.
+    "float32_forward": 1e-5,
+    # float32 gradients against a float64 reference: BPTT chains T steps of matmuls on top of
+    # the forward's rounding, and dW sums T*B outer products; DESIGN.md promises 1e-4.
+    "float32_grad": 1e-4,
+    # float32 Cython vs float32 reference: both carry float32 rounding, in different orders,
+    # so their difference is bounded by the sum of their errors against exact arithmetic.
+    "float32_vs_float32_forward": 2e-5,
+    "float32_vs_float32_grad": 2e-4,
+    # Central differences in float64 with step FD_EPS = 1e-6: truncation error ~eps^2 * L''' ~
+    # 1e-12, cancellation error ~eps64 * |L| / eps ~ 1e-10 * |L| for |L| ~ 1..100. 1e-6 leaves a
+    # wide margin above both and still catches any wrong term (errors of order 1e-1 and up).
+    "finite_difference": 1e-6,
+    # torch.nn.RNN float64 vs ours: independent code, different summation order, same math.
+    "torch_float64": 1e-10,
+}
+FD_EPS = 1e-6  # central-difference step, see TOL["finite_difference"]
+
+# Tolerance of a float32 result against a float64 reference, by what is compared.
+FLOAT32_VS_FLOAT64 = {"forward": TOL["float32_forward"], "grad": TOL["float32_grad"]}
+# Tolerance of one backend against another at the same dtype, by dtype and forward/grad.
+SAME_DTYPE_TOL = {
+    np.float64: {"forward": TOL["float64"], "grad": TOL["float64"]},
+    np.float32: {"forward": TOL["float32_vs_float32_forward"],
+                 "grad": TOL["float32_vs_float32_grad"]},
+}
+GRAD_NAMES = ("dx", "dh0", "dW_xh", "dW_hh", "db")
+
+
+def assert_close(actual, expected, tol, err_msg=""):
+    """Assert actual == expected to a relative tolerance, measured against the array's scale.
+
+    Rounding errors of a sum of products are proportional to the size of the terms, not of the
+    result: an entry that is small through cancellation carries the absolute error of the big
+    terms it was computed from. So every entry may be off by ``tol * scale``, with scale the
+    largest finite magnitude in ``expected``, floored at 1 (our problems have inputs, weights and
+    upstream gradients of order 1, so the terms are at least of order 1 even when a whole result
+    is small, e.g. dh0 after a few steps of vanishing gradient). ``rtol`` adds nothing beyond
+    atol here but keeps the failure report readable. NaN must sit at the same positions and
+    infinities must be equal (assert_allclose's equal_nan). Shapes must match exactly.
+    """
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{err_msg}: shape {actual.shape} != {expected.shape}"
+    finite = np.abs(expected[np.isfinite(expected)])
+    scale = max(1.0, float(finite.max()) if finite.size else 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, equal_nan=True,
+                               err_msg=err_msg)
+
+
+def assert_grads_close(actual, expected, tol, has_bias=True):
+    """Compare two RNNGrads field by field; db must be None exactly when there is no bias."""
+    for name in GRAD_NAMES:
+        a, e = getattr(actual, name), getattr(expected, name)
+        if name == "db" and not has_bias:
+            assert a is None and e is None, "db must be None without a bias"
+            continue
+        assert_close(a, e, tol, err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Random problems.
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """Inputs of one forward + backward pass. Optional pieces are None when left out."""
+
+    x: np.ndarray  # (T, B, D)
+    h0: Optional[np.ndarray]  # (B, H)
+    W_xh: np.ndarray  # (H, D)
+    W_hh: np.ndarray  # (H, H)
+    b: Optional[np.ndarray]  # (H,)
+    dout: np.ndarray  # (T, B, H)
+    dh_n: Optional[np.ndarray]  # (B, H)
+
+    @property
+    def args(self):
+        """The positional arguments of rnn_forward."""
+        return self.x, self.h0, self.W_xh, self.W_hh, self.b
+
+    @property
+    def shape(self):
+        """(T, B, D, H)."""
+        T, B, D = self.x.shape
+        return T, B, D, self.W_hh.shape[0]
+
+    def astype(self, dtype):
+        """The same problem with every array cast to dtype."""
+        cast = {k: None if v is None else v.astype(dtype) for k, v in self.__dict__.items()}
+        return Problem(**cast)
+
+    def without(self, *names):
+        """The same problem with the named optional pieces (h0, b, dh_n) set to None."""
+        return replace(self, **{name: None for name in names})
+
+
+def make_problem(seed, T, B, D, H, dtype=np.float64, *, bias=True, h0=True, dh_n=True):
+    """A random, well-conditioned problem from numpy's Generator seeded with ``seed``.
+
+    Weights are scaled by 1/sqrt(fan-in), so every pre-activation has variance ~1: tanh is not
+    saturated (its gradients are not all ~0, which would make gradient checks vacuous) and relu
+    has live units. W_hh gets 0.9/sqrt(H) to keep the recurrence contracting on average.
+    Values are drawn in float64 and then cast, so a float32 problem equals the float64 one
+    rounded.
+    """
+    rng = np.random.default_rng(seed)
+    p = Problem(
+        x=rng.standard_normal((T, B, D)),
+        h0=0.5 * rng.standard_normal((B, H)),
+        W_xh=rng.standard_normal((H, D)) / np.sqrt(D),
+        W_hh=0.9 * rng.standard_normal((H, H)) / np.sqrt(H),
+        b=0.1 * rng.standard_normal(H),
+        dout=rng.standard_normal((T, B, H)),
+        dh_n=rng.standard_normal((B, H)),
+    )
+    dropped = [name for name, keep in (("b", bias), ("h0", h0), ("dh_n", dh_n)) if not keep]
+    return p.without(*dropped).astype(dtype)
+
+
+def preactivations(p, nonlinearity):
+    """The pre-activations a_t (T, B, H) of problem p, computed here in float64 from the math.
+
+    Used only to choose problems (e.g. relu problems with no unit near the kink), never as an
+    oracle for the package.
+    """
+    T, B, D, H = p.shape
+    act = np.tanh if nonlinearity == "tanh" else (lambda a: np.maximum(a, 0))
+    h = np.zeros((B, H)) if p.h0 is None else p.h0.astype(np.float64)
+    pre = np.empty((T, B, H))
+    for t in range(T):
+        a = p.x[t] @ p.W_xh.T + h @ p.W_hh.T + (0 if p.b is None else p.b)
+        pre[t] = a
+        h = act(a)
+    return pre
+
+
+def make_problem_away_from_kink(seed, T, B, D, H, margin, **kwargs):
+    """Like make_problem, for relu: the first seed >= ``seed`` whose |a_t| > margin everywhere.
+
+    Central differences across relu's kink at 0 measure nothing useful; a margin much larger
+    than the perturbation of any a_t keeps every unit on one side of it.
+    """
+    for s in range(seed, seed + 1000):
+        p = make_problem(s, T, B, D, H, **kwargs)
+        if np.abs(preactivations(p, "relu")).min() > margin:
+            return p
+    raise RuntimeError("no problem away from the relu kink in 1000 seeds")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# The paths of the Cython backend: each step kernel (the small-step micro-kernel or BLAS) in
+# each compiled build of the kernels this machine runs (baseline; avx2 on x86-64 with AVX2).
+# --------------------------------------------------------------------------------------------
+STEPS = ("small", "blas")
+PATHS = tuple(f"{step}-{build}" for build in _cython_backend.KERNEL_BUILDS for step in STEPS)
+_THRESHOLD = {"small": 2**62, "blas": 0}  # B*H*H >= threshold selects BLAS
+
+
+def force_path(monkeypatch, path):
+    """Make every Cython step take ``path`` ("<step>-<build>", e.g. "small-avx2").
+
+    The step: sets the switch's constant, BLAS_MIN_STEP_FLOPS, to a huge value or to 0. The
+    switch also has rules of its own (single-sequence steps, B = 1, always take the small loop),
+    so ``use_blas`` itself is replaced too: both kernels must be correct on every shape,
+    whichever one the switch would pick today. The build: the kernels' entry points are
+    replaced by that build's.
+    """
+    step, build = path.split("-")
+    monkeypatch.setattr(_cython_backend, "BLAS_MIN_STEP_FLOPS", _THRESHOLD[step])
+    want_blas = step == "blas"
+    monkeypatch.setattr(_cython_backend, "use_blas", lambda B, H: want_blas)
+    forward, backward = _cython_backend._specialisations(build)
+    monkeypatch.setattr(_cython_backend, "_FORWARD", forward)
+    monkeypatch.setattr(_cython_backend, "_BACKWARD", backward)
