@@ -35,12 +35,18 @@ directives = {
 }
 
 
-def _extension(name, extra_args=()):
+# OpenMP runs the small steps of large sequences on several threads (Cython's prange); where
+# the compiler lacks it, the pragmas are ignored and the kernels run on one thread.
+openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+
+
+def _extension(name, extra_args=(), parallel=True):
     return Extension(f"rnnfast.{name}", [f"rnnfast/{name}.pyx"], include_dirs=["rnnfast"],
-                     extra_compile_args=compile_args + list(extra_args))
+                     extra_compile_args=compile_args + list(extra_args) + (openmp if parallel else []),
+                     extra_link_args=openmp if parallel else [])
 
 
-extensions = [_extension("_blas"), _extension("_recurrence")]
+extensions = [_extension("_blas", parallel=False), _extension("_recurrence")]
 # On x86-64 the kernels are compiled a second time with AVX2 and FMA, which doubles the SIMD
 # width and fuses multiply-adds; rnnfast/_cython_backend.py picks that build at run time when
 # the processor has them, so the package stays portable without -march=native.

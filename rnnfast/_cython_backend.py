@@ -57,9 +57,21 @@ _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
             np.dtype(np.float64): np.empty(0, np.float64)}
 
 
+# Small steps are shared among threads only from this many multiply-adds (B * H * H) up: below,
+# the barrier that ends every step costs more than the second core saves. Measured with
+# `rnnfast bench --threads 2`.
+THREADS_MIN_STEP_FLOPS = 128 * 128 * 4
+
+
 def use_blas(B, H):
     """Whether a (B, H) step goes to BLAS rather than the small-step kernel."""
     return B >= BLAS_MIN_BATCH and B * H * H >= BLAS_MIN_STEP_FLOPS
+
+
+def kernel_threads(B, H, n_threads):
+    """The threads the small-step loop uses for (B, H) steps: n_threads where a step is big
+    enough to pay for sharing it, else 1. (BLAS steps use BLAS's own threads.)"""
+    return n_threads if B * H * H >= THREADS_MIN_STEP_FLOPS else 1
 
 
 def _step_scratch(H, dtype):
@@ -67,18 +79,19 @@ def _step_scratch(H, dtype):
     return np.empty((H, H + -H % _recurrence.COLUMN_PAD), dtype=dtype)
 
 
-def forward(x, h0, W_xh, W_hh, b, nonlinearity):
+def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads):
     T, B, D = x.shape
     H = W_hh.shape[0]
     out = np.empty((T, B, H), dtype=x.dtype)
     if h0 is None:
         h0 = np.zeros((B, H), dtype=x.dtype)
     _FORWARD[x.dtype](x, h0, W_xh, W_hh, _NO_BIAS[x.dtype] if b is None else b, out,
-                             _step_scratch(H, x.dtype), nonlinearity == "relu", use_blas(B, H))
+                             _step_scratch(H, x.dtype), nonlinearity == "relu", use_blas(B, H),
+                             kernel_threads(B, H, n_threads))
     return out
 
 
-def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity):
+def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads):
     T, B, D = x.shape
     H = W_hh.shape[0]
     dtype = x.dtype
@@ -91,5 +104,6 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity):
     _BACKWARD[dtype](
         dout, zeros_BH if dh_n is None else dh_n, x, zeros_BH if h0 is None else h0, W_xh, W_hh, out, np.empty_like(out), _step_scratch(H, dtype),
         dx, dh0, dW_xh, dW_hh, db, nonlinearity == "relu", use_blas(B, H),
+        kernel_threads(B, H, n_threads),
     )
     return RNNGrads(dx, dh0, dW_xh, dW_hh, db if has_bias else None)

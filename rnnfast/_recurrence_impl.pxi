@@ -17,22 +17,28 @@
 # whole column blocks. Nothing here allocates, validates or touches a Python object: the caller
 # (rnnfast/_cython_backend.py) allocated and checked everything.
 from cython cimport floating
+from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
 from rnnfast._activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue, FORWARD_RELU,
                                   FORWARD_TANH, finish)
 from rnnfast._blas cimport gemm
-from rnnfast._step cimport blas_step, small_step
+from rnnfast._step cimport blas_step, block_columns, small_step, small_step_block
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
 COLUMN_PAD = 16
 
 
 cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
-                       const floating[:, ::1] M, Epilogue activate, bint use_blas) noexcept nogil:
+                       const floating[:, ::1] M, Epilogue activate, bint use_blas,
+                       int n_threads) noexcept nogil:
+    """The forward time loop: BLAS steps, or small steps on one thread or on n_threads."""
     cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], ldm = M.shape[1], t
     cdef const floating* h_prev = &h0[0, 0]
     cdef floating* h_t
+    if not use_blas and n_threads > 1:
+        forward_loop_threaded(h, h0, M, activate, n_threads)
+        return
     for t in range(T):
         h_t = &h[t, 0, 0]
         # h_t = act(h_t + h_prev @ W_hh^T); `finish` reads no h going forward.
@@ -45,14 +51,18 @@ cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
 
 cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
                         const floating[:, :, ::1] h, const floating[:, ::1] dh_n,
-                        const floating[:, ::1] M, Epilogue derivative,
-                        bint use_blas) noexcept nogil:
+                        const floating[:, ::1] M, Epilogue derivative, bint use_blas,
+                        int n_threads) noexcept nogil:
+    """The backward time loop: BLAS steps, or small steps on one thread or on n_threads."""
     cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], ldm = M.shape[1], t, i
     cdef floating* da_last = &da[T - 1, 0, 0]
     # Last step: the gradient from beyond the sequence is dh_n itself, not a matmul.
     for i in range(B * H):
         da_last[i] = dout[T - 1, 0, i] + dh_n[0, i]
     finish(da_last, &h[T - 1, 0, 0], B * H, derivative)
+    if not use_blas and n_threads > 1:
+        backward_loop_threaded(da, dout, h, M, derivative, n_threads)
+        return
     for t in range(T - 2, -1, -1):
         # da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t)
         if use_blas:
@@ -61,6 +71,42 @@ cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
         else:
             small_step(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
                        &da[t, 0, 0], B, H, H, derivative)
+
+
+cdef void forward_loop_threaded(floating[:, :, ::1] h, const floating[:, ::1] h0,
+                                const floating[:, ::1] M, Epilogue activate,
+                                int n_threads) noexcept nogil:
+    """forward_loop's small-step path with each step's column blocks shared among n_threads.
+
+    One parallel region covers the whole sequence: every thread walks the time loop, and the
+    barrier at the end of each step's worksharing loop orders the steps. Each column block is
+    computed by one thread, in the same order as serially, so results do not depend on the
+    thread count.
+    """
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], ldm = M.shape[1], t, blk
+    cdef Py_ssize_t CB = block_columns(&M[0, 0])
+    cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
+    with parallel(num_threads=n_threads):
+        for t in range(T):
+            for blk in prange(n_blocks, schedule="static"):
+                small_step_block(&h0[0, 0] if t == 0 else &h[t - 1, 0, 0], &M[0, 0], ldm,
+                                 &h[t, 0, 0], &h[t, 0, 0], &h[t, 0, 0], B, H, H, blk * CB,
+                                 activate)
+
+
+cdef void backward_loop_threaded(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
+                                 const floating[:, :, ::1] h, const floating[:, ::1] M,
+                                 Epilogue derivative, int n_threads) noexcept nogil:
+    """backward_loop's small-step path for steps T-2..0 (the caller did step T-1), with each
+    step's column blocks shared among n_threads, as in forward_loop_threaded."""
+    cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], ldm = M.shape[1], t, blk
+    cdef Py_ssize_t CB = block_columns(&M[0, 0])
+    cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
+    with parallel(num_threads=n_threads):
+        for t in range(T - 2, -1, -1):
+            for blk in prange(n_blocks, schedule="static"):
+                small_step_block(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
+                                 &da[t, 0, 0], B, H, H, blk * CB, derivative)
 
 
 cdef void copy_padded(const floating[:, ::1] W, floating[:, ::1] M, bint transpose) noexcept nogil:
@@ -76,10 +122,11 @@ cdef void copy_padded(const floating[:, ::1] W, floating[:, ::1] M, bint transpo
 def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                  const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
                  const floating[::1] b, floating[:, :, ::1] out, floating[:, ::1] M,
-                 bint relu, bint use_blas):
+                 bint relu, bint use_blas, int n_threads):
     """out = [h_1, ..., h_T] for x (T, B, D), h0 (B, H), W_xh (H, D), W_hh (H, H).
 
     b has length H, or 0 for no bias. M (H, >= H, a multiple of COLUMN_PAD) is scratch.
+    use_blas chooses the step path; n_threads > 1 shares small steps among that many threads.
     Python entry point; the caller has validated shapes, dtypes and contiguity.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
@@ -92,7 +139,7 @@ def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                 for i in range(H):
                     P[row * H + i] += b[i]
         copy_padded(W_hh, M, True)  # the forward step right-multiplies by W_hh^T
-        forward_loop(out, h0, M, FORWARD_RELU if relu else FORWARD_TANH, use_blas)
+        forward_loop(out, h0, M, FORWARD_RELU if relu else FORWARD_TANH, use_blas, n_threads)
 
 
 def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
@@ -100,7 +147,8 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
                   const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
                   const floating[:, :, ::1] out, floating[:, :, ::1] da, floating[:, ::1] M,
                   floating[:, :, ::1] dx, floating[:, ::1] dh0, floating[:, ::1] dW_xh,
-                  floating[:, ::1] dW_hh, floating[::1] db, bint relu, bint use_blas):
+                  floating[:, ::1] dW_hh, floating[::1] db, bint relu, bint use_blas,
+                  int n_threads):
     """BPTT: fill dx, dh0, dW_xh, dW_hh and db (length H, or 0 for no bias).
 
     da (T, B, H) and M (H, >= H, a multiple of COLUMN_PAD) are scratch. h0 is the initial
@@ -114,7 +162,7 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
     with nogil:
         copy_padded(W_hh, M, False)  # the backward step right-multiplies by W_hh
         backward_loop(da, dout, out, dh_n, M, BACKWARD_RELU if relu else BACKWARD_TANH,
-                      use_blas)
+                      use_blas, n_threads)
         gemm(False, False, T * B, D, H, 1, da_rows, H, &W_xh[0, 0], D, 0, &dx[0, 0, 0], D)  # dx = da @ W_xh
         gemm(True, False, H, D, T * B, 1, da_rows, H, &x[0, 0, 0], D, 0, &dW_xh[0, 0], D)  # dW_xh = da.T @ x
         # dW_hh = sum_t da_t^T h_{t-1}: steps 1..T-1 pair with out[0..T-2], step 0 with h0.

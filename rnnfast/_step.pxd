@@ -25,35 +25,49 @@ cdef extern from "_microkernel.h" nogil:
         double* C, Py_ssize_t width) noexcept
 
 
+cdef inline Py_ssize_t block_columns(const floating* anything) noexcept nogil:
+    """Columns per micro-kernel block for this dtype (the argument only selects the dtype)."""
+    return 2 * VECTOR_BYTES // sizeof(floating)
+
+
+cdef inline void small_step_block(const floating* X, const floating* M, Py_ssize_t ldm,
+                                  const floating* init, const floating* h, floating* C,
+                                  Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, Py_ssize_t col0,
+                                  Epilogue kind) noexcept nogil:
+    """Columns col0 .. col0 + block of C = finish(init + X @ M, h), for every row.
+
+    X (B, K), M (K, N) with row length ldm, init/h/C (B, N); C may be init (the forward step
+    works in place). Rows go four at a time, the rest one by one. Blocks are independent, so
+    threads can share a step's blocks out.
+    """
+    cdef Py_ssize_t CB = block_columns(X)
+    cdef Py_ssize_t width = N - col0 if N - col0 < CB else CB
+    cdef Py_ssize_t b, B4 = B - B % 4
+    for b in range(0, B4, 4):
+        if floating is float:
+            block_4_rows_f32(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+                             N, width)
+        else:
+            block_4_rows_f64(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+                             N, width)
+    for b in range(B4, B):
+        if floating is float:
+            block_1_row_f32(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+                            width)
+        else:
+            block_1_row_f64(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+                            width)
+    for b in range(B):
+        finish(C + b * N + col0, h + b * N + col0, width, kind)
+
+
 cdef inline void small_step(const floating* X, const floating* M, Py_ssize_t ldm,
                             const floating* init, const floating* h, floating* C, Py_ssize_t B,
                             Py_ssize_t K, Py_ssize_t N, Epilogue kind) noexcept nogil:
-    """C = finish(init + X @ M, h) for X (B, K), M (K, N) with row length ldm, C (B, N).
-
-    C may be init (the forward step works in place). Rows go four at a time, the rest one by
-    one; columns one block at a time, the last one narrower.
-    """
-    cdef Py_ssize_t CB = 2 * VECTOR_BYTES // sizeof(floating)  # columns per block
-    cdef Py_ssize_t col0 = 0, width, b, B4 = B - B % 4
-    while col0 < N:
-        width = N - col0 if N - col0 < CB else CB
-        for b in range(0, B4, 4):
-            if floating is float:
-                block_4_rows_f32(X + b * K, K, M + col0, ldm, init + b * N + col0,
-                                 C + b * N + col0, N, width)
-            else:
-                block_4_rows_f64(X + b * K, K, M + col0, ldm, init + b * N + col0,
-                                 C + b * N + col0, N, width)
-        for b in range(B4, B):
-            if floating is float:
-                block_1_row_f32(X + b * K, K, M + col0, ldm, init + b * N + col0,
-                                C + b * N + col0, width)
-            else:
-                block_1_row_f64(X + b * K, K, M + col0, ldm, init + b * N + col0,
-                                C + b * N + col0, width)
-        for b in range(B):
-            finish(C + b * N + col0, h + b * N + col0, width, kind)
-        col0 += CB
+    """C = finish(init + X @ M, h), one column block after another (see small_step_block)."""
+    cdef Py_ssize_t CB = block_columns(X), blk
+    for blk in range((N + CB - 1) // CB):
+        small_step_block(X, M, ldm, init, h, C, B, K, N, blk * CB, kind)
 
 
 cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,

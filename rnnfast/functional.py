@@ -9,6 +9,7 @@ import numpy as np
 
 from rnnfast import _cython_backend, reference
 from rnnfast._grads import RNNGrads
+from rnnfast._threads import blas_threads_at_most, resolve_n_threads
 from rnnfast._validation import (MAX_DIM, as_float_array, check_choice, check_same_dtype,
                                  check_shape)
 
@@ -35,7 +36,7 @@ class RNNCache(NamedTuple):
     backend: str
 
 
-def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython"):
+def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", n_threads=None):
     """Run a single-layer Elman RNN over a whole sequence.
 
     h_t = act(W_xh x_t + W_hh h_{t-1} + b) for t = 1..T, with vectors as rows of a batch.
@@ -55,6 +56,10 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython"):
     nonlinearity : {"tanh", "relu"}
     backend : {"cython", "numpy"}
         "cython" runs the compiled kernels; "numpy" the step-by-step reference. Same results.
+    n_threads : int or None
+        Threads to use, in the kernels and in BLAS; None (the default) means every available
+        core. Steps too small to share gain nothing and run on one. Results are the same for
+        every thread count up to rounding.
 
     All arrays must share one dtype, float32 or float64, which is the dtype of the computation
     and of every result. Array-likes are converted with NumPy; non-contiguous and read-only
@@ -78,6 +83,7 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython"):
     """
     check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
     check_choice(backend, "backend", tuple(BACKENDS))
+    n_threads = resolve_n_threads(n_threads)
     x = as_float_array(x, "x", ("T", "B", "D"))
     W_hh = as_float_array(W_hh, "W_hh", ("H", "H"))
     W_xh = as_float_array(W_xh, "W_xh", ("H", "D"))
@@ -97,13 +103,14 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython"):
     if b is not None:
         check_shape(b, "b", ("H",), (H,), "(H from W_hh)")
 
-    out = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity)
+    with blas_threads_at_most(n_threads):
+        out = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads)
     out.flags.writeable = False
     cache = RNNCache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend)
     return out, cache
 
 
-def rnn_backward(dout, cache, dh_n=None):
+def rnn_backward(dout, cache, dh_n=None, *, n_threads=None):
     """Backpropagate through time: gradients of the loss with respect to every input.
 
     Parameters
@@ -114,6 +121,8 @@ def rnn_backward(dout, cache, dh_n=None):
         From the ``rnn_forward`` call being differentiated; its backend is used.
     dh_n : array_like, shape (B, H), or None
         An extra gradient on the final state (from the next chunk in truncated BPTT).
+    n_threads : int or None
+        As in ``rnn_forward``.
 
     ``dout`` and ``dh_n`` must have the dtype of the forward pass.
 
@@ -126,6 +135,7 @@ def rnn_backward(dout, cache, dh_n=None):
     if not isinstance(cache, RNNCache):
         raise TypeError(f"cache must be the RNNCache returned by rnn_forward; "
                         f"got {type(cache).__name__}")
+    n_threads = resolve_n_threads(n_threads)
     T, B, H = cache.out.shape
     dout = as_float_array(dout, "dout", ("T", "B", "H"))
     check_shape(dout, "dout", ("T", "B", "H"), (T, B, H), "(the shape of the forward output)")
@@ -136,7 +146,8 @@ def rnn_backward(dout, cache, dh_n=None):
         if array is not None and array.dtype != cache.out.dtype:
             raise TypeError(f"{name} must have the dtype of the forward pass, "
                             f"{cache.out.dtype}; got {array.dtype}")
-    return BACKENDS[cache.backend].backward(
-        dout, dh_n, cache.x, cache.h0, cache.W_xh, cache.W_hh, cache.has_bias, cache.out,
-        cache.nonlinearity,
-    )
+    with blas_threads_at_most(n_threads):
+        return BACKENDS[cache.backend].backward(
+            dout, dh_n, cache.x, cache.h0, cache.W_xh, cache.W_hh, cache.has_bias, cache.out,
+            cache.nonlinearity, n_threads,
+        )

@@ -33,8 +33,11 @@ def _relu_derivative(h):
 ACTIVATIONS = {"tanh": (np.tanh, _tanh_derivative), "relu": (_relu, _relu_derivative)}
 
 
-def forward(x, h0, W_xh, W_hh, b, nonlinearity):
-    """Hidden states (T, B, H) of the RNN over x (T, B, D), starting from h0 (B, H) or zeros."""
+def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads=1):
+    """Hidden states (T, B, H) of the RNN over x (T, B, D), starting from h0 (B, H) or zeros.
+
+    n_threads is accepted for a common signature; NumPy's BLAS threads are set by the caller.
+    """
     act, _ = ACTIVATIONS[nonlinearity]
     T, B, _ = x.shape
     H = W_hh.shape[0]
@@ -49,7 +52,7 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity):
     return out
 
 
-def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity):
+def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads=1):
     """Gradients of the loss with respect to x, h0, W_xh, W_hh and b, by BPTT.
 
     dout (T, B, H) is dL/dh_t for every step; dh_n (B, H) or None is an extra gradient on the

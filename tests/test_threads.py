@@ -1,0 +1,99 @@
+"""n_threads: the threaded small-step loop agrees with the reference and with one thread, the
+argument is validated, and BLAS's own thread count is restored after every call."""
+import numpy as np
+import pytest
+
+import rnnfast
+from rnnfast import _cython_backend
+from rnn_helpers import (
+    FLOAT32_VS_FLOAT64,
+    GRAD_NAMES,
+    PATHS,
+    assert_close,
+    assert_grads_close,
+    force_path,
+    make_problem,
+)
+
+SMALL_PATHS = [path for path in PATHS if path.startswith("small")]
+# Hidden sizes with one block, several blocks, and a narrower last block; B on both sides of 4.
+SHAPES = [(4, 1, 3, 16), (5, 3, 4, 40), (3, 6, 2, 70), (2, 9, 5, 33)]
+
+
+def run(p, nonlinearity, n_threads, backend="cython"):
+    out, cache = rnnfast.rnn_forward(*p.args, nonlinearity=nonlinearity, backend=backend,
+                                     n_threads=n_threads)
+    return out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=n_threads)
+
+
+@pytest.fixture(params=SMALL_PATHS)
+def threaded_small_path(request, monkeypatch):
+    """Small steps of every size go to the threaded loop when n_threads > 1."""
+    force_path(monkeypatch, request.param)
+    monkeypatch.setattr(_cython_backend, "THREADS_MIN_STEP_FLOPS", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}D{}H{}".format(*s))
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_threaded_small_steps_agree_with_the_reference(shape, nonlinearity, dtype,
+                                                        threaded_small_path):
+    p = make_problem(11, *shape, np.float64)
+    ref_out, ref_grads = run(p, nonlinearity, 1, backend="numpy")
+    out, grads = run(p.astype(dtype), nonlinearity, 2)
+    tol = FLOAT32_VS_FLOAT64 if dtype == np.float32 else {"forward": 1e-10, "grad": 1e-10}
+    assert_close(out, ref_out, tol["forward"], "out")
+    assert_grads_close(grads, ref_grads, tol["grad"])
+
+
+@pytest.mark.parametrize("n_threads", [2, 3, 7])
+def test_the_kernels_give_identical_results_for_any_thread_count(n_threads,
+                                                                threaded_small_path):
+    """Each column block is computed by one thread in the serial order, so the time loops are
+    bit-identical across thread counts (BLAS, outside them, may round differently)."""
+    p = make_problem(12, 6, 5, 4, 70, np.float32)
+    T, B, D, H = p.shape
+    dtype = np.dtype(np.float32)
+    outputs = []
+    for n in (1, n_threads):
+        out = np.empty((T, B, H), dtype)
+        _cython_backend._FORWARD[dtype](p.x, p.h0, p.W_xh, p.W_hh, p.b, out,
+                                        _cython_backend._step_scratch(H, dtype), False, False, n)
+        outputs.append(out)
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
+def test_default_and_explicit_thread_counts_agree(path):
+    p = make_problem(13, 4, 8, 6, 48, np.float64)
+    out_default, grads_default = run(p, "tanh", None)
+    out_one, grads_one = run(p, "tanh", 1)
+    assert_close(out_default, out_one, 1e-12, "out")
+    assert_grads_close(grads_default, grads_one, 1e-12)
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
+                                        ("2", TypeError), (True, TypeError)])
+def test_bad_n_threads_is_rejected(bad, error):
+    p = make_problem(14, 2, 1, 2, 3)
+    with pytest.raises(error, match="n_threads"):
+        rnnfast.rnn_forward(*p.args, n_threads=bad)
+    _, cache = rnnfast.rnn_forward(*p.args)
+    with pytest.raises(error, match="n_threads"):
+        rnnfast.rnn_backward(p.dout, cache, n_threads=bad)
+
+
+def test_blas_thread_count_is_restored():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()]
+    run(make_problem(15, 3, 4, 5, 6), "tanh", 1)
+    assert [lib["num_threads"] for lib in threadpoolctl.threadpool_info()] == before
+
+
+def test_numpy_integer_thread_counts_are_accepted():
+    p = make_problem(16, 2, 2, 2, 3)
+    out, grads = run(p, "tanh", np.int64(2))
+    expected_out, expected_grads = run(p, "tanh", 2)
+    np.testing.assert_array_equal(out, expected_out)
+    for name in GRAD_NAMES:
+        np.testing.assert_array_equal(getattr(grads, name), getattr(expected_grads, name))
