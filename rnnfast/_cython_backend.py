@@ -33,13 +33,14 @@ if KERNEL not in KERNEL_BUILDS:
     raise ImportError(f"RNNFAST_KERNEL={KERNEL!r} is not available on this machine; "
                       f"choose one of {', '.join(KERNEL_BUILDS)}")
 
-# Steps with at least this many multiply-adds (B * H * H) call BLAS GEMM; smaller steps, and every
-# single-sequence step (a GEMV, where BLAS's packing costs more than it saves), use the
-# register-blocked micro-kernel. Measured with bench/test_bench_rnn.py (single thread).
+# The switch between the two step paths, measured on a 2-core AMD EPYC (AVX2) against
+# OpenBLAS, one thread, float32 and float64, B = 1..64 and H = 32..512: the micro-kernel wins
+# every step of fewer than 32 rows in float32 and 8 in float64 (BLAS's per-call and packing
+# costs are not repaid), whatever H, except where it must stream a W_hh larger than the L2
+# cache more than once per step (it reads M once per group of 4, 2 or 1 rows).
 # The one place this switch lives.
-BLAS_MIN_BATCH = 2
-BLAS_MIN_STEP_FLOPS = 8 * 32 * 32
-
+BLAS_MIN_BATCH = {np.dtype(np.float32): 32, np.dtype(np.float64): 8}
+L2_CACHE_BYTES = 1 << 20
 
 
 def _specialisations(kernel):
@@ -56,16 +57,18 @@ _FORWARD, _BACKWARD = _specialisations(KERNEL)
 _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
             np.dtype(np.float64): np.empty(0, np.float64)}
 
-
 # Small steps are shared among threads only from this many multiply-adds (B * H * H) up: below,
 # the barrier that ends every step costs more than the second core saves. Measured with
 # `rnnfast bench --threads 2`.
 THREADS_MIN_STEP_FLOPS = 128 * 128 * 4
 
 
-def use_blas(B, H):
-    """Whether a (B, H) step goes to BLAS rather than the small-step kernel."""
-    return B >= BLAS_MIN_BATCH and B * H * H >= BLAS_MIN_STEP_FLOPS
+def use_blas(B, H, dtype):
+    """Whether a (B, H) step in dtype goes to BLAS rather than the small-step kernel."""
+    if B >= BLAS_MIN_BATCH[dtype]:
+        return True
+    passes_over_W_hh = B // 4 + (B % 4) // 2 + B % 2
+    return passes_over_W_hh > 1 and H * H * dtype.itemsize > L2_CACHE_BYTES
 
 
 def kernel_threads(B, H, n_threads):
@@ -86,8 +89,8 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads):
     if h0 is None:
         h0 = np.zeros((B, H), dtype=x.dtype)
     _FORWARD[x.dtype](x, h0, W_xh, W_hh, _NO_BIAS[x.dtype] if b is None else b, out,
-                             _step_scratch(H, x.dtype), nonlinearity == "relu", use_blas(B, H),
-                             kernel_threads(B, H, n_threads))
+                             _step_scratch(H, x.dtype), nonlinearity == "relu",
+                             use_blas(B, H, x.dtype), kernel_threads(B, H, n_threads))
     return out
 
 
@@ -103,7 +106,7 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
     db = np.empty(H, dtype=dtype) if has_bias else _NO_BIAS[dtype]
     _BACKWARD[dtype](
         dout, zeros_BH if dh_n is None else dh_n, x, zeros_BH if h0 is None else h0, W_xh, W_hh, out, np.empty_like(out), _step_scratch(H, dtype),
-        dx, dh0, dW_xh, dW_hh, db, nonlinearity == "relu", use_blas(B, H),
+        dx, dh0, dW_xh, dW_hh, db, nonlinearity == "relu", use_blas(B, H, dtype),
         kernel_threads(B, H, n_threads),
     )
     return RNNGrads(dx, dh0, dW_xh, dW_hh, db if has_bias else None)

@@ -10,7 +10,7 @@
  * multiply-add is one instruction. Other compilers get the plain loops below, same results
  * up to rounding.
  *
- * Both kernels compute C[r, :width] = init[r, :width] + X[r, :K] @ M[:K, :width], width <= one
+ * The kernels (4 rows, 2 rows, 1 row) compute C[r, :width] = init[r, :width] + X[r, :K] @ M[:K, :width], width <= one
  * block; M's rows hold at least a whole block of readable (zero-padded) columns. Rows of X have length K, rows of
  * init and C length N; init may be C.
  */

@@ -60,6 +60,44 @@ static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
     RNNFAST_NAME(rnnfast_store_row)(C + 3 * N, width, c3l, c3h);
 }
 
+/* Two rows: each M row serves both; two partial sums (over j mod 2) per row keep eight
+ * independent chains in flight, added in a fixed order at the end. */
+static inline void RNNFAST_NAME(rnnfast_block_2_rows)(
+        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
+    RNNFAST_V a0l = {0}, a0h = {0}, a1l = {0}, a1h = {0};  /* row 0, j even / odd */
+    RNNFAST_V b0l = {0}, b0h = {0}, b1l = {0}, b1h = {0};  /* row 1, j even / odd */
+    ptrdiff_t j = 0;
+    for (; j + 2 <= K; j += 2) {
+        const RNNFAST_T* m = M + j * ldm;
+        const RNNFAST_V m0l = RNNFAST_NAME(rnnfast_load)(m);
+        const RNNFAST_V m0h = RNNFAST_NAME(rnnfast_load)(m + RNNFAST_LANES);
+        const RNNFAST_V m1l = RNNFAST_NAME(rnnfast_load)(m + ldm);
+        const RNNFAST_V m1h = RNNFAST_NAME(rnnfast_load)(m + ldm + RNNFAST_LANES);
+        RNNFAST_V x = RNNFAST_NAME(rnnfast_splat)(X[j]);
+        a0l += x * m0l; a0h += x * m0h;
+        x = RNNFAST_NAME(rnnfast_splat)(X[j + 1]);
+        a1l += x * m1l; a1h += x * m1h;
+        x = RNNFAST_NAME(rnnfast_splat)(X[K + j]);
+        b0l += x * m0l; b0h += x * m0h;
+        x = RNNFAST_NAME(rnnfast_splat)(X[K + j + 1]);
+        b1l += x * m1l; b1h += x * m1h;
+    }
+    if (j < K) {
+        const RNNFAST_V ml = RNNFAST_NAME(rnnfast_load)(M + j * ldm);
+        const RNNFAST_V mh = RNNFAST_NAME(rnnfast_load)(M + j * ldm + RNNFAST_LANES);
+        RNNFAST_V x = RNNFAST_NAME(rnnfast_splat)(X[j]);
+        a0l += x * ml; a0h += x * mh;
+        x = RNNFAST_NAME(rnnfast_splat)(X[K + j]);
+        b0l += x * ml; b0h += x * mh;
+    }
+    RNNFAST_V c_lo, c_hi;
+    RNNFAST_NAME(rnnfast_load_row)(init, width, &c_lo, &c_hi);
+    RNNFAST_NAME(rnnfast_store_row)(C, width, c_lo + (a0l + a1l), c_hi + (a0h + a1h));
+    RNNFAST_NAME(rnnfast_load_row)(init + N, width, &c_lo, &c_hi);
+    RNNFAST_NAME(rnnfast_store_row)(C + N, width, c_lo + (b0l + b1l), c_hi + (b0h + b1h));
+}
+
 /* One row: no reuse of M, so instead four partial sums (over j mod 4) keep eight independent
  * chains of multiply-adds in flight; they are added in a fixed order at the end. */
 static inline void RNNFAST_NAME(rnnfast_block_1_row)(
@@ -105,6 +143,18 @@ static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
             RNNFAST_T sum = init[r * N + c];
             for (ptrdiff_t j = 0; j < K; j++) sum += X[r * K + j] * M[j * ldm + c];
             C[r * N + c] = sum;
+        }
+    }
+}
+
+static inline void RNNFAST_NAME(rnnfast_block_2_rows)(
+        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
+    for (ptrdiff_t r = 0; r < 2; r++) {
+        for (ptrdiff_t c = 0; c < width; c++) {
+            RNNFAST_T sum = 0;
+            for (ptrdiff_t j = 0; j < K; j++) sum += X[r * K + j] * M[j * ldm + c];
+            C[r * N + c] = init[r * N + c] + sum;
         }
     }
 }

@@ -10,11 +10,17 @@ from rnnfast._blas cimport gemm
 cdef extern from "_microkernel.h" nogil:
     # A block row is two vectors of this many bytes (32 with AVX, else 16).
     const Py_ssize_t VECTOR_BYTES "RNNFAST_VECTOR_BYTES"
-    # C[r, :width] = init[r, :width] + X[r] @ M[:, :width] for 4 rows / 1 row; see the header.
+    # C[r, :width] = init[r, :width] + X[r] @ M[:, :width] for 4, 2 or 1 rows; see the header.
     void block_4_rows_f32 "rnnfast_block_4_rows_f32"(
         const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
         float* C, Py_ssize_t N, Py_ssize_t width) noexcept
     void block_4_rows_f64 "rnnfast_block_4_rows_f64"(
+        const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
+        double* C, Py_ssize_t N, Py_ssize_t width) noexcept
+    void block_2_rows_f32 "rnnfast_block_2_rows_f32"(
+        const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
+        float* C, Py_ssize_t N, Py_ssize_t width) noexcept
+    void block_2_rows_f64 "rnnfast_block_2_rows_f64"(
         const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
         double* C, Py_ssize_t N, Py_ssize_t width) noexcept
     void block_1_row_f32 "rnnfast_block_1_row_f32"(
@@ -37,12 +43,12 @@ cdef inline void small_step_block(const floating* X, const floating* M, Py_ssize
     """Columns col0 .. col0 + block of C = finish(init + X @ M, h), for every row.
 
     X (B, K), M (K, N) with row length ldm, init/h/C (B, N); C may be init (the forward step
-    works in place). Rows go four at a time, the rest one by one. Blocks are independent, so
+    works in place). Rows go four at a time, then two, then one. Blocks are independent, so
     threads can share a step's blocks out.
     """
     cdef Py_ssize_t CB = block_columns(X)
     cdef Py_ssize_t width = N - col0 if N - col0 < CB else CB
-    cdef Py_ssize_t b, B4 = B - B % 4
+    cdef Py_ssize_t b, B4 = B - B % 4, B2 = B - B % 2
     for b in range(0, B4, 4):
         if floating is float:
             block_4_rows_f32(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
@@ -50,7 +56,14 @@ cdef inline void small_step_block(const floating* X, const floating* M, Py_ssize
         else:
             block_4_rows_f64(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
                              N, width)
-    for b in range(B4, B):
+    for b in range(B4, B2, 2):
+        if floating is float:
+            block_2_rows_f32(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+                             N, width)
+        else:
+            block_2_rows_f64(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+                             N, width)
+    for b in range(B2, B):
         if floating is float:
             block_1_row_f32(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
                             width)

@@ -178,22 +178,18 @@ def make_problem_away_from_kink(seed, T, B, D, H, margin, **kwargs):
 # --------------------------------------------------------------------------------------------
 STEPS = ("small", "blas")
 PATHS = tuple(f"{step}-{build}" for build in _cython_backend.KERNEL_BUILDS for step in STEPS)
-_THRESHOLD = {"small": 2**62, "blas": 0}  # B*H*H >= threshold selects BLAS
 
 
 def force_path(monkeypatch, path):
     """Make every Cython step take ``path`` ("<step>-<build>", e.g. "small-avx2").
 
-    The step: sets the switch's constant, BLAS_MIN_STEP_FLOPS, to a huge value or to 0. The
-    switch also has rules of its own (single-sequence steps, B = 1, always take the small loop),
-    so ``use_blas`` itself is replaced too: both kernels must be correct on every shape,
-    whichever one the switch would pick today. The build: the kernels' entry points are
+    The step: ``use_blas``, the switch, is replaced: both kernels must be correct on every
+    shape, whichever one the switch would pick today. The build: the kernels' entry points are
     replaced by that build's.
     """
     step, build = path.split("-")
-    monkeypatch.setattr(_cython_backend, "BLAS_MIN_STEP_FLOPS", _THRESHOLD[step])
     want_blas = step == "blas"
-    monkeypatch.setattr(_cython_backend, "use_blas", lambda B, H: want_blas)
+    monkeypatch.setattr(_cython_backend, "use_blas", lambda B, H, dtype: want_blas)
     forward, backward = _cython_backend._specialisations(build)
     monkeypatch.setattr(_cython_backend, "_FORWARD", forward)
     monkeypatch.setattr(_cython_backend, "_BACKWARD", backward)

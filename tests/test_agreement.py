@@ -82,8 +82,8 @@ def test_path_fixture_reaches_the_backend(B, path, monkeypatch):
     forced = _cython_backend.use_blas
     answers = []
 
-    def recording(B_, H_):
-        answers.append(forced(B_, H_))
+    def recording(B_, H_, dtype_):
+        answers.append(forced(B_, H_, dtype_))
         return answers[-1]
 
     monkeypatch.setattr(_cython_backend, "use_blas", recording)
@@ -91,20 +91,25 @@ def test_path_fixture_reaches_the_backend(B, path, monkeypatch):
     assert len(answers) >= 2 and set(answers) == {path.startswith("blas")}
 
 
-def test_switch_follows_its_constant(monkeypatch):
-    """Steps with fewer than BLAS_MIN_STEP_FLOPS multiply-adds never go to BLAS; with the
-    constant at 0, multi-sequence steps do. (The fixture relies on this constant.)"""
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)], ids=str)
+def test_switch_follows_its_constants(dtype, monkeypatch):
+    """Batches from BLAS_MIN_BATCH rows go to BLAS; single sequences never do; a W_hh larger
+    than L2_CACHE_BYTES sends steps that would stream it more than once to BLAS."""
     from rnnfast import _cython_backend
 
-    monkeypatch.setattr(_cython_backend, "BLAS_MIN_STEP_FLOPS", 2**62)
-    assert not _cython_backend.use_blas(64, 512)
-    monkeypatch.setattr(_cython_backend, "BLAS_MIN_STEP_FLOPS", 0)
-    assert _cython_backend.use_blas(2, 1)
-    assert _cython_backend.use_blas(64, 512)
+    min_batch = _cython_backend.BLAS_MIN_BATCH[dtype]
+    assert _cython_backend.use_blas(min_batch, 16, dtype)
+    assert not _cython_backend.use_blas(min_batch - 1 if min_batch % 4 == 1 else 4, 16, dtype)
+    assert not _cython_backend.use_blas(1, 4096, dtype)
+    assert not _cython_backend.use_blas(4, 4096, dtype)  # one pass over W_hh per step
+    assert _cython_backend.use_blas(3, 4096, dtype)  # two passes (2 rows + 1 row)
+    monkeypatch.setitem(_cython_backend.BLAS_MIN_BATCH, dtype, 2)
+    assert _cython_backend.use_blas(2, 16, dtype)
 
 
 # Shapes on both sides of the real switch, run without the fixture: whatever use_blas picks.
-DEFAULT_SWITCH_SHAPES = [(3, 1, 4, 300), (3, 2, 4, 20), (3, 8, 4, 64), (2, 16, 3, 129)]
+DEFAULT_SWITCH_SHAPES = [(3, 1, 4, 300), (3, 2, 4, 20), (3, 8, 4, 64), (2, 16, 3, 129),
+                         (2, 40, 3, 33), (2, 3, 2, 600)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
