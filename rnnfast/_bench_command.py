@@ -15,8 +15,9 @@ How it measures. This machine has phases of a fraction of a second to seconds in
 everything runs up to 2x slower. So the candidates of a row are timed round-robin (A, B, C, A, B,
 C, ...) in short windows (a few calls each, about 10 ms), the starting candidate rotating every
 round, for a fixed time budget per row; each candidate's figure is the median over its windows
-of the time per call. Only ratios within a row (one run) are meaningful: never compare absolute
-times across runs. The machine's GEMM throughput (NumPy matmul on square 1024 and 2048 matrices,
+of the time per call, and a speed-up is the median over rounds of the ratio of two candidates'
+windows in the same round. Only ratios within a row (one run) are meaningful: never compare
+absolute times across runs. The machine's GEMM throughput (NumPy matmul on square 1024 and 2048 matrices,
 best GFLOP/s, measured at the start and at the end of the run) is the yardstick for rnnfast's
 GFLOP/s (SciPy's BLAS, which the kernels call, is measured beside it). Before timing, each row
 checks that every candidate agrees with the reference.
@@ -62,7 +63,7 @@ PASS_LABELS = {"forward": "fwd", "forward+backward": "fwd+bwd"}
 # windows per candidate, for a full and a --quick run.
 WINDOW_S = 0.01
 BUDGET_S, QUICK_BUDGET_S = 5.0, 0.6
-MIN_WINDOWS, QUICK_MIN_WINDOWS = 5, 3
+MIN_WINDOWS, QUICK_MIN_WINDOWS = 7, 3
 
 GEMM_SIZES = (1024, 2048)
 # NumPy's GEMM is the yardstick (the issue's "machine's GEMM throughput"); SciPy's BLAS, which
@@ -362,7 +363,14 @@ class Row:
         return flops(self.shape, self.pass_name)
 
     def speedup(self, peer):
-        """How many times faster the subject (cython) ran than ``peer`` (a ratio of medians)."""
+        """How many times faster the subject (cython) ran than ``peer``: the median over rounds
+        of peer time / subject time within a round. Two windows of one round are seconds apart
+        at most, so a slow phase of the machine mostly hits both; pairing them makes the ratio
+        steadier than the ratio of medians when rounds are few (the largest shapes)."""
+        return float(np.median(np.divide(self.samples[peer], self.samples[SUBJECT])))
+
+    def ratio_of_medians(self, peer):
+        """peer median / subject median: the other estimate of the speed-up."""
         return self.medians[peer] / self.medians[SUBJECT]
 
     def gflops(self, impl=SUBJECT):
@@ -673,6 +681,8 @@ def _row_json(row, impls, yardstick_gflops):
     return {"shape": dict(zip("TBDH", row.shape)), "dtype": row.dtype, "pass": row.pass_name,
             "flops": row.flops, "median_s": row.medians,
             "speedup_of_cython": {peer: row.speedup(peer) for peer in impls if peer != SUBJECT},
+            "ratio_of_medians": {peer: row.ratio_of_medians(peer)
+                                 for peer in impls if peer != SUBJECT},
             "gflops": {impl: row.gflops(impl) for impl in impls},
             "gemm_share_of_cython": row.gflops() / yardstick_gflops[row.dtype],
             "relative_error": row.errors, "disagreeing": row.disagreeing,
@@ -715,7 +725,7 @@ def _timing_line(args):
     how_many = (f"{timing['min_windows']} per candidate" if args.rounds else
                 f"~{timing['budget_s']:g} s per row (at least {timing['min_windows']} windows)")
     return (f"timing: round-robin windows of ~{WINDOW_S * 1e3:.0f} ms, {how_many}; "
-            "median time per call; speed-ups are ratios of medians within a row")
+            "median time per call; speed-up = median over rounds of peer / cython")
 
 
 def _disagreement_lines(rows):

@@ -60,7 +60,7 @@ _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
 # Small steps are shared among threads only from this many multiply-adds (B * H * H) up: below,
 # the barrier that ends every step costs more than the second core saves. Measured with
 # `rnnfast bench --threads 2`.
-THREADS_MIN_STEP_FLOPS = 128 * 128 * 4
+THREADS_MIN_STEP_FLOPS = 256 * 256
 
 
 def use_blas(B, H, dtype):

@@ -14,11 +14,11 @@
 # Both steps are "C = finish(init + X @ M)" with M = W_hh^T forward and M = W_hh backward, so
 # one micro-kernel and one BLAS path (rnnfast/_step.pxd) serve both directions. M is a scratch
 # copy whose rows are zero-padded to a multiple of COLUMN_PAD, so the micro-kernel always reads
-# whole column blocks. Nothing here allocates, validates or touches a Python object: the caller
+# whole column blocks; for the micro-kernel it is also packed in column panels. Nothing here allocates, validates or touches a Python object: the caller
 # (rnnfast/_cython_backend.py) allocated and checked everything.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from rnnfast._activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue, FORWARD_RELU,
                                   FORWARD_TANH, finish)
@@ -45,7 +45,7 @@ cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
         if use_blas:
             blas_step(h_prev, &M[0, 0], ldm, h_t, h_t, h_t, B, H, H, activate)
         else:
-            small_step(h_prev, &M[0, 0], ldm, h_t, h_t, h_t, B, H, H, activate)
+            small_step(h_prev, &M[0, 0], h_t, h_t, h_t, B, H, H, activate)
         h_prev = h_t
 
 
@@ -69,7 +69,7 @@ cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
             blas_step(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
                       &da[t, 0, 0], B, H, H, derivative)
         else:
-            small_step(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
+            small_step(&da[t + 1, 0, 0], &M[0, 0], &dout[t, 0, 0], &h[t, 0, 0],
                        &da[t, 0, 0], B, H, H, derivative)
 
 
@@ -83,13 +83,13 @@ cdef void forward_loop_threaded(floating[:, :, ::1] h, const floating[:, ::1] h0
     computed by one thread, in the same order as serially, so results do not depend on the
     thread count.
     """
-    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], ldm = M.shape[1], t, blk
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], t, blk
     cdef Py_ssize_t CB = block_columns(&M[0, 0])
     cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
     with parallel(num_threads=n_threads):
         for t in range(T):
             for blk in prange(n_blocks, schedule="static"):
-                small_step_block(&h0[0, 0] if t == 0 else &h[t - 1, 0, 0], &M[0, 0], ldm,
+                small_step_block(&h0[0, 0] if t == 0 else &h[t - 1, 0, 0], &M[0, 0],
                                  &h[t, 0, 0], &h[t, 0, 0], &h[t, 0, 0], B, H, H, blk * CB,
                                  activate)
 
@@ -99,24 +99,66 @@ cdef void backward_loop_threaded(floating[:, :, ::1] da, const floating[:, :, ::
                                  Epilogue derivative, int n_threads) noexcept nogil:
     """backward_loop's small-step path for steps T-2..0 (the caller did step T-1), with each
     step's column blocks shared among n_threads, as in forward_loop_threaded."""
-    cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], ldm = M.shape[1], t, blk
+    cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], t, blk
     cdef Py_ssize_t CB = block_columns(&M[0, 0])
     cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
     with parallel(num_threads=n_threads):
         for t in range(T - 2, -1, -1):
             for blk in prange(n_blocks, schedule="static"):
-                small_step_block(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
+                small_step_block(&da[t + 1, 0, 0], &M[0, 0], &dout[t, 0, 0], &h[t, 0, 0],
                                  &da[t, 0, 0], B, H, H, blk * CB, derivative)
 
 
 cdef void copy_padded(const floating[:, ::1] W, floating[:, ::1] M, bint transpose) noexcept nogil:
-    """M[:, :n] = W.T (or W), M[:, n:] = 0, for a square W (n, n) and M (n, >= n)."""
-    cdef Py_ssize_t n = W.shape[0], ldm = M.shape[1], i, j
-    for i in range(n):
+    """M[:, :n] = W.T (or W), M[:, n:] = 0, for a square W (n, n) and M (n, >= n): the layout
+    BLAS reads. The transpose goes tile by tile (16 x 16), a few cache lines at a time."""
+    cdef Py_ssize_t n = W.shape[0], ldm = M.shape[1], i, j, i0, j0, i_end, j_end
+    cdef const floating* w = &W[0, 0]
+    cdef floating* m = &M[0, 0]
+    if transpose:
+        for i0 in range(0, n, 16):
+            i_end = i0 + 16 if i0 + 16 < n else n
+            for j0 in range(0, n, 16):
+                j_end = j0 + 16 if j0 + 16 < n else n
+                for i in range(i0, i_end):
+                    for j in range(j0, j_end):
+                        m[j * ldm + i] = w[i * n + j]
+    else:
+        for i in range(n):
+            memcpy(m + i * ldm, w + i * n, n * sizeof(floating))
+    if ldm > n:
+        for i in range(n):
+            memset(m + i * ldm + n, 0, (ldm - n) * sizeof(floating))
+
+
+cdef void pack_panels(const floating[:, ::1] W, floating[:, ::1] M, bint transpose) noexcept nogil:
+    """The same matrix as copy_padded (W.T or W, zero-padded to M's row length), packed for
+    the micro-kernel: panel p holds columns p*CB .. p*CB + CB - 1 of every row, row after row,
+    so a step reads each panel as one contiguous stream."""
+    cdef Py_ssize_t n = W.shape[0], ldm = M.shape[1], CB = block_columns(&W[0, 0])
+    cdef Py_ssize_t p, j, c, col
+    cdef const floating* w = &W[0, 0]
+    cdef floating* panel
+    for p in range(ldm // CB):
+        panel = &M[0, 0] + p * n * CB
         for j in range(n):
-            M[i, j] = W[j, i] if transpose else W[i, j]
-        for j in range(n, ldm):
-            M[i, j] = 0
+            for c in range(CB):
+                col = p * CB + c
+                if col >= n:
+                    panel[j * CB + c] = 0
+                elif transpose:
+                    panel[j * CB + c] = w[col * n + j]
+                else:
+                    panel[j * CB + c] = w[j * n + col]
+
+
+cdef void prepare_step_matrix(const floating[:, ::1] W, floating[:, ::1] M, bint transpose,
+                              bint use_blas) noexcept nogil:
+    """M = W.T (or W) in the layout the chosen step path reads."""
+    if use_blas:
+        copy_padded(W, M, transpose)
+    else:
+        pack_panels(W, M, transpose)
 
 
 def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] h0,
@@ -138,7 +180,7 @@ def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             for row in range(T * B):
                 for i in range(H):
                     P[row * H + i] += b[i]
-        copy_padded(W_hh, M, True)  # the forward step right-multiplies by W_hh^T
+        prepare_step_matrix(W_hh, M, True, use_blas)  # the forward step right-multiplies by W_hh^T
         forward_loop(out, h0, M, FORWARD_RELU if relu else FORWARD_TANH, use_blas, n_threads)
 
 
@@ -160,7 +202,7 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
     cdef Py_ssize_t row, i
     cdef floating* da_rows = &da[0, 0, 0]
     with nogil:
-        copy_padded(W_hh, M, False)  # the backward step right-multiplies by W_hh
+        prepare_step_matrix(W_hh, M, False, use_blas)  # the backward step right-multiplies by W_hh
         backward_loop(da, dout, out, dh_n, M, BACKWARD_RELU if relu else BACKWARD_TANH,
                       use_blas, n_threads)
         gemm(False, False, T * B, D, H, 1, da_rows, H, &W_xh[0, 0], D, 0, &dx[0, 0, 0], D)  # dx = da @ W_xh

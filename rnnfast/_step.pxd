@@ -36,51 +36,52 @@ cdef inline Py_ssize_t block_columns(const floating* anything) noexcept nogil:
     return 2 * VECTOR_BYTES // sizeof(floating)
 
 
-cdef inline void small_step_block(const floating* X, const floating* M, Py_ssize_t ldm,
-                                  const floating* init, const floating* h, floating* C,
-                                  Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, Py_ssize_t col0,
-                                  Epilogue kind) noexcept nogil:
+cdef inline void small_step_block(const floating* X, const floating* M, const floating* init,
+                                  const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
+                                  Py_ssize_t N, Py_ssize_t col0, Epilogue kind) noexcept nogil:
     """Columns col0 .. col0 + block of C = finish(init + X @ M, h), for every row.
 
-    X (B, K), M (K, N) with row length ldm, init/h/C (B, N); C may be init (the forward step
-    works in place). Rows go four at a time, then two, then one. Blocks are independent, so
-    threads can share a step's blocks out.
+    X (B, K), init/h/C (B, N); C may be init (the forward step works in place). M (K, N) is
+    packed in panels (see pack_panels): the K x block panel of these columns is contiguous, so
+    the kernel streams it from memory in order. Rows go four at a time, then two, then one.
+    Blocks are independent, so threads can share a step's blocks out.
     """
     cdef Py_ssize_t CB = block_columns(X)
     cdef Py_ssize_t width = N - col0 if N - col0 < CB else CB
+    cdef const floating* panel = M + (col0 // CB) * K * CB
     cdef Py_ssize_t b, B4 = B - B % 4, B2 = B - B % 2
     for b in range(0, B4, 4):
         if floating is float:
-            block_4_rows_f32(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+            block_4_rows_f32(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
                              N, width)
         else:
-            block_4_rows_f64(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+            block_4_rows_f64(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
                              N, width)
     for b in range(B4, B2, 2):
         if floating is float:
-            block_2_rows_f32(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+            block_2_rows_f32(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
                              N, width)
         else:
-            block_2_rows_f64(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+            block_2_rows_f64(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
                              N, width)
     for b in range(B2, B):
         if floating is float:
-            block_1_row_f32(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+            block_1_row_f32(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
                             width)
         else:
-            block_1_row_f64(X + b * K, K, M + col0, ldm, init + b * N + col0, C + b * N + col0,
+            block_1_row_f64(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
                             width)
     for b in range(B):
         finish(C + b * N + col0, h + b * N + col0, width, kind)
 
 
-cdef inline void small_step(const floating* X, const floating* M, Py_ssize_t ldm,
-                            const floating* init, const floating* h, floating* C, Py_ssize_t B,
-                            Py_ssize_t K, Py_ssize_t N, Epilogue kind) noexcept nogil:
+cdef inline void small_step(const floating* X, const floating* M, const floating* init,
+                            const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
+                            Py_ssize_t N, Epilogue kind) noexcept nogil:
     """C = finish(init + X @ M, h), one column block after another (see small_step_block)."""
     cdef Py_ssize_t CB = block_columns(X), blk
     for blk in range((N + CB - 1) // CB):
-        small_step_block(X, M, ldm, init, h, C, B, K, N, blk * CB, kind)
+        small_step_block(X, M, init, h, C, B, K, N, blk * CB, kind)
 
 
 cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,
