@@ -1,8 +1,8 @@
 /* The register-blocked micro-kernel of a small recurrence step, for float and double.
  *
- * A block is 4 rows x 2 vectors of columns (with AVX, 16 floats or 8 doubles; with 16-byte
- * vectors, half that): eight vector accumulators, which stay in registers while the rows of M
- * stream through once. GCC and
+ * A block is up to 6 rows x 2 vectors of columns (with AVX, 16 floats or 8 doubles; with
+ * 16-byte vectors, half that): up to twelve vector accumulators, which stay in registers while
+ * the rows of M stream through once. GCC and
  * clang vector types pin that blocking down: left to the auto-vectoriser, the same loop written
  * in Cython kept its accumulators in registers for float but spilled them to the stack for
  * double (9 against 32 GFLOP/s). The build compiles this header twice, for the baseline
@@ -10,7 +10,7 @@
  * multiply-add is one instruction. Other compilers get the plain loops below, same results
  * up to rounding.
  *
- * The kernels (4 rows, 2 rows, 1 row) compute C[r, :width] = init[r, :width] + X[r, :K] @ M[:K, :width], width <= one
+ * The kernels (6, 4, 2 rows, 1 row) compute C[r, :width] = init[r, :width] + X[r, :K] @ M[:K, :width], width <= one
  * block; M's rows hold at least a whole block of readable (zero-padded) columns. Rows of X have length K, rows of
  * init and C length N; init may be C.
  */

@@ -190,8 +190,8 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
                   const floating[:, :, ::1] out, floating[:, :, ::1] da, floating[:, ::1] M,
                   floating[:, :, ::1] dx, floating[:, ::1] dh0, floating[:, ::1] dW_xh,
                   floating[:, ::1] dW_hh, floating[::1] db, bint relu, bint use_blas,
-                  int n_threads):
-    """BPTT: fill dx, dh0, dW_xh, dW_hh and db (length H, or 0 for no bias).
+                  int n_threads, bint weight_grads):
+    """BPTT: fill dx, dh0, db (length H, or 0 for no bias) and, if weight_grads, dW_xh, dW_hh.
 
     da (T, B, H) and M (H, >= H, a multiple of COLUMN_PAD) are scratch. h0 is the initial
     state used forward (zeros when the caller had none: its term in dW_hh is still computed,
@@ -206,12 +206,13 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
         backward_loop(da, dout, out, dh_n, M, BACKWARD_RELU if relu else BACKWARD_TANH,
                       use_blas, n_threads)
         gemm(False, False, T * B, D, H, 1, da_rows, H, &W_xh[0, 0], D, 0, &dx[0, 0, 0], D)  # dx = da @ W_xh
-        gemm(True, False, H, D, T * B, 1, da_rows, H, &x[0, 0, 0], D, 0, &dW_xh[0, 0], D)  # dW_xh = da.T @ x
-        # dW_hh = sum_t da_t^T h_{t-1}: steps 1..T-1 pair with out[0..T-2], step 0 with h0.
-        gemm(True, False, H, H, B, 1, da_rows, H, &h0[0, 0], H, 0, &dW_hh[0, 0], H)  # dW_hh = da[0].T @ h0
-        if T > 1:
-            gemm(True, False, H, H, (T - 1) * B, 1, &da[1, 0, 0], H, &out[0, 0, 0], H, 1,
-                 &dW_hh[0, 0], H)  # dW_hh += da[1:].T @ out[:-1]
+        if weight_grads:
+            gemm(True, False, H, D, T * B, 1, da_rows, H, &x[0, 0, 0], D, 0, &dW_xh[0, 0], D)  # dW_xh = da.T @ x
+            # dW_hh = sum_t da_t^T h_{t-1}: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
+            gemm(True, False, H, H, B, 1, da_rows, H, &h0[0, 0], H, 0, &dW_hh[0, 0], H)  # dW_hh = da[0].T @ h0
+            if T > 1:
+                gemm(True, False, H, H, (T - 1) * B, 1, &da[1, 0, 0], H, &out[0, 0, 0], H, 1,
+                     &dW_hh[0, 0], H)  # dW_hh += da[1:].T @ out[:-1]
         gemm(False, False, B, H, H, 1, da_rows, H, &W_hh[0, 0], H, 0, &dh0[0, 0], H)  # dh0 = da[0] @ W_hh
         if db.shape[0] > 0:
             # db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable.

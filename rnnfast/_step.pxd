@@ -10,7 +10,13 @@ from rnnfast._blas cimport gemm
 cdef extern from "_microkernel.h" nogil:
     # A block row is two vectors of this many bytes (32 with AVX, else 16).
     const Py_ssize_t VECTOR_BYTES "RNNFAST_VECTOR_BYTES"
-    # C[r, :width] = init[r, :width] + X[r] @ M[:, :width] for 4, 2 or 1 rows; see the header.
+    # C[r, :width] = init[r, :width] + X[r] @ M[:, :width] for 6, 4, 2 or 1 rows; see the header.
+    void block_6_rows_f32 "rnnfast_block_6_rows_f32"(
+        const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
+        float* C, Py_ssize_t N, Py_ssize_t width) noexcept
+    void block_6_rows_f64 "rnnfast_block_6_rows_f64"(
+        const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
+        double* C, Py_ssize_t N, Py_ssize_t width) noexcept
     void block_4_rows_f32 "rnnfast_block_4_rows_f32"(
         const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
         float* C, Py_ssize_t N, Py_ssize_t width) noexcept
@@ -43,14 +49,24 @@ cdef inline void small_step_block(const floating* X, const floating* M, const fl
 
     X (B, K), init/h/C (B, N); C may be init (the forward step works in place). M (K, N) is
     packed in panels (see pack_panels): the K x block panel of these columns is contiguous, so
-    the kernel streams it from memory in order. Rows go four at a time, then two, then one.
+    the kernel streams it from memory in order. Rows go six at a time, then four, two, one.
     Blocks are independent, so threads can share a step's blocks out.
     """
     cdef Py_ssize_t CB = block_columns(X)
     cdef Py_ssize_t width = N - col0 if N - col0 < CB else CB
     cdef const floating* panel = M + (col0 // CB) * K * CB
-    cdef Py_ssize_t b, B4 = B - B % 4, B2 = B - B % 2
-    for b in range(0, B4, 4):
+    # Rows go six at a time; the rest (0..5) four, two and one at a time.
+    cdef Py_ssize_t b, B6 = B - B % 6
+    cdef Py_ssize_t B4 = B6 + (B - B6) // 4 * 4
+    cdef Py_ssize_t B2 = B4 + (B - B4) // 2 * 2
+    for b in range(0, B6, 6):
+        if floating is float:
+            block_6_rows_f32(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
+                             N, width)
+        else:
+            block_6_rows_f64(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
+                             N, width)
+    for b in range(B6, B4, 4):
         if floating is float:
             block_4_rows_f32(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
                              N, width)

@@ -155,3 +155,22 @@ def test_one_and_two_blas_threads_agree(dtype, path):
     tol = SAME_DTYPE_TOL[dtype]
     assert_close(out2, out1, tol["forward"], "out")
     assert_grads_close(grads2, grads1, tol["grad"])
+
+
+@pytest.mark.parametrize("where", ["kernel", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 2, 3, 5), (4, 3, 2, 17), (3, 5, 6, 33)],
+                         ids=lambda s: "T{}B{}D{}H{}".format(*s))
+def test_weight_gradients_agree_wherever_they_are_computed(shape, dtype, where, path,
+                                                           monkeypatch):
+    """dW_xh and dW_hh come from the kernel's BLAS for small problems and from NumPy's for
+    large ones (NUMPY_WEIGHT_GRADS_MIN_FLOPS); both agree with the reference."""
+    from rnnfast import _cython_backend
+
+    monkeypatch.setattr(_cython_backend, "NUMPY_WEIGHT_GRADS_MIN_FLOPS",
+                        0 if where == "numpy" else 2**62)
+    for h0 in (True, False):
+        p = make_problem(6, *shape, dtype, h0=h0)
+        out, grads = run(p, "tanh", "cython")
+        ref_out, ref_grads = run(p, "tanh", "numpy")
+        assert_grads_close(grads, ref_grads, SAME_DTYPE_TOL[dtype]["grad"])
