@@ -4,15 +4,16 @@ The kernels take their thread count as a parameter (OpenMP, for small steps). La
 the big GEMMs run in BLAS, whose own thread pool is set through threadpoolctl, only when the
 caller asks for fewer threads than BLAS would use: the default (all cores) costs nothing.
 """
-import contextlib
+import functools
 import operator
 import os
 
-_controller = None  # threadpoolctl's view of the loaded BLAS libraries, made on first use
+_controller = None  # threadpoolctl's controllers of the loaded BLAS libraries, on first use
 
 
+@functools.lru_cache(maxsize=None)
 def available_cores():
-    """The number of cores this process may run on."""
+    """The number of cores this process may run on (read once)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -40,28 +41,37 @@ def _blas_libraries():
     if _controller is None:
         from threadpoolctl import ThreadpoolController
 
-        _controller = ThreadpoolController()
-    return [lib for lib in _controller.lib_controllers if lib.user_api == "blas"]
+        controller = ThreadpoolController()
+        _controller = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
+    return _controller
 
 
-@contextlib.contextmanager
-def blas_threads_at_most(n_threads):
+class blas_threads_at_most:
     """Within the block, every loaded BLAS uses at most n_threads threads.
 
     Only libraries above the limit are touched (a few microseconds each), and they are
-    restored afterwards, so calls that leave n_threads at its default pay nothing.
+    restored afterwards; with n_threads at or above the core count, nothing is done at all.
+    (A class rather than a generator: this runs on every call of the API.)
     """
-    if n_threads >= available_cores():
-        yield
-        return
-    lowered = []
-    try:
-        for lib in _blas_libraries():
-            current = lib.get_num_threads()
-            if current > n_threads:
-                lib.set_num_threads(n_threads)
-                lowered.append((lib, current))
-        yield
-    finally:
-        for lib, previous in lowered:
+
+    __slots__ = ("n_threads", "lowered")
+
+    def __init__(self, n_threads):
+        self.n_threads = n_threads
+        self.lowered = ()
+
+    def __enter__(self):
+        if self.n_threads < available_cores():
+            lowered = []
+            for lib in _blas_libraries():
+                current = lib.get_num_threads()
+                if current > self.n_threads:
+                    lib.set_num_threads(self.n_threads)
+                    lowered.append((lib, current))
+            self.lowered = lowered
+        return self
+
+    def __exit__(self, *exc_info):
+        for lib, previous in self.lowered:
             lib.set_num_threads(previous)
+        return False
