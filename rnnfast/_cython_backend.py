@@ -11,6 +11,7 @@ import numpy as np
 
 from rnnfast import _recurrence
 from rnnfast._grads import RNNGrads
+from rnnfast._threads import blas_threads_at_most
 
 
 def _kernel_builds():
@@ -58,9 +59,12 @@ _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
             np.dtype(np.float64): np.empty(0, np.float64)}
 
 # Small steps are shared among threads only from this many multiply-adds (B * H * H) up: below,
-# the barrier that ends every step costs more than the second core saves. Measured with
-# `rnnfast bench --threads 2`.
-THREADS_MIN_STEP_FLOPS = 256 * 256
+# the barrier that ends every step costs more than the second core saves. On 2 cores with BLAS
+# idle, forward+backward ran 1.1-1.5x faster from 128K multiply-adds per step; but BLAS workers
+# left spinning by an earlier NumPy call (OpenBLAS keeps them busy for a while) take the second
+# core from a step's barrier, and then 2 threads ran 1.6x slower at 128K. From 1M on (B=1,
+# H=1024; B=4, H=512; B=16, H=256) a step is long enough to absorb that.
+THREADS_MIN_STEP_FLOPS = 1 << 20
 
 
 def use_blas(B, H, dtype):
@@ -71,10 +75,29 @@ def use_blas(B, H, dtype):
     return passes_over_W_hh > 1 and H * H * dtype.itemsize > L2_CACHE_BYTES
 
 
-def kernel_threads(B, H, n_threads):
-    """The threads the small-step loop uses for (B, H) steps: n_threads where a step is big
-    enough to pay for sharing it, else 1. (BLAS steps use BLAS's own threads.)"""
-    return n_threads if B * H * H >= THREADS_MIN_STEP_FLOPS else 1
+def kernel_threads(B, H, dtype, n_threads):
+    """The threads the time loop uses for (B, H) steps: n_threads where small steps are big
+    enough to pay for sharing them, else 1 (BLAS steps use BLAS's own threads)."""
+    if use_blas(B, H, dtype) or B * H * H < THREADS_MIN_STEP_FLOPS:
+        return 1
+    return n_threads
+
+
+# BLAS gets more than one thread inside a pass only from this many multiply-adds per step
+# (B * H * H): OpenBLAS wakes its workers for every GEMM, which here cost more than a second
+# core gave back on every shape measured, up to T,B,D,H = 50,64,512,512 (176 ms on one thread,
+# 229 ms on two; this VM's two cores reach 84 and 87 GFLOP/s on SGEMM 2048^2, so they share
+# their floating-point units). The mechanism stays for machines where threads do pay.
+BLAS_THREADS_MIN_STEP_FLOPS = 1 << 26
+
+
+def _blas_threads(B, H, kernel_threads_, n_threads):
+    """BLAS's threads for a pass: one level of parallelism at a time (while the kernel's own
+    threads run, BLAS has one, so that no BLAS worker spins on the cores they need), and more
+    than one only for steps big enough to pay for waking them."""
+    if kernel_threads_ > 1 or B * H * H < BLAS_THREADS_MIN_STEP_FLOPS:
+        return 1
+    return n_threads
 
 
 # The weight gradients reduce over all T*B rows (dW = da^T @ inputs). From this many
@@ -96,9 +119,11 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads):
     out = np.empty((T, B, H), dtype=x.dtype)
     if h0 is None:
         h0 = np.zeros((B, H), dtype=x.dtype)
-    _FORWARD[x.dtype](x, h0, W_xh, W_hh, _NO_BIAS[x.dtype] if b is None else b, out,
-                             _step_scratch(H, x.dtype), nonlinearity == "relu",
-                             use_blas(B, H, x.dtype), kernel_threads(B, H, n_threads))
+    threads = kernel_threads(B, H, x.dtype, n_threads)
+    with blas_threads_at_most(_blas_threads(B, H, threads, n_threads)):
+        _FORWARD[x.dtype](x, h0, W_xh, W_hh, _NO_BIAS[x.dtype] if b is None else b, out,
+                          _step_scratch(H, x.dtype), nonlinearity == "relu",
+                          use_blas(B, H, x.dtype), threads)
     return out
 
 
@@ -115,13 +140,16 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
     h0 = zeros_BH if h0 is None else h0
     da = np.empty_like(out)
     weight_grads_in_numpy = T * B * H * (D + H) >= NUMPY_WEIGHT_GRADS_MIN_FLOPS
-    _BACKWARD[dtype](
-        dout, zeros_BH if dh_n is None else dh_n, x, h0, W_xh, W_hh, out, da,
-        _step_scratch(H, dtype), dx, dh0, dW_xh, dW_hh, db, nonlinearity == "relu",
-        use_blas(B, H, dtype), kernel_threads(B, H, n_threads), not weight_grads_in_numpy,
-    )
+    threads = kernel_threads(B, H, dtype, n_threads)
+    with blas_threads_at_most(_blas_threads(B, H, threads, n_threads)):
+        _BACKWARD[dtype](
+            dout, zeros_BH if dh_n is None else dh_n, x, h0, W_xh, W_hh, out, da,
+            _step_scratch(H, dtype), dx, dh0, dW_xh, dW_hh, db, nonlinearity == "relu",
+            use_blas(B, H, dtype), threads, not weight_grads_in_numpy,
+        )
     if weight_grads_in_numpy:
-        _weight_grads(da, x, h0, out, dW_xh, dW_hh)
+        with blas_threads_at_most(_blas_threads(B, H, 1, n_threads)):
+            _weight_grads(da, x, h0, out, dW_xh, dW_hh)
     return RNNGrads(dx, dh0, dW_xh, dW_hh, db if has_bias else None)
 
 

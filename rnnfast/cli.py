@@ -1,22 +1,45 @@
-"""Command line: `python -m rnnfast` (or `rnnfast`). The only module that prints.
+"""Command line: `rnnfast` (or `python -m rnnfast`). With _bench_command, the only modules that
+print.
 
-With no arguments it runs one forward and backward pass with both backends on a default shape
-and reports how well they agree and how fast each is.
+    rnnfast [demo]   one forward and backward pass with both backends on a default shape: how
+                     well they agree and how fast each is (the default command)
+    rnnfast bench    the benchmark against NumPy and PyTorch (rnnfast/_bench_command.py)
 """
 import argparse
+import sys
 import time
 
 import numpy as np
 
+from rnnfast import _bench_command
 from rnnfast.functional import BACKENDS, NONLINEARITIES, rnn_backward, rnn_forward
 
+COMMANDS = ("demo", "bench")
 
-def _parse(argv):
+
+def _parser():
     parser = argparse.ArgumentParser(
         prog="rnnfast",
+        description="Fast vanilla RNNs on the CPU. Without a command, runs `demo`.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo", help="forward and backward with both backends: agreement and speed",
         description="Run a forward and backward pass of a vanilla RNN with the Cython and the "
                     "NumPy backends; print their agreement and their speed.",
     )
+    _configure_demo(demo)
+    parser.set_defaults(demo_parser=demo)
+    bench = commands.add_parser(
+        "bench", help="benchmark against NumPy and PyTorch",
+        description="Time rnnfast against its NumPy reference, a batched NumPy peer and "
+                    "PyTorch's nn.RNN, interleaved, on a grid of shapes; print a table.",
+    )
+    _bench_command.configure_parser(bench)
+    return parser
+
+
+def _configure_demo(parser):
     parser.add_argument("--steps", "-T", type=int, default=100, help="time steps T (default 100)")
     parser.add_argument("--batch", "-B", type=int, default=8, help="batch size B (default 8)")
     parser.add_argument("--input-size", "-D", type=int, default=64, help="input size D (default 64)")
@@ -27,11 +50,12 @@ def _parse(argv):
     parser.add_argument("--repeat", type=int, default=15,
                         help="timed rounds per backend, interleaved (default 15)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+
+
+def _check_demo_args(parser, args):
     for name in ("steps", "batch", "input_size", "hidden_size", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return args
 
 
 def _problem(args):
@@ -76,7 +100,18 @@ def _time_interleaved(problem, nonlinearity, repeat):
 
 
 def main(argv=None):
-    args = _parse(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "demo")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench_command.run(args)
+    _check_demo_args(args.demo_parser, args)
+    return _demo(args)
+
+
+def _demo(args):
     problem = _problem(args)
     T, B, D, H = args.steps, args.batch, args.input_size, args.hidden_size
     print(f"rnnfast: vanilla RNN, T={T} B={B} D={D} H={H}, {args.dtype}, {args.nonlinearity}")

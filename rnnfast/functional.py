@@ -9,7 +9,7 @@ import numpy as np
 
 from rnnfast import _cython_backend, reference
 from rnnfast._grads import RNNGrads
-from rnnfast._threads import blas_threads_at_most, resolve_n_threads
+from rnnfast._threads import resolve_n_threads
 from rnnfast._validation import (MAX_DIM, as_float_array, check_choice, check_same_dtype,
                                  check_shape)
 
@@ -103,8 +103,7 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     if b is not None:
         check_shape(b, "b", ("H",), (H,), "(H from W_hh)")
 
-    with blas_threads_at_most(n_threads):
-        out = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads)
+    out = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads)
     out.flags.writeable = False
     cache = RNNCache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend)
     return out, cache
@@ -146,8 +145,7 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None):
         if array is not None and array.dtype != cache.out.dtype:
             raise TypeError(f"{name} must have the dtype of the forward pass, "
                             f"{cache.out.dtype}; got {array.dtype}")
-    with blas_threads_at_most(n_threads):
-        return BACKENDS[cache.backend].backward(
-            dout, dh_n, cache.x, cache.h0, cache.W_xh, cache.W_hh, cache.has_bias, cache.out,
-            cache.nonlinearity, n_threads,
-        )
+    return BACKENDS[cache.backend].backward(
+        dout, dh_n, cache.x, cache.h0, cache.W_xh, cache.W_hh, cache.has_bias, cache.out,
+        cache.nonlinearity, n_threads,
+    )

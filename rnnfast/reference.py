@@ -16,6 +16,7 @@ against. Inputs arrive validated by rnnfast.functional.
 import numpy as np
 
 from rnnfast._grads import RNNGrads
+from rnnfast._threads import blas_threads_at_most
 
 
 def _tanh_derivative(h):
@@ -36,8 +37,13 @@ ACTIVATIONS = {"tanh": (np.tanh, _tanh_derivative), "relu": (_relu, _relu_deriva
 def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads=1):
     """Hidden states (T, B, H) of the RNN over x (T, B, D), starting from h0 (B, H) or zeros.
 
-    n_threads is accepted for a common signature; NumPy's BLAS threads are set by the caller.
+    n_threads caps the threads of NumPy's BLAS.
     """
+    with blas_threads_at_most(n_threads):
+        return _forward(x, h0, W_xh, W_hh, b, nonlinearity)
+
+
+def _forward(x, h0, W_xh, W_hh, b, nonlinearity):
     act, _ = ACTIVATIONS[nonlinearity]
     T, B, _ = x.shape
     H = W_hh.shape[0]
@@ -56,8 +62,13 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
     """Gradients of the loss with respect to x, h0, W_xh, W_hh and b, by BPTT.
 
     dout (T, B, H) is dL/dh_t for every step; dh_n (B, H) or None is an extra gradient on the
-    final state, coming from a later chunk of the sequence.
+    final state, coming from a later chunk of the sequence. n_threads caps NumPy's BLAS threads.
     """
+    with blas_threads_at_most(n_threads):
+        return _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity)
+
+
+def _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity):
     _, act_derivative = ACTIVATIONS[nonlinearity]
     T, B, _ = x.shape
     H = W_hh.shape[0]
