@@ -59,26 +59,14 @@ def _check_demo_args(parser, args):
 
 
 def _problem(args):
-    rng = np.random.default_rng(args.seed)
-    T, B, D, H = args.steps, args.batch, args.input_size, args.hidden_size
-    dtype = np.dtype(args.dtype)
-    # Weights at PyTorch's nn.RNN initialisation: uniform(-1/sqrt(H), 1/sqrt(H)).
-    bound = 1 / np.sqrt(H)
-    return dict(
-        x=rng.standard_normal((T, B, D)).astype(dtype),
-        h0=rng.standard_normal((B, H)).astype(dtype),
-        W_xh=rng.uniform(-bound, bound, (H, D)).astype(dtype),
-        W_hh=rng.uniform(-bound, bound, (H, H)).astype(dtype),
-        b=rng.uniform(-bound, bound, H).astype(dtype),
-        dout=rng.standard_normal((T, B, H)).astype(dtype),
-    )
+    shape = (args.steps, args.batch, args.input_size, args.hidden_size)
+    return _bench_command.make_problem(shape, args.dtype, seed=args.seed)
 
 
-def _run(problem, backend, nonlinearity):
-    p = problem
-    out, cache = rnn_forward(p["x"], p["h0"], p["W_xh"], p["W_hh"], p["b"],
-                             nonlinearity=nonlinearity, backend=backend)
-    return out, rnn_backward(p["dout"], cache)
+def _run(p, backend, nonlinearity):
+    out, cache = rnn_forward(p.x, p.h0, p.W_xh, p.W_hh, p.b, nonlinearity=nonlinearity,
+                             backend=backend)
+    return out, rnn_backward(p.G, cache)
 
 
 def _relative_error(actual, expected):

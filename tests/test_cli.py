@@ -1,0 +1,62 @@
+"""The command line: `rnnfast` / `python -m rnnfast` (demo, the default) and `rnnfast bench`, and
+the RNNFAST_KERNEL override of the kernel build."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rnnfast import _cython_backend
+from rnnfast.cli import main
+
+TINY_DEMO = ["-T", "3", "-B", "2", "-D", "2", "-H", "5", "--repeat", "1"]
+
+
+@pytest.mark.parametrize("argv", [TINY_DEMO, ["demo"] + TINY_DEMO,
+                                  TINY_DEMO + ["--dtype", "float64", "--nonlinearity", "relu"]])
+def test_demo_reports_agreement_and_speed(argv, capsys):
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "T=3 B=2 D=2 H=5" in printed
+    for name in ("out", "dx", "dh0", "dW_xh", "dW_hh", "db"):
+        assert f"  {name} " in printed
+    assert "speed-up of cython over numpy" in printed
+
+
+@pytest.mark.parametrize("argv", [["-B", "0"], ["--dtype", "float16"], ["--nonlinearity", "x"],
+                                  ["no-such-command"]])
+def test_demo_rejects_bad_arguments(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_bench_runs_a_tiny_grid_and_writes_json(tmp_path, capsys):
+    report = tmp_path / "bench.json"
+    code = main(["bench", "--shapes", "3,1,2,5", "--dtype", "float32", "--pass", "forward",
+                 "--no-torch", "--budget", "0.05", "--json", str(report)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "3,1,2,5" in printed and "float32" in printed
+    data = json.loads(report.read_text())
+    assert data  # the measurements and the machine, as JSON
+
+
+def _import_kernel_with(env_value):
+    env = dict(os.environ, RNNFAST_KERNEL=env_value)
+    code = "import rnnfast._cython_backend as c; print(c.KERNEL)"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("build", list(_cython_backend.KERNEL_BUILDS))
+def test_kernel_build_can_be_forced(build):
+    result = _import_kernel_with(build)
+    assert result.returncode == 0 and result.stdout.strip() == build
+
+
+def test_unknown_kernel_build_is_an_import_error_naming_the_choices():
+    result = _import_kernel_with("avx1024")
+    assert result.returncode != 0
+    assert "RNNFAST_KERNEL='avx1024'" in result.stderr and "baseline" in result.stderr
