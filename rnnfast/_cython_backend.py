@@ -75,30 +75,26 @@ def use_blas(B, H, dtype):
     return passes_over_W_hh > 1 and H * H * dtype.itemsize > L2_CACHE_BYTES
 
 
-def kernel_threads(B, H, dtype, n_threads):
-    """The threads the time loop uses for (B, H) steps: n_threads where small steps are big
-    enough to pay for sharing them, else 1 (BLAS steps use BLAS's own threads)."""
-    if use_blas(B, H, dtype) or B * H * H < THREADS_MIN_STEP_FLOPS:
-        return 1
-    return n_threads
+def step_plan(B, H, dtype, n_threads):
+    """How (B, H) steps run: (use_blas, kernel_threads).
+
+    With threads to spare and steps big enough to share, the micro-kernel runs on n_threads
+    (OpenMP over column blocks) whatever the batch: calling a threaded BLAS once per step from
+    the loop fought NumPy's BLAS workers for the cores (100,32,128,128 forward+backward took
+    43 ms on 2 threads against 17 ms on one). Otherwise one thread, and the step switch.
+    """
+    blas_steps = use_blas(B, H, dtype)
+    if n_threads > 1 and B * H * H >= THREADS_MIN_STEP_FLOPS:
+        return False, n_threads
+    return blas_steps, 1
 
 
-# BLAS gets more than one thread inside a pass only from this many multiply-adds per step
-# (B * H * H): OpenBLAS wakes its workers for every GEMM, which here cost more than a second
-# core gave back on every shape measured, up to T,B,D,H = 50,64,512,512 (176 ms on one thread,
-# 229 ms on two; this VM's two cores reach 84 and 87 GFLOP/s on SGEMM 2048^2, so they share
-# their floating-point units). The mechanism stays for machines where threads do pay.
-BLAS_THREADS_MIN_STEP_FLOPS = 1 << 26
-
-
-def _blas_threads(B, H, kernel_threads_, n_threads):
-    """BLAS's threads for a pass: one level of parallelism at a time (while the kernel's own
-    threads run, BLAS has one, so that no BLAS worker spins on the cores they need), and more
-    than one only for steps big enough to pay for waking them."""
-    if kernel_threads_ > 1 or B * H * H < BLAS_THREADS_MIN_STEP_FLOPS:
-        return 1
-    return n_threads
-
+# Inside a pass BLAS (the input projection, dx, the steps of large batches) runs on one thread:
+# OpenBLAS wakes its workers for every GEMM, which cost more than they gave back here, and they
+# must not spin on the cores of the kernel's own threads. The weight gradients of large
+# problems, computed after the pass by NumPy, get n_threads from this many multiply-adds
+# (T * B * H * (D + H)) up.
+BLAS_THREADS_MIN_PASS_FLOPS = 1 << 24
 
 # The weight gradients reduce over all T*B rows (dW = da^T @ inputs). From this many
 # multiply-adds on, they go to NumPy's BLAS: the OpenBLAS that NumPy ships ran these transposed
@@ -106,7 +102,6 @@ def _blas_threads(B, H, kernel_threads_, n_threads):
 # machine), which repays NumPy's few microseconds of per-call cost. Below, they stay inside the
 # kernel's call.
 NUMPY_WEIGHT_GRADS_MIN_FLOPS = 1 << 20
-
 
 def _step_scratch(H, dtype):
     """Scratch for W_hh^T or W_hh with rows zero-padded to a multiple of COLUMN_PAD."""
@@ -119,11 +114,10 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads):
     out = np.empty((T, B, H), dtype=x.dtype)
     if h0 is None:
         h0 = np.zeros((B, H), dtype=x.dtype)
-    threads = kernel_threads(B, H, x.dtype, n_threads)
-    with blas_threads_at_most(_blas_threads(B, H, threads, n_threads)):
+    blas_steps, threads = step_plan(B, H, x.dtype, n_threads)
+    with blas_threads_at_most(1):
         _FORWARD[x.dtype](x, h0, W_xh, W_hh, _NO_BIAS[x.dtype] if b is None else b, out,
-                          _step_scratch(H, x.dtype), nonlinearity == "relu",
-                          use_blas(B, H, x.dtype), threads)
+                          _step_scratch(H, x.dtype), nonlinearity == "relu", blas_steps, threads)
     return out
 
 
@@ -140,15 +134,16 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
     h0 = zeros_BH if h0 is None else h0
     da = np.empty_like(out)
     weight_grads_in_numpy = T * B * H * (D + H) >= NUMPY_WEIGHT_GRADS_MIN_FLOPS
-    threads = kernel_threads(B, H, dtype, n_threads)
-    with blas_threads_at_most(_blas_threads(B, H, threads, n_threads)):
+    blas_steps, threads = step_plan(B, H, dtype, n_threads)
+    with blas_threads_at_most(1):
         _BACKWARD[dtype](
             dout, zeros_BH if dh_n is None else dh_n, x, h0, W_xh, W_hh, out, da,
             _step_scratch(H, dtype), dx, dh0, dW_xh, dW_hh, db, nonlinearity == "relu",
-            use_blas(B, H, dtype), threads, not weight_grads_in_numpy,
+            blas_steps, threads, not weight_grads_in_numpy,
         )
     if weight_grads_in_numpy:
-        with blas_threads_at_most(_blas_threads(B, H, 1, n_threads)):
+        big = T * B * H * (D + H) >= BLAS_THREADS_MIN_PASS_FLOPS
+        with blas_threads_at_most(n_threads if big else 1):
             _weight_grads(da, x, h0, out, dW_xh, dW_hh)
     return RNNGrads(dx, dh0, dW_xh, dW_hh, db if has_bias else None)
 
