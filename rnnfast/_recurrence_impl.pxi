@@ -56,9 +56,11 @@ cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
     """The backward time loop: BLAS steps, or small steps on one thread or on n_threads."""
     cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], ldm = M.shape[1], t, i
     cdef floating* da_last = &da[T - 1, 0, 0]
+    cdef const floating* g_last = &dout[T - 1, 0, 0]
+    cdef const floating* carried = &dh_n[0, 0]
     # Last step: the gradient from beyond the sequence is dh_n itself, not a matmul.
     for i in range(B * H):
-        da_last[i] = dout[T - 1, 0, i] + dh_n[0, i]
+        da_last[i] = g_last[i] + carried[i]
     finish(da_last, &h[T - 1, 0, 0], B * H, derivative)
     if not use_blas and n_threads > 1:
         backward_loop_threaded(da, dout, h, M, derivative, n_threads)
