@@ -11,7 +11,7 @@ import numpy as np
 
 from rnnfast import _recurrence
 from rnnfast._grads import RNNGrads
-from rnnfast._threads import blas_threads_at_most
+from rnnfast._threads import available_cores, blas_threads_at_most
 
 
 def _kernel_builds():
@@ -95,6 +95,10 @@ def step_plan(B, H, dtype, n_threads):
 # problems, computed after the pass by NumPy, get n_threads from this many multiply-adds
 # (T * B * H * (D + H)) up.
 BLAS_THREADS_MIN_PASS_FLOPS = 1 << 24
+# OpenBLAS runs a GEMM with M * N * K up to 65536 * GEMM_MULTITHREAD_THRESHOLD (4, its default)
+# on one thread by itself: passes whose GEMMs are all that small skip the (microseconds of)
+# thread-count calls, which would otherwise be a tenth of a forward + backward at T = 25.
+OPENBLAS_SINGLE_THREAD_MNK = 65536 * 4
 
 # The weight gradients reduce over all T*B rows (dW = da^T @ inputs). From this many
 # multiply-adds on, they go to NumPy's BLAS: the OpenBLAS that NumPy ships ran these transposed
@@ -102,6 +106,13 @@ BLAS_THREADS_MIN_PASS_FLOPS = 1 << 24
 # machine), which repays NumPy's few microseconds of per-call cost. Below, they stay inside the
 # kernel's call.
 NUMPY_WEIGHT_GRADS_MIN_FLOPS = 1 << 20
+
+def _blas_threads_in_pass(T, B, D, H):
+    """BLAS's thread cap inside a pass: one, unless OpenBLAS keeps every GEMM of it on one
+    thread anyway (then no cap, and no cost)."""
+    largest_gemm = T * B * H * max(D, H)
+    return 1 if largest_gemm > OPENBLAS_SINGLE_THREAD_MNK else available_cores()
+
 
 def _step_scratch(H, dtype):
     """Scratch for W_hh^T or W_hh with rows zero-padded to a multiple of COLUMN_PAD."""
@@ -115,7 +126,7 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads):
     if h0 is None:
         h0 = np.zeros((B, H), dtype=x.dtype)
     blas_steps, threads = step_plan(B, H, x.dtype, n_threads)
-    with blas_threads_at_most(1):
+    with blas_threads_at_most(_blas_threads_in_pass(T, B, D, H)):
         _FORWARD[x.dtype](x, h0, W_xh, W_hh, _NO_BIAS[x.dtype] if b is None else b, out,
                           _step_scratch(H, x.dtype), nonlinearity == "relu", blas_steps, threads)
     return out
@@ -135,7 +146,7 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
     da = np.empty_like(out)
     weight_grads_in_numpy = T * B * H * (D + H) >= NUMPY_WEIGHT_GRADS_MIN_FLOPS
     blas_steps, threads = step_plan(B, H, dtype, n_threads)
-    with blas_threads_at_most(1):
+    with blas_threads_at_most(_blas_threads_in_pass(T, B, D, H)):
         _BACKWARD[dtype](
             dout, zeros_BH if dh_n is None else dh_n, x, h0, W_xh, W_hh, out, da,
             _step_scratch(H, dtype), dx, dh0, dW_xh, dW_hh, db, nonlinearity == "relu",
