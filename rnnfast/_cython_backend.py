@@ -66,6 +66,23 @@ _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
 # H=1024; B=4, H=512; B=16, H=256) a step is long enough to absorb that.
 THREADS_MIN_STEP_FLOPS = 1 << 20
 
+# Inside a pass BLAS (the input projection, dx, the steps of large batches) runs on one thread:
+# OpenBLAS wakes its workers for every GEMM, which cost more than they gave back here (2-5x
+# slower at 1000,1,16,64), and they must not spin on the cores of the kernel's own threads.
+# OpenBLAS itself keeps a GEMM with M * N * K up to 65536 * GEMM_MULTITHREAD_THRESHOLD (4, its
+# default) on one thread: passes whose GEMMs are all that small skip the thread-count calls,
+# which would otherwise cost a tenth of a forward + backward at T = 25.
+OPENBLAS_SINGLE_THREAD_MNK = 65536 * 4
+
+# The weight gradients reduce over all T*B rows (dW = da^T @ inputs). From this many
+# multiply-adds (T * B * H * (D + H)) on, they go to NumPy's BLAS after the pass: the OpenBLAS
+# that NumPy ships ran these transposed GEMMs 1.2-2x faster than SciPy's here (0.3.31 against
+# 0.3.30, both measured on this machine), which repays NumPy's few microseconds of per-call
+# cost. Below, they stay inside the kernel's call. From BLAS_THREADS_MIN_PASS_FLOPS on they get
+# n_threads BLAS threads.
+NUMPY_WEIGHT_GRADS_MIN_FLOPS = 1 << 20
+BLAS_THREADS_MIN_PASS_FLOPS = 1 << 24
+
 
 def use_blas(B, H, dtype):
     """Whether a (B, H) step in dtype goes to BLAS rather than the small-step kernel."""
@@ -83,29 +100,10 @@ def step_plan(B, H, dtype, n_threads):
     the loop fought NumPy's BLAS workers for the cores (100,32,128,128 forward+backward took
     43 ms on 2 threads against 17 ms on one). Otherwise one thread, and the step switch.
     """
-    blas_steps = use_blas(B, H, dtype)
     if n_threads > 1 and B * H * H >= THREADS_MIN_STEP_FLOPS:
         return False, n_threads
-    return blas_steps, 1
+    return use_blas(B, H, dtype), 1
 
-
-# Inside a pass BLAS (the input projection, dx, the steps of large batches) runs on one thread:
-# OpenBLAS wakes its workers for every GEMM, which cost more than they gave back here, and they
-# must not spin on the cores of the kernel's own threads. The weight gradients of large
-# problems, computed after the pass by NumPy, get n_threads from this many multiply-adds
-# (T * B * H * (D + H)) up.
-BLAS_THREADS_MIN_PASS_FLOPS = 1 << 24
-# OpenBLAS runs a GEMM with M * N * K up to 65536 * GEMM_MULTITHREAD_THRESHOLD (4, its default)
-# on one thread by itself: passes whose GEMMs are all that small skip the (microseconds of)
-# thread-count calls, which would otherwise be a tenth of a forward + backward at T = 25.
-OPENBLAS_SINGLE_THREAD_MNK = 65536 * 4
-
-# The weight gradients reduce over all T*B rows (dW = da^T @ inputs). From this many
-# multiply-adds on, they go to NumPy's BLAS: the OpenBLAS that NumPy ships ran these transposed
-# GEMMs 1.2-2x faster than SciPy's here (0.3.31 against 0.3.30, measured with both on this
-# machine), which repays NumPy's few microseconds of per-call cost. Below, they stay inside the
-# kernel's call.
-NUMPY_WEIGHT_GRADS_MIN_FLOPS = 1 << 20
 
 def _blas_threads_in_pass(T, B, D, H):
     """BLAS's thread cap inside a pass: one, unless OpenBLAS keeps every GEMM of it on one
@@ -153,8 +151,8 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
             blas_steps, threads, not weight_grads_in_numpy,
         )
     if weight_grads_in_numpy:
-        big = T * B * H * (D + H) >= BLAS_THREADS_MIN_PASS_FLOPS
-        with blas_threads_at_most(n_threads if big else 1):
+        threaded = T * B * H * (D + H) >= BLAS_THREADS_MIN_PASS_FLOPS
+        with blas_threads_at_most(n_threads if threaded else 1):
             _weight_grads(da, x, h0, out, dW_xh, dW_hh)
     return RNNGrads(dx, dh0, dW_xh, dW_hh, db if has_bias else None)
 
