@@ -27,7 +27,8 @@
 #define RNNFAST_VECTOR_BYTES 16
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
+/* RNNFAST_PLAIN_C forces the portable loops (to check them against the vector code). */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(RNNFAST_PLAIN_C)
 #define RNNFAST_VECTOR_TYPES 1
 typedef float rnnfast_vf32 __attribute__((vector_size(RNNFAST_VECTOR_BYTES)));
 typedef double rnnfast_vf64 __attribute__((vector_size(RNNFAST_VECTOR_BYTES)));

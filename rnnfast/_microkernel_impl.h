@@ -34,66 +34,25 @@ static inline void RNNFAST_NAME(rnnfast_store_row)(RNNFAST_T* p, ptrdiff_t width
     memcpy(p, buffer, (size_t)width * sizeof(RNNFAST_T));
 }
 
-/* Six rows: twelve accumulators, enough independent multiply-adds to cover their latency on
- * two FMA units (the shape of the classic 6 x 16 AVX2 SGEMM kernel), and M read once for all six. */
-static inline void RNNFAST_NAME(rnnfast_block_6_rows)(
-        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+/* R rows (R <= 6, a constant at every call, so the loops over r unroll and the accumulators
+ * live in registers): each M row loaded serves all R rows. Six rows give twelve accumulators,
+ * enough independent multiply-adds to cover their latency on two FMA units (the shape of the
+ * classic 6 x 16 AVX2 SGEMM kernel). */
+static inline void RNNFAST_NAME(rnnfast_block_rows)(
+        const int R, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
         const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
-    RNNFAST_V c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h, c4l, c4h, c5l, c5h;
-    RNNFAST_NAME(rnnfast_load_row)(init, width, &c0l, &c0h);
-    RNNFAST_NAME(rnnfast_load_row)(init + N, width, &c1l, &c1h);
-    RNNFAST_NAME(rnnfast_load_row)(init + 2 * N, width, &c2l, &c2h);
-    RNNFAST_NAME(rnnfast_load_row)(init + 3 * N, width, &c3l, &c3h);
-    RNNFAST_NAME(rnnfast_load_row)(init + 4 * N, width, &c4l, &c4h);
-    RNNFAST_NAME(rnnfast_load_row)(init + 5 * N, width, &c5l, &c5h);
+    RNNFAST_V lo[6], hi[6];
+    for (int r = 0; r < R; r++) RNNFAST_NAME(rnnfast_load_row)(init + r * N, width, &lo[r], &hi[r]);
     for (ptrdiff_t j = 0; j < K; j++) {
         const RNNFAST_V m_lo = RNNFAST_NAME(rnnfast_load)(M + j * ldm);
         const RNNFAST_V m_hi = RNNFAST_NAME(rnnfast_load)(M + j * ldm + RNNFAST_LANES);
-        RNNFAST_V x = RNNFAST_NAME(rnnfast_splat)(X[j]);
-        c0l += x * m_lo; c0h += x * m_hi;
-        x = RNNFAST_NAME(rnnfast_splat)(X[K + j]);
-        c1l += x * m_lo; c1h += x * m_hi;
-        x = RNNFAST_NAME(rnnfast_splat)(X[2 * K + j]);
-        c2l += x * m_lo; c2h += x * m_hi;
-        x = RNNFAST_NAME(rnnfast_splat)(X[3 * K + j]);
-        c3l += x * m_lo; c3h += x * m_hi;
-        x = RNNFAST_NAME(rnnfast_splat)(X[4 * K + j]);
-        c4l += x * m_lo; c4h += x * m_hi;
-        x = RNNFAST_NAME(rnnfast_splat)(X[5 * K + j]);
-        c5l += x * m_lo; c5h += x * m_hi;
+        for (int r = 0; r < R; r++) {
+            const RNNFAST_V x = RNNFAST_NAME(rnnfast_splat)(X[r * K + j]);
+            lo[r] += x * m_lo;
+            hi[r] += x * m_hi;
+        }
     }
-    RNNFAST_NAME(rnnfast_store_row)(C, width, c0l, c0h);
-    RNNFAST_NAME(rnnfast_store_row)(C + N, width, c1l, c1h);
-    RNNFAST_NAME(rnnfast_store_row)(C + 2 * N, width, c2l, c2h);
-    RNNFAST_NAME(rnnfast_store_row)(C + 3 * N, width, c3l, c3h);
-    RNNFAST_NAME(rnnfast_store_row)(C + 4 * N, width, c4l, c4h);
-    RNNFAST_NAME(rnnfast_store_row)(C + 5 * N, width, c5l, c5h);
-}
-
-static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
-        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
-        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
-    RNNFAST_V c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h;
-    RNNFAST_NAME(rnnfast_load_row)(init, width, &c0l, &c0h);
-    RNNFAST_NAME(rnnfast_load_row)(init + N, width, &c1l, &c1h);
-    RNNFAST_NAME(rnnfast_load_row)(init + 2 * N, width, &c2l, &c2h);
-    RNNFAST_NAME(rnnfast_load_row)(init + 3 * N, width, &c3l, &c3h);
-    for (ptrdiff_t j = 0; j < K; j++) {
-        const RNNFAST_V m_lo = RNNFAST_NAME(rnnfast_load)(M + j * ldm);
-        const RNNFAST_V m_hi = RNNFAST_NAME(rnnfast_load)(M + j * ldm + RNNFAST_LANES);
-        RNNFAST_V x = RNNFAST_NAME(rnnfast_splat)(X[j]);
-        c0l += x * m_lo; c0h += x * m_hi;
-        x = RNNFAST_NAME(rnnfast_splat)(X[K + j]);
-        c1l += x * m_lo; c1h += x * m_hi;
-        x = RNNFAST_NAME(rnnfast_splat)(X[2 * K + j]);
-        c2l += x * m_lo; c2h += x * m_hi;
-        x = RNNFAST_NAME(rnnfast_splat)(X[3 * K + j]);
-        c3l += x * m_lo; c3h += x * m_hi;
-    }
-    RNNFAST_NAME(rnnfast_store_row)(C, width, c0l, c0h);
-    RNNFAST_NAME(rnnfast_store_row)(C + N, width, c1l, c1h);
-    RNNFAST_NAME(rnnfast_store_row)(C + 2 * N, width, c2l, c2h);
-    RNNFAST_NAME(rnnfast_store_row)(C + 3 * N, width, c3l, c3h);
+    for (int r = 0; r < R; r++) RNNFAST_NAME(rnnfast_store_row)(C + r * N, width, lo[r], hi[r]);
 }
 
 /* Two rows: each M row serves both; two partial sums (over j mod 2) per row keep eight
@@ -171,22 +130,10 @@ static inline void RNNFAST_NAME(rnnfast_block_1_row)(
 
 #else  /* no vector types: the same arithmetic, one element at a time */
 
-static inline void RNNFAST_NAME(rnnfast_block_6_rows)(
-        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+static inline void RNNFAST_NAME(rnnfast_block_rows)(
+        const int R, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
         const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
-    for (ptrdiff_t r = 0; r < 6; r++) {
-        for (ptrdiff_t c = 0; c < width; c++) {
-            RNNFAST_T sum = init[r * N + c];
-            for (ptrdiff_t j = 0; j < K; j++) sum += X[r * K + j] * M[j * ldm + c];
-            C[r * N + c] = sum;
-        }
-    }
-}
-
-static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
-        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
-        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
-    for (ptrdiff_t r = 0; r < 4; r++) {
+    for (int r = 0; r < R; r++) {
         for (ptrdiff_t c = 0; c < width; c++) {
             RNNFAST_T sum = init[r * N + c];
             for (ptrdiff_t j = 0; j < K; j++) sum += X[r * K + j] * M[j * ldm + c];
@@ -198,13 +145,7 @@ static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
 static inline void RNNFAST_NAME(rnnfast_block_2_rows)(
         const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
         const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
-    for (ptrdiff_t r = 0; r < 2; r++) {
-        for (ptrdiff_t c = 0; c < width; c++) {
-            RNNFAST_T sum = 0;
-            for (ptrdiff_t j = 0; j < K; j++) sum += X[r * K + j] * M[j * ldm + c];
-            C[r * N + c] = init[r * N + c] + sum;
-        }
-    }
+    RNNFAST_NAME(rnnfast_block_rows)(2, X, K, M, ldm, init, C, N, width);
 }
 
 static inline void RNNFAST_NAME(rnnfast_block_1_row)(
@@ -218,6 +159,18 @@ static inline void RNNFAST_NAME(rnnfast_block_1_row)(
 }
 
 #endif
+
+static inline void RNNFAST_NAME(rnnfast_block_6_rows)(
+        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
+    RNNFAST_NAME(rnnfast_block_rows)(6, X, K, M, ldm, init, C, N, width);
+}
+
+static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
+        const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* M, ptrdiff_t ldm,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
+    RNNFAST_NAME(rnnfast_block_rows)(4, X, K, M, ldm, init, C, N, width);
+}
 
 #undef RNNFAST_LANES
 #undef RNNFAST_BLOCK
