@@ -6,7 +6,11 @@ Environment variables (all off by default, never set in CI):
 """
 import os
 import platform
+import shlex
+import subprocess
 import sys
+import sysconfig
+import tempfile
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -35,9 +39,28 @@ directives = {
 }
 
 
-# OpenMP runs the small steps of large sequences on several threads (Cython's prange); where
-# the compiler lacks it, the pragmas are ignored and the kernels run on one thread.
-openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+
+def _openmp_flags():
+    """["-fopenmp"] if the C compiler builds and links an OpenMP program with it, else []."""
+    if sys.platform == "win32":
+        return []
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    program = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+    with tempfile.TemporaryDirectory() as folder:
+        source = os.path.join(folder, "check_openmp.c")
+        with open(source, "w") as file:
+            file.write(program)
+        command = compiler + ["-fopenmp", source, "-o", os.path.join(folder, "check_openmp")]
+        try:
+            built = subprocess.run(command, capture_output=True).returncode == 0
+        except OSError:
+            built = False
+    return ["-fopenmp"] if built else []
+
+
+# OpenMP runs the big small-path steps on several threads (Cython's prange); where the compiler
+# lacks it, the pragmas are ignored and the kernels run on one thread.
+openmp = _openmp_flags()
 
 
 def _extension(name, extra_args=(), parallel=True):
