@@ -76,10 +76,11 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     Raises
     ------
     TypeError
-        A non-floating dtype, or arrays of different dtypes.
+        A non-floating dtype, arrays of different dtypes, or an ``n_threads`` that is not an int.
     ValueError
-        A wrong number of dimensions, a shape that does not match, a dimension of size 0, or an
-        unknown ``nonlinearity`` or ``backend``.
+        A wrong number of dimensions, a shape that does not match, a dimension of size 0, more
+        than 2**31 - 1 rows T*B, an unknown ``nonlinearity`` or ``backend``, or ``n_threads``
+        below 1.
     """
     check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
     check_choice(backend, "backend", tuple(BACKENDS))
@@ -130,6 +131,15 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None):
     RNNGrads
         ``(dx, dh0, dW_xh, dW_hh, db)``, each shaped like its input; ``db`` is None when the
         forward pass had no bias; ``dh0`` is returned also when h0 was None (zeros).
+
+    Raises
+    ------
+    TypeError
+        ``cache`` is not an RNNCache, ``dout``/``dh_n`` are not float arrays of the forward's
+        dtype, or ``n_threads`` is not an int.
+    ValueError
+        ``dout``/``dh_n`` do not have the shapes of the forward's output and final state, or
+        ``n_threads`` is below 1.
     """
     if not isinstance(cache, RNNCache):
         raise TypeError(f"cache must be the RNNCache returned by rnn_forward; "
