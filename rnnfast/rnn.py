@@ -1,0 +1,281 @@
+"""`rnnfast.RNN`: the layer, with the semantics, shapes, parameter names and initialisation of
+`torch.nn.RNN` (stacked, bidirectional, batch_first, dropout between layers).
+
+Each (layer, direction) is one call of the functional kernels (rnnfast.functional). The reverse
+direction runs the same kernels on the time-reversed sequence. Variable-length batches
+(`lengths`) are not supported yet.
+"""
+import numpy as np
+
+from rnnfast._validation import as_float_array, check_choice, check_shape
+from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
+
+__all__ = ["RNN"]
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+class RNN:
+    """A multi-layer Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), as torch.nn.RNN.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        D and H.
+    num_layers : int
+        Stacked layers; layer l > 0 reads the outputs of layer l - 1.
+    nonlinearity : {"tanh", "relu"}
+    bias : bool
+        Whether the layers have ``bias_ih`` and ``bias_hh``.
+    batch_first : bool
+        Inputs and outputs are (B, T, ...) instead of (T, B, ...).
+    dropout : float
+        Probability of zeroing each output of every layer but the last, in training mode.
+    bidirectional : bool
+        Each layer also runs over the reversed sequence; outputs are concatenated (2H).
+    dtype : float32 or float64
+    seed : int or None
+        Seeds the initialisation and the dropout masks.
+    n_threads : int or None
+        Passed to the kernels (None: every core).
+
+    Parameters are NumPy arrays in ``parameters()``, named as in torch: ``weight_ih_l{k}``
+    (H, D or num_directions * H), ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``
+    (H,), with the suffix ``_reverse`` for the reverse direction; all initialised from
+    uniform(-1/sqrt(H), 1/sqrt(H)). After ``backward``, ``grads`` holds their gradients under
+    the same names.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
+                 seed=None, n_threads=None):
+        self.input_size = _check_positive_int(input_size, "input_size")
+        self.hidden_size = _check_positive_int(hidden_size, "hidden_size")
+        self.num_layers = _check_positive_int(num_layers, "num_layers")
+        self.nonlinearity = check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"dtype must be float32 or float64; got {self.dtype}")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+        self.n_threads = n_threads
+        self.training = True
+        self._rng = np.random.default_rng(seed)
+        self._params = self._initial_parameters()
+        self.grads = {}
+        self._saved = None  # what backward needs from the last forward
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def _suffixes(self):
+        return ["", "_reverse"][: self.num_directions]
+
+    def _layer_input_size(self, layer):
+        return self.input_size if layer == 0 else self.hidden_size * self.num_directions
+
+    def _shapes(self):
+        H = self.hidden_size
+        shapes = {}
+        for layer in range(self.num_layers):
+            for suffix in self._suffixes():
+                shapes[f"weight_ih_l{layer}{suffix}"] = (H, self._layer_input_size(layer))
+                shapes[f"weight_hh_l{layer}{suffix}"] = (H, H)
+                if self.bias:
+                    shapes[f"bias_ih_l{layer}{suffix}"] = (H,)
+                    shapes[f"bias_hh_l{layer}{suffix}"] = (H,)
+        return shapes
+
+    def _initial_parameters(self):
+        bound = 1 / np.sqrt(self.hidden_size)
+        return {name: self._rng.uniform(-bound, bound, shape).astype(self.dtype)
+                for name, shape in self._shapes().items()}
+
+    def parameters(self):
+        """The parameter arrays by name (the layer's own arrays: update them in place)."""
+        return self._params
+
+    def state_dict(self):
+        """Copies of the parameters by name, as torch.nn.RNN names them."""
+        return {name: array.copy() for name, array in self._params.items()}
+
+    def load_state_dict(self, state):
+        """Copy parameters in from ``state`` (name -> array-like), e.g. a torch.nn.RNN state dict
+        converted to NumPy. Names and shapes must match exactly; values are cast to the layer's
+        dtype."""
+        expected = self._shapes()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"state_dict does not fit this RNN: missing {missing}, "
+                             f"unexpected {unexpected}")
+        for name, shape in expected.items():
+            value = np.asarray(state[name])
+            if value.shape != shape:
+                raise ValueError(f"state_dict[{name!r}] must have shape {shape}; "
+                                 f"got {value.shape}")
+            self._params[name][...] = value.astype(self.dtype)
+
+    def train(self, mode=True):
+        """Training mode (dropout on) or, with mode=False, evaluation mode."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: no dropout."""
+        return self.train(False)
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def forward(self, x, h0=None):
+        """Run the RNN over a batch of sequences.
+
+        Parameters
+        ----------
+        x : array_like, shape (T, B, D), or (B, T, D) with batch_first
+        h0 : array_like, shape (num_layers * num_directions, B, H), or None (zeros)
+
+        Returns
+        -------
+        out : ndarray, shape (T, B, num_directions * H), or (B, T, ...) with batch_first
+            The last layer's states, both directions concatenated.
+        h_n : ndarray, shape (num_layers * num_directions, B, H)
+            Each layer's and direction's final state (the reverse direction's is at t = 0).
+        """
+        x = as_float_array(x, "x", ("B", "T", "D") if self.batch_first else ("T", "B", "D"))
+        if x.dtype != self.dtype:
+            raise TypeError(f"x must have the layer's dtype, {self.dtype}; got {x.dtype}")
+        if self.batch_first:
+            x = np.ascontiguousarray(x.transpose(1, 0, 2))
+        T, B, D = x.shape
+        if D != self.input_size:
+            raise ValueError(f"x must have input_size = {self.input_size} features; got {D} "
+                             f"(shape {x.shape})")
+        states = self.num_layers * self.num_directions
+        if h0 is not None:
+            h0 = as_float_array(h0, "h0", ("L", "B", "H"))
+            check_shape(h0, "h0", ("num_layers * num_directions", "B", "H"),
+                        (states, B, self.hidden_size), "(B from x)")
+            if h0.dtype != self.dtype:
+                raise TypeError(f"h0 must have the layer's dtype, {self.dtype}; got {h0.dtype}")
+
+        layer_input = x
+        caches, masks, h_n = [], [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction, suffix in enumerate(self._suffixes()):
+                index = layer * self.num_directions + direction
+                out, cache = self._run_direction(layer_input, None if h0 is None else h0[index],
+                                                 layer, suffix, reverse=direction == 1)
+                outputs.append(out)
+                caches.append(cache)
+                h_n.append(out[0] if direction == 1 else out[-1])
+            output = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
+            mask = None
+            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+                keep = 1 - self.dropout
+                mask = (self._rng.random(output.shape) < keep).astype(self.dtype) / keep
+                output = output * mask
+            masks.append(mask)
+            layer_input = output
+        self._saved = (caches, masks, (T, B, D))
+        out = layer_input
+        if self.batch_first:
+            out = np.ascontiguousarray(out.transpose(1, 0, 2))
+        return out, np.stack(h_n)
+
+    __call__ = forward
+
+    def _bias(self, layer, suffix):
+        if not self.bias:
+            return None
+        return self._params[f"bias_ih_l{layer}{suffix}"] + self._params[f"bias_hh_l{layer}{suffix}"]
+
+    def _run_direction(self, layer_input, h0, layer, suffix, reverse):
+        """Run one direction of one layer; returns its states in time order and its cache."""
+        if reverse:
+            layer_input = layer_input[::-1]
+        out, cache = rnn_forward(layer_input, h0, self._params[f"weight_ih_l{layer}{suffix}"],
+                                 self._params[f"weight_hh_l{layer}{suffix}"],
+                                 self._bias(layer, suffix), nonlinearity=self.nonlinearity,
+                                 n_threads=self.n_threads)
+        return (out[::-1] if reverse else out), cache
+
+    # -- backward ----------------------------------------------------------------------------
+
+    def backward(self, dout, dh_n=None):
+        """Backpropagate through the last forward pass.
+
+        Parameters
+        ----------
+        dout : array_like, shape of ``out``
+            dL/d``out``.
+        dh_n : array_like, shape of ``h_n``, or None
+            dL/d``h_n`` (for example from the next chunk in truncated BPTT).
+
+        Returns
+        -------
+        dx : ndarray, shape of ``x``
+        dh0 : ndarray, shape (num_layers * num_directions, B, H)
+
+        The parameter gradients are stored in ``grads``, named like the parameters.
+        """
+        if self._saved is None:
+            raise RuntimeError("backward needs a forward pass first")
+        caches, masks, (T, B, D) = self._saved
+        H = self.hidden_size
+        width = self.num_directions * H
+        dout = as_float_array(dout, "dout", ("B", "T", "H*") if self.batch_first
+                              else ("T", "B", "H*"))
+        if self.batch_first:
+            dout = np.ascontiguousarray(dout.transpose(1, 0, 2))
+        check_shape(dout, "dout", ("T", "B", "num_directions * H"), (T, B, width),
+                    "(the shape of out)")
+        states = self.num_layers * self.num_directions
+        if dh_n is not None:
+            dh_n = as_float_array(dh_n, "dh_n", ("L", "B", "H"))
+            check_shape(dh_n, "dh_n", ("num_layers * num_directions", "B", "H"), (states, B, H),
+                        "(the shape of h_n)")
+        for name, array in (("dout", dout), ("dh_n", dh_n)):
+            if array is not None and array.dtype != self.dtype:
+                raise TypeError(f"{name} must have the layer's dtype, {self.dtype}; "
+                                f"got {array.dtype}")
+
+        grads = {}
+        dh0 = np.empty((states, B, H), dtype=self.dtype)
+        d_output = dout
+        for layer in reversed(range(self.num_layers)):
+            if masks[layer] is not None:
+                d_output = d_output * masks[layer]
+            d_input = None
+            for direction, suffix in enumerate(self._suffixes()):
+                index = layer * self.num_directions + direction
+                d_states = d_output[:, :, direction * H:(direction + 1) * H]
+                reverse = direction == 1
+                if reverse:
+                    d_states = d_states[::-1]
+                layer_grads = rnn_backward(d_states, caches[index],
+                                           None if dh_n is None else dh_n[index],
+                                           n_threads=self.n_threads)
+                dx = layer_grads.dx[::-1] if reverse else layer_grads.dx
+                d_input = dx if d_input is None else d_input + dx
+                dh0[index] = layer_grads.dh0
+                grads[f"weight_ih_l{layer}{suffix}"] = layer_grads.dW_xh
+                grads[f"weight_hh_l{layer}{suffix}"] = layer_grads.dW_hh
+                if self.bias:  # b = b_ih + b_hh: both receive the gradient of b
+                    grads[f"bias_ih_l{layer}{suffix}"] = layer_grads.db
+                    grads[f"bias_hh_l{layer}{suffix}"] = layer_grads.db.copy()
+            d_output = d_input
+        self.grads = grads
+        dx = d_output
+        if self.batch_first:
+            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        return np.ascontiguousarray(dx), dh0

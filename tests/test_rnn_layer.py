@@ -1,0 +1,219 @@
+"""rnnfast.RNN, the layer: PyTorch's nn.RNN semantics (stacked, bidirectional, batch_first,
+relu, no bias, dropout), checked against torch.nn.RNN when installed and against central
+differences always."""
+import numpy as np
+import pytest
+
+from rnnfast import RNN
+from rnn_helpers import FD_EPS, TOL, assert_close
+
+CONFIGS = [  # num_layers, bidirectional, batch_first, nonlinearity, bias
+    (1, False, False, "tanh", True),
+    (2, False, False, "tanh", True),
+    (2, True, False, "tanh", True),
+    (3, True, True, "relu", False),
+    (2, False, True, "relu", True),
+    (1, True, True, "tanh", False),
+]
+CONFIG_IDS = ["L{}-{}-{}-{}-{}".format(L, "bi" if bi else "uni", "bf" if bf else "tm", nl,
+                                       "bias" if b else "nobias")
+              for L, bi, bf, nl, b in CONFIGS]
+
+
+def make_rnn(config, D=4, H=6, dtype=np.float64, seed=0, **kwargs):
+    L, bi, bf, nl, bias = config
+    return RNN(D, H, num_layers=L, nonlinearity=nl, bias=bias, batch_first=bf,
+               bidirectional=bi, dtype=dtype, seed=seed, **kwargs)
+
+
+def make_inputs(rnn, T=5, B=3, seed=1):
+    rng = np.random.default_rng(seed)
+    shape = (B, T, rnn.input_size) if rnn.batch_first else (T, B, rnn.input_size)
+    x = rng.standard_normal(shape).astype(rnn.dtype)
+    h0 = 0.5 * rng.standard_normal((rnn.num_layers * rnn.num_directions, B,
+                                    rnn.hidden_size)).astype(rnn.dtype)
+    return x, h0
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "no_h0"])
+def test_matches_torch_outputs_and_gradients(config, with_h0):
+    torch = pytest.importorskip("torch")
+    rnn = make_rnn(config)
+    L, bi, bf, nl, bias = config
+    reference = torch.nn.RNN(4, 6, num_layers=L, nonlinearity=nl, bias=bias, batch_first=bf,
+                             bidirectional=bi, dtype=torch.float64)
+    rnn.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    x, h0 = make_inputs(rnn)
+    out, h_n = rnn.forward(x, h0 if with_h0 else None)
+
+    xt = torch.tensor(x, requires_grad=True)
+    ht = torch.tensor(h0, requires_grad=True)
+    out_t, h_n_t = reference(xt, ht if with_h0 else None)
+    rng = np.random.default_rng(2)
+    G, G_n = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
+    ((out_t * torch.tensor(G)).sum() + (h_n_t * torch.tensor(G_n)).sum()).backward()
+    dx, dh0 = rnn.backward(G, G_n)
+
+    tol = TOL["torch_float64"]
+    assert_close(out, out_t.detach().numpy(), tol, "out")
+    assert_close(h_n, h_n_t.detach().numpy(), tol, "h_n")
+    assert_close(dx, xt.grad.numpy(), tol, "dx")
+    if with_h0:
+        assert_close(dh0, ht.grad.numpy(), tol, "dh0")
+    for name, parameter in reference.named_parameters():
+        assert_close(rnn.grads[name], parameter.grad.numpy(), tol, name)
+
+
+def loss_and_grads(rnn, x, h0, G, G_n):
+    out, h_n = rnn.forward(x, h0)
+    return float(np.sum(out * G) + np.sum(h_n * G_n)), rnn.backward(G, G_n)
+
+
+@pytest.mark.parametrize("config", CONFIGS[2:4], ids=CONFIG_IDS[2:4])
+def test_gradients_match_central_differences(config):
+    rnn = make_rnn(config, D=3, H=4)
+    x, h0 = make_inputs(rnn, T=3, B=2)
+    out, h_n = rnn.forward(x, h0)
+    rng = np.random.default_rng(3)
+    G, G_n = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
+    _, (dx, dh0) = loss_and_grads(rnn, x, h0, G, G_n)
+    analytic = dict(rnn.grads, x=dx, h0=dh0)
+    arrays = dict(rnn.parameters(), x=x, h0=h0)
+    for name, array in arrays.items():
+        numeric = np.empty_like(array)
+        for index in np.ndindex(array.shape):
+            saved = array[index]
+            array[index] = saved + FD_EPS
+            plus, _ = loss_and_grads(rnn, x, h0, G, G_n)
+            array[index] = saved - FD_EPS
+            minus, _ = loss_and_grads(rnn, x, h0, G, G_n)
+            array[index] = saved
+            numeric[index] = (plus - minus) / (2 * FD_EPS)
+        assert_close(analytic[name], numeric, TOL["finite_difference"], name)
+
+
+def test_float32_layer_agrees_with_float64():
+    config = CONFIGS[2]
+    rnn64 = make_rnn(config)
+    rnn32 = make_rnn(config, dtype=np.float32)
+    rnn32.load_state_dict(rnn64.state_dict())
+    x, h0 = make_inputs(rnn64)
+    out64, h_n64 = rnn64.forward(x, h0)
+    out32, h_n32 = rnn32.forward(x.astype(np.float32), h0.astype(np.float32))
+    assert out32.dtype == np.float32 and h_n32.dtype == np.float32
+    assert_close(out32, out64, TOL["float32_forward"], "out")
+    dx32, dh032 = rnn32.backward(np.ones_like(out32))
+    dx64, dh064 = rnn64.backward(np.ones_like(out64))
+    assert_close(dx32, dx64, TOL["float32_grad"], "dx")
+    assert_close(dh032, dh064, TOL["float32_grad"], "dh0")
+
+
+def test_dropout_applies_between_layers_in_training_only():
+    rnn = make_rnn((2, False, False, "tanh", True), dropout=0.5, seed=4)
+    x, h0 = make_inputs(rnn, T=20, B=8)
+    rnn.eval()
+    out_eval, _ = rnn.forward(x, h0)
+    out_eval_again, _ = rnn.forward(x, h0)
+    np.testing.assert_array_equal(out_eval, out_eval_again)  # no randomness in eval mode
+    no_dropout = make_rnn((2, False, False, "tanh", True), seed=4)
+    no_dropout.load_state_dict(rnn.state_dict())
+    np.testing.assert_array_equal(out_eval, no_dropout.forward(x, h0)[0])
+    rnn.train()
+    out_train, _ = rnn.forward(x, h0)
+    assert not np.allclose(out_train, out_eval)
+    # The mask zeroes about half of layer 0's outputs; its gradient flows only through the kept.
+    caches, masks, _ = rnn._saved
+    assert masks[0] is not None and masks[1] is None
+    assert 0.35 < np.mean(masks[0] == 0) < 0.65
+    np.testing.assert_allclose(np.unique(masks[0]), [0.0, 2.0])
+
+
+def test_dropout_gradients_match_central_differences():
+    """With the dropout mask fixed (the same seed before each forward), the gradient is exact."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 2, 3))
+    G = rng.standard_normal((3, 2, 4))
+
+    def run(x_value):
+        rnn = make_rnn((2, False, False, "tanh", True), D=3, H=4, dropout=0.4, seed=6)
+        out, _ = rnn.forward(x_value)
+        return float(np.sum(out * G)), rnn
+
+    _, rnn = run(x)
+    dx, _ = rnn.backward(G)
+    numeric = np.empty_like(x)
+    for index in np.ndindex(x.shape):
+        shifted = x.copy()
+        shifted[index] += FD_EPS
+        plus, _ = run(shifted)
+        shifted[index] -= 2 * FD_EPS
+        minus, _ = run(shifted)
+        numeric[index] = (plus - minus) / (2 * FD_EPS)
+    assert_close(dx, numeric, TOL["finite_difference"], "dx")
+
+
+def test_parameters_follow_torch_names_shapes_and_initialisation():
+    rnn = RNN(5, 8, num_layers=2, bidirectional=True, seed=0)
+    shapes = {name: p.shape for name, p in rnn.parameters().items()}
+    assert shapes["weight_ih_l0"] == (8, 5) and shapes["weight_ih_l1_reverse"] == (8, 16)
+    assert shapes["weight_hh_l1"] == (8, 8) and shapes["bias_hh_l0_reverse"] == (8,)
+    assert len(shapes) == 16
+    bound = 1 / np.sqrt(8)
+    for p in rnn.parameters().values():
+        assert p.dtype == np.float32 and np.all(np.abs(p) <= bound)
+
+
+def test_state_dict_round_trip_and_seed():
+    a, b = RNN(3, 4, num_layers=2, seed=1), RNN(3, 4, num_layers=2, seed=2)
+    assert not np.array_equal(a.parameters()["weight_hh_l1"], b.parameters()["weight_hh_l1"])
+    b.load_state_dict(a.state_dict())
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(a.forward(x)[0], b.forward(x)[0])
+    state = a.state_dict()
+    state["weight_hh_l0"][...] = 0  # a copy: the layer is unchanged
+    assert np.any(a.parameters()["weight_hh_l0"] != 0)
+
+
+@pytest.mark.parametrize("make_state, match", [
+    (lambda s: {k: v for k, v in s.items() if k != "bias_ih_l0"}, "missing.*bias_ih_l0"),
+    (lambda s: dict(s, extra=np.zeros(1)), "unexpected.*extra"),
+    (lambda s: dict(s, weight_hh_l0=np.zeros((3, 3))), "weight_hh_l0.*shape"),
+])
+def test_bad_state_dict_is_rejected(make_state, match):
+    rnn = RNN(3, 4)
+    with pytest.raises(ValueError, match=match):
+        rnn.load_state_dict(make_state(rnn.state_dict()))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(input_size=0), ValueError, "input_size"),
+    (dict(hidden_size=2.5), ValueError, "hidden_size"),
+    (dict(num_layers=0), ValueError, "num_layers"),
+    (dict(nonlinearity="sigmoid"), ValueError, "nonlinearity"),
+    (dict(dropout=1.0), ValueError, "dropout"),
+    (dict(dtype=np.int32), TypeError, "dtype"),
+])
+def test_bad_constructor_arguments(kwargs, error, match):
+    arguments = dict(input_size=3, hidden_size=4)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        RNN(**arguments)
+
+
+def test_bad_call_arguments():
+    rnn = RNN(3, 4, num_layers=2, dtype=np.float64)
+    x = np.zeros((5, 2, 3))
+    with pytest.raises(RuntimeError, match="forward"):
+        rnn.backward(np.zeros((5, 2, 4)))
+    with pytest.raises(ValueError, match="input_size"):
+        rnn.forward(np.zeros((5, 2, 7)))
+    with pytest.raises(ValueError, match="h0"):
+        rnn.forward(x, np.zeros((1, 2, 4)))
+    with pytest.raises(TypeError, match="dtype"):
+        rnn.forward(x.astype(np.float32))
+    rnn.forward(x)
+    with pytest.raises(ValueError, match="dout"):
+        rnn.backward(np.zeros((5, 2, 5)))
+    with pytest.raises(ValueError, match="dh_n"):
+        rnn.backward(np.zeros((5, 2, 4)), np.zeros((3, 2, 4)))
