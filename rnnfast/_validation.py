@@ -1,5 +1,7 @@
 """Checks at the API edge. The kernels run without bounds checks, so everything is checked here,
 once, with messages that name the argument, what was expected and what was given."""
+import operator
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -73,3 +75,27 @@ def check_same_dtype(named_arrays):
         listed = ", ".join(f"{name} is {dtype}" for name, dtype in present.items())
         raise TypeError(f"all arrays must share one dtype (float32 or float64); got {listed}")
     return dtypes.pop()
+
+
+def check_size(value, name):
+    """Return value as an int >= 1, or raise TypeError/ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int; got {value!r}")
+    try:
+        size = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}") from None
+    if not 1 <= size <= MAX_DIM:
+        raise ValueError(f"{name} must be between 1 and {MAX_DIM}; got {size}")
+    return size
+
+
+def check_float_dtype(dtype):
+    """Return dtype as np.float32 or np.float64, or raise TypeError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64; got {dtype!r}") from None
+    if resolved not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64; got {resolved}")
+    return resolved

@@ -7,16 +7,11 @@ direction runs the same kernels on the time-reversed sequence. Variable-length b
 """
 import numpy as np
 
-from rnnfast._validation import as_float_array, check_choice, check_shape
+from rnnfast._validation import (as_float_array, check_choice, check_float_dtype, check_shape,
+                                 check_size)
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
 
 __all__ = ["RNN"]
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return int(value)
 
 
 class RNN:
@@ -53,15 +48,13 @@ class RNN:
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
                  seed=None, n_threads=None):
-        self.input_size = _check_positive_int(input_size, "input_size")
-        self.hidden_size = _check_positive_int(hidden_size, "hidden_size")
-        self.num_layers = _check_positive_int(num_layers, "num_layers")
+        self.input_size = check_size(input_size, "input_size")
+        self.hidden_size = check_size(hidden_size, "hidden_size")
+        self.num_layers = check_size(num_layers, "num_layers")
         self.nonlinearity = check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
         if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
             raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be float32 or float64; got {self.dtype}")
+        self.dtype = check_float_dtype(dtype)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)

@@ -188,7 +188,7 @@ def test_bad_state_dict_is_rejected(make_state, match):
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(input_size=0), ValueError, "input_size"),
-    (dict(hidden_size=2.5), ValueError, "hidden_size"),
+    (dict(hidden_size=2.5), TypeError, "hidden_size"),
     (dict(num_layers=0), ValueError, "num_layers"),
     (dict(nonlinearity="sigmoid"), ValueError, "nonlinearity"),
     (dict(dropout=1.0), ValueError, "dropout"),
