@@ -99,3 +99,13 @@ def check_float_dtype(dtype):
     if resolved not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64; got {resolved}")
     return resolved
+
+
+def check_keys(given, expected, what):
+    """Raise ValueError unless the mapping ``given`` has exactly the keys of ``expected``,
+    naming the missing and the unexpected ones."""
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    if missing or unexpected:
+        raise ValueError(f"{what} must have exactly the keys {list(expected)}; missing: "
+                         f"{missing}, unexpected: {unexpected}")

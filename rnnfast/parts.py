@@ -11,7 +11,8 @@ input in place between a layer's ``forward`` and ``backward``.
 """
 import numpy as np
 
-from rnnfast._validation import as_float_array, check_float_dtype, check_shape, check_size
+from rnnfast._validation import (as_float_array, check_float_dtype, check_keys, check_shape,
+                                 check_size)
 
 __all__ = ["Linear", "Embedding", "softmax_cross_entropy"]
 
@@ -102,12 +103,7 @@ class _Module:
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping of parameter names to arrays; "
                             f"got {type(state_dict).__name__}")
-        expected, given = set(self._params), set(state_dict.keys())
-        if expected != given:
-            missing = ", ".join(sorted(map(repr, expected - given))) or "none"
-            unexpected = ", ".join(sorted(map(repr, given - expected))) or "none"
-            raise ValueError(f"state_dict must have the keys {sorted(expected)}; missing: "
-                             f"{missing}; unexpected: {unexpected}")
+        check_keys(state_dict, self._params, "state_dict")
         arrays = {}
         for name, param in self._params.items():
             array = np.asarray(state_dict[name])

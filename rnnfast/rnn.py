@@ -7,8 +7,8 @@ direction runs the same kernels on the time-reversed sequence. Variable-length b
 """
 import numpy as np
 
-from rnnfast._validation import (as_float_array, check_choice, check_float_dtype, check_shape,
-                                 check_size)
+from rnnfast._validation import (as_float_array, check_choice, check_float_dtype, check_keys,
+                                 check_shape, check_size)
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
 
 __all__ = ["RNN"]
@@ -105,11 +105,7 @@ class RNN:
         converted to NumPy. Names and shapes must match exactly; values are cast to the layer's
         dtype."""
         expected = self._shapes()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise ValueError(f"state_dict does not fit this RNN: missing {missing}, "
-                             f"unexpected {unexpected}")
+        check_keys(state, expected, "state_dict")
         for name, shape in expected.items():
             value = np.asarray(state[name])
             if value.shape != shape:
