@@ -6,6 +6,7 @@ allocates the outputs and the scratch buffers, and chooses the step path. Inputs
 validated and C-contiguous from rnnfast.functional.
 """
 import os
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -119,23 +120,71 @@ def _step_scratch(H, dtype):
     return np.empty((H, H + -H % _recurrence.COLUMN_PAD), dtype=dtype)
 
 
-def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads):
+class _Sorted(NamedTuple):
+    """A batch reordered by length, longest first, for the kernels (their active rows at each
+    step are then a prefix); None stands for "already in that order"."""
+
+    order: Optional[np.ndarray]  # sorted row -> original row
+    inverse: Optional[np.ndarray]  # original row -> sorted row
+    active: np.ndarray  # (T,) rows still running at each step, in the sorted order
+
+
+def _sort_by_length(T, B, lengths):
+    if lengths is None:
+        return _Sorted(None, None, np.full(T, B, dtype=np.intp))
+    order = np.argsort(-lengths, kind="stable")
+    sorted_lengths = lengths[order]
+    active = (np.arange(T)[:, None] < sorted_lengths[None, :]).sum(axis=1).astype(np.intp)
+    if np.all(order == np.arange(B)):
+        return _Sorted(None, None, active)
+    return _Sorted(order, np.argsort(order), active)
+
+
+class _Saved(NamedTuple):
+    """What backward needs beyond the cache: the batch order, and for a reordered batch the
+    inputs and states in the kernels' (sorted) order."""
+
+    batch: _Sorted
+    x: Optional[np.ndarray] = None
+    h0: Optional[np.ndarray] = None
+    out: Optional[np.ndarray] = None
+
+
+def _rows(array, order, axis):
+    """array with its batch axis reordered (a copy), or array itself for no order."""
+    return array if order is None or array is None else np.take(array, order, axis=axis)
+
+
+def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths=None):
+    """Returns out (T, B, H) and what backward needs beyond the inputs (None if nothing)."""
     T, B, D = x.shape
     H = W_hh.shape[0]
+    batch = _sort_by_length(T, B, lengths)
+    x_s, h0_s = _rows(x, batch.order, 1), _rows(h0, batch.order, 0)
     out = np.empty((T, B, H), dtype=x.dtype)
-    if h0 is None:
-        h0 = np.zeros((B, H), dtype=x.dtype)
+    if h0_s is None:
+        h0_s = np.zeros((B, H), dtype=x.dtype)
     blas_steps, threads = step_plan(B, H, x.dtype, n_threads)
     with blas_threads_at_most(_blas_threads_in_pass(T, B, D, H)):
-        _FORWARD[x.dtype](x, h0, W_xh, W_hh, _NO_BIAS[x.dtype] if b is None else b, out,
-                          _step_scratch(H, x.dtype), nonlinearity == "relu", blas_steps, threads)
-    return out
+        _FORWARD[x.dtype](x_s, h0_s, W_xh, W_hh, _NO_BIAS[x.dtype] if b is None else b, out,
+                          _step_scratch(H, x.dtype), batch.active, nonlinearity == "relu",
+                          blas_steps, threads)
+    if batch.order is None:
+        return out, _Saved(batch)
+    # The caller's row order for the user; the sorted arrays stay for the backward pass.
+    return _rows(out, batch.inverse, 1), _Saved(batch, x_s, h0_s, out)
 
 
-def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads):
+def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads,
+             saved=None):
     T, B, D = x.shape
     H = W_hh.shape[0]
     dtype = x.dtype
+    saved = saved if saved is not None else _Saved(_sort_by_length(T, B, None))
+    batch = saved.batch
+    if batch.order is not None:  # the kernels work in the sorted order
+        x, h0, out = saved.x, saved.h0, saved.out
+        dout, dh_n = _rows(dout, batch.order, 1), _rows(dh_n, batch.order, 0)
     zeros_BH = np.zeros((B, H), dtype=dtype) if dh_n is None or h0 is None else None
     dx = np.empty_like(x)
     dh0 = np.empty((B, H), dtype=dtype)
@@ -149,13 +198,14 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
     with blas_threads_at_most(_blas_threads_in_pass(T, B, D, H)):
         _BACKWARD[dtype](
             dout, zeros_BH if dh_n is None else dh_n, x, h0, W_xh, W_hh, out, da,
-            _step_scratch(H, dtype), dx, dh0, dW_xh, dW_hh, db, nonlinearity == "relu",
-            blas_steps, threads, not weight_grads_in_numpy,
+            _step_scratch(H, dtype), dx, dh0, dW_xh, dW_hh, db, batch.active,
+            nonlinearity == "relu", blas_steps, threads, not weight_grads_in_numpy,
         )
     if weight_grads_in_numpy:
         threaded = T * B * H * (D + H) >= BLAS_THREADS_MIN_PASS_FLOPS
         with blas_threads_at_most(n_threads if threaded else 1):
             _weight_grads(da, x, h0, out, dW_xh, dW_hh)
+    dx, dh0 = _rows(dx, batch.inverse, 1), _rows(dh0, batch.inverse, 0)
     return RNNGrads(dx, dh0, dW_xh, dW_hh, db if has_bias else None)
 
 

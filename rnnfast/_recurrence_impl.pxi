@@ -30,54 +30,71 @@ COLUMN_PAD = 16
 
 
 cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
-                       const floating[:, ::1] M, Epilogue activate, bint use_blas,
-                       int n_threads) noexcept nogil:
-    """The forward time loop: BLAS steps, or small steps on one thread or on n_threads."""
-    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], ldm = M.shape[1], t
+                       const floating[:, ::1] M, const Py_ssize_t[::1] active,
+                       Epilogue activate, bint use_blas, int n_threads) noexcept nogil:
+    """The forward time loop: BLAS steps, or small steps on one thread or on n_threads.
+
+    Step t updates the first active[t] rows only (the batch is sorted by length, so the
+    sequences still running are a prefix); the caller zeroes the other rows afterwards.
+    """
+    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], ldm = M.shape[1], t
     cdef const floating* h_prev = &h0[0, 0]
     cdef floating* h_t
     if not use_blas and n_threads > 1:
-        forward_loop_threaded(h, h0, M, activate, n_threads)
+        forward_loop_threaded(h, h0, M, active, activate, n_threads)
         return
     for t in range(T):
         h_t = &h[t, 0, 0]
         # h_t = act(h_t + h_prev @ W_hh^T); `finish` reads no h going forward.
         if use_blas:
-            blas_step(h_prev, &M[0, 0], ldm, h_t, h_t, h_t, B, H, H, activate)
+            blas_step(h_prev, &M[0, 0], ldm, h_t, h_t, h_t, active[t], H, H, activate)
         else:
-            small_step(h_prev, &M[0, 0], h_t, h_t, h_t, B, H, H, activate)
+            small_step(h_prev, &M[0, 0], h_t, h_t, h_t, active[t], H, H, activate)
         h_prev = h_t
 
 
 cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
                         const floating[:, :, ::1] h, const floating[:, ::1] dh_n,
-                        const floating[:, ::1] M, Epilogue derivative, bint use_blas,
-                        int n_threads) noexcept nogil:
-    """The backward time loop: BLAS steps, or small steps on one thread or on n_threads."""
+                        const floating[:, ::1] M, const Py_ssize_t[::1] active,
+                        Epilogue derivative, bint use_blas, int n_threads) noexcept nogil:
+    """The backward time loop: BLAS steps, or small steps on one thread or on n_threads.
+
+    At step t, rows active[t + 1] .. active[t] - 1 take their last step: the gradient from
+    beyond it is dh_n, not a matmul, so those rows (for every t) are done first, and the rows
+    past a sequence's end get da = 0. The time loop then runs the first active[t + 1] rows.
+    """
     cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], ldm = M.shape[1], t, i
-    cdef floating* da_last = &da[T - 1, 0, 0]
-    cdef const floating* g_last = &dout[T - 1, 0, 0]
+    cdef Py_ssize_t ending, running
+    cdef floating* da_t
+    cdef const floating* g_t
     cdef const floating* carried = &dh_n[0, 0]
-    # Last step: the gradient from beyond the sequence is dh_n itself, not a matmul.
-    for i in range(B * H):
-        da_last[i] = g_last[i] + carried[i]
-    finish(da_last, &h[T - 1, 0, 0], B * H, derivative)
+    for t in range(T):
+        running = active[t + 1] if t + 1 < T else 0
+        ending = active[t]
+        da_t = &da[t, 0, 0]
+        g_t = &dout[t, 0, 0]
+        for i in range(running * H, ending * H):
+            da_t[i] = g_t[i] + carried[i]
+        finish(da_t + running * H, &h[t, 0, 0] + running * H, (ending - running) * H,
+               derivative)
+        if ending < B:
+            memset(da_t + ending * H, 0, (B - ending) * H * sizeof(floating))
     if not use_blas and n_threads > 1:
-        backward_loop_threaded(da, dout, h, M, derivative, n_threads)
+        backward_loop_threaded(da, dout, h, M, active, derivative, n_threads)
         return
     for t in range(T - 2, -1, -1):
-        # da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t)
+        # da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t), for the sequences still running
         if use_blas:
             blas_step(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
-                      &da[t, 0, 0], B, H, H, derivative)
+                      &da[t, 0, 0], active[t + 1], H, H, derivative)
         else:
             small_step(&da[t + 1, 0, 0], &M[0, 0], &dout[t, 0, 0], &h[t, 0, 0],
-                       &da[t, 0, 0], B, H, H, derivative)
+                       &da[t, 0, 0], active[t + 1], H, H, derivative)
 
 
 cdef void forward_loop_threaded(floating[:, :, ::1] h, const floating[:, ::1] h0,
-                                const floating[:, ::1] M, Epilogue activate,
-                                int n_threads) noexcept nogil:
+                                const floating[:, ::1] M, const Py_ssize_t[::1] active,
+                                Epilogue activate, int n_threads) noexcept nogil:
     """forward_loop's small-step path with each step's column blocks shared among n_threads.
 
     One parallel region covers the whole sequence: every thread walks the time loop, and the
@@ -85,30 +102,31 @@ cdef void forward_loop_threaded(floating[:, :, ::1] h, const floating[:, ::1] h0
     computed by one thread, in the same order as serially, so results do not depend on the
     thread count.
     """
-    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], t, blk
+    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], t, blk
     cdef Py_ssize_t CB = block_columns(&M[0, 0])
     cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
     with parallel(num_threads=n_threads):
         for t in range(T):
             for blk in prange(n_blocks, schedule="static"):
                 small_step_block(&h0[0, 0] if t == 0 else &h[t - 1, 0, 0], &M[0, 0],
-                                 &h[t, 0, 0], &h[t, 0, 0], &h[t, 0, 0], B, H, H, blk * CB,
-                                 activate)
+                                 &h[t, 0, 0], &h[t, 0, 0], &h[t, 0, 0], active[t], H, H,
+                                 blk * CB, activate)
 
 
 cdef void backward_loop_threaded(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
                                  const floating[:, :, ::1] h, const floating[:, ::1] M,
-                                 Epilogue derivative, int n_threads) noexcept nogil:
-    """backward_loop's small-step path for steps T-2..0 (the caller did step T-1), with each
-    step's column blocks shared among n_threads, as in forward_loop_threaded."""
-    cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], t, blk
+                                 const Py_ssize_t[::1] active, Epilogue derivative,
+                                 int n_threads) noexcept nogil:
+    """backward_loop's small-step path for steps T-2..0 (the caller did the last steps), with
+    each step's column blocks shared among n_threads, as in forward_loop_threaded."""
+    cdef Py_ssize_t T = da.shape[0], H = da.shape[2], t, blk
     cdef Py_ssize_t CB = block_columns(&M[0, 0])
     cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
     with parallel(num_threads=n_threads):
         for t in range(T - 2, -1, -1):
             for blk in prange(n_blocks, schedule="static"):
                 small_step_block(&da[t + 1, 0, 0], &M[0, 0], &dout[t, 0, 0], &h[t, 0, 0],
-                                 &da[t, 0, 0], B, H, H, blk * CB, derivative)
+                                 &da[t, 0, 0], active[t + 1], H, H, blk * CB, derivative)
 
 
 cdef void copy_padded(const floating[:, ::1] W, floating[:, ::1] M, bint transpose) noexcept nogil:
@@ -166,15 +184,17 @@ cdef void prepare_step_matrix(const floating[:, ::1] W, floating[:, ::1] M, bint
 def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                  const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
                  const floating[::1] b, floating[:, :, ::1] out, floating[:, ::1] M,
-                 bint relu, bint use_blas, int n_threads):
+                 const Py_ssize_t[::1] active, bint relu, bint use_blas, int n_threads):
     """out = [h_1, ..., h_T] for x (T, B, D), h0 (B, H), W_xh (H, D), W_hh (H, H).
 
     b has length H, or 0 for no bias. M (H, >= H, a multiple of COLUMN_PAD) is scratch.
+    active (T,) counts the sequences still running at each step, rows sorted by length
+    (non-increasing; all B without lengths); rows past their sequence's end are zero.
     use_blas chooses the step path; n_threads > 1 shares small steps among that many threads.
     Python entry point; the caller has validated shapes, dtypes and contiguity.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
-    cdef Py_ssize_t row, i
+    cdef Py_ssize_t row, i, t
     cdef floating* P = &out[0, 0, 0]
     with nogil:
         gemm(False, True, T * B, H, D, 1, &x[0, 0, 0], D, &W_xh[0, 0], D, 0, P, H)  # P = X @ W_xh.T
@@ -183,7 +203,11 @@ def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                 for i in range(H):
                     P[row * H + i] += b[i]
         prepare_step_matrix(W_hh, M, True, use_blas)  # the forward step right-multiplies by W_hh^T
-        forward_loop(out, h0, M, FORWARD_RELU if relu else FORWARD_TANH, use_blas, n_threads)
+        forward_loop(out, h0, M, active, FORWARD_RELU if relu else FORWARD_TANH, use_blas,
+                     n_threads)
+        for t in range(T):  # outputs past a sequence's end are zeros
+            if active[t] < B:
+                memset(&out[t, active[t], 0], 0, (B - active[t]) * H * sizeof(floating))
 
 
 def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
@@ -191,11 +215,12 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
                   const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
                   const floating[:, :, ::1] out, floating[:, :, ::1] da, floating[:, ::1] M,
                   floating[:, :, ::1] dx, floating[:, ::1] dh0, floating[:, ::1] dW_xh,
-                  floating[:, ::1] dW_hh, floating[::1] db, bint relu, bint use_blas,
-                  int n_threads, bint weight_grads):
+                  floating[:, ::1] dW_hh, floating[::1] db, const Py_ssize_t[::1] active,
+                  bint relu, bint use_blas, int n_threads, bint weight_grads):
     """BPTT: fill dx, dh0, db (length H, or 0 for no bias) and, if weight_grads, dW_xh, dW_hh.
 
-    da (T, B, H) and M (H, >= H, a multiple of COLUMN_PAD) are scratch. h0 is the initial
+    da (T, B, H) and M (H, >= H, a multiple of COLUMN_PAD) are scratch; active as in
+    forward_pass (dh_n reaches each sequence at its last step). h0 is the initial
     state used forward (zeros when the caller had none: its term in dW_hh is still computed,
     so an infinite gradient times a zero state gives NaN, exactly as in the reference).
     Python entry point; the caller has validated shapes, dtypes and contiguity.
@@ -205,7 +230,7 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
     cdef floating* da_rows = &da[0, 0, 0]
     with nogil:
         prepare_step_matrix(W_hh, M, False, use_blas)  # the backward step right-multiplies by W_hh
-        backward_loop(da, dout, out, dh_n, M, BACKWARD_RELU if relu else BACKWARD_TANH,
+        backward_loop(da, dout, out, dh_n, M, active, BACKWARD_RELU if relu else BACKWARD_TANH,
                       use_blas, n_threads)
         gemm(False, False, T * B, D, H, 1, da_rows, H, &W_xh[0, 0], D, 0, &dx[0, 0, 0], D)  # dx = da @ W_xh
         if weight_grads:

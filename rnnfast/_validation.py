@@ -109,3 +109,19 @@ def check_keys(given, expected, what):
     if missing or unexpected:
         raise ValueError(f"{what} must have exactly the keys {list(expected)}; missing: "
                          f"{missing}, unexpected: {unexpected}")
+
+
+def check_lengths(lengths, B, T):
+    """lengths as an intp array of shape (B,) with every value in 1..T, or raise."""
+    try:
+        array = np.asarray(lengths)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"lengths could not be converted to an array: {exc}") from None
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers; got dtype {array.dtype}")
+    if array.shape != (B,):
+        raise ValueError(f"lengths must have shape (B,) = ({B},) (B from x); got {array.shape}")
+    if array.min() < 1 or array.max() > T:
+        raise ValueError(f"lengths must be between 1 and T = {T}; got values from "
+                         f"{array.min()} to {array.max()}")
+    return array.astype(np.intp)

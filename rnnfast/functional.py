@@ -10,8 +10,8 @@ import numpy as np
 from rnnfast import _cython_backend, reference
 from rnnfast._grads import RNNGrads
 from rnnfast._threads import resolve_n_threads
-from rnnfast._validation import (MAX_DIM, as_float_array, check_choice, check_same_dtype,
-                                 check_shape)
+from rnnfast._validation import (MAX_DIM, as_float_array, check_choice, check_lengths,
+                                 check_same_dtype, check_shape)
 
 NONLINEARITIES = ("tanh", "relu")
 BACKENDS = {"cython": _cython_backend, "numpy": reference}
@@ -34,9 +34,11 @@ class RNNCache(NamedTuple):
     out: np.ndarray
     nonlinearity: str
     backend: str
+    saved: object  # what the backend keeps for its backward pass
 
 
-def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", n_threads=None):
+def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", n_threads=None,
+                lengths=None):
     """Run a single-layer Elman RNN over a whole sequence.
 
     h_t = act(W_xh x_t + W_hh h_{t-1} + b) for t = 1..T, with vectors as rows of a batch.
@@ -60,6 +62,11 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
         Threads to use, in the kernels and in BLAS; None (the default) means every available
         core. Steps too small to share gain nothing and run on one. Results are the same for
         every thread count up to rounding.
+    lengths : array_like of int, shape (B,), or None
+        Variable-length batches: sequence b runs for lengths[b] steps (1 <= lengths[b] <= T).
+        After that its state stays as it was (its final state is ``out[lengths[b] - 1, b]``),
+        its outputs are zeros and the gradients on them are ignored; ``dh_n`` reaches it at
+        its last step. The kernels skip the finished rows.
 
     All arrays must share one dtype, float32 or float64, which is the dtype of the computation
     and of every result. Array-likes are converted with NumPy; non-contiguous and read-only
@@ -104,9 +111,11 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     if b is not None:
         check_shape(b, "b", ("H",), (H,), "(H from W_hh)")
 
-    out = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads)
+    if lengths is not None:
+        lengths = check_lengths(lengths, B, T)
+    out, saved = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths)
     out.flags.writeable = False
-    cache = RNNCache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend)
+    cache = RNNCache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend, saved)
     return out, cache
 
 
@@ -157,5 +166,5 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None):
                             f"{cache.out.dtype}; got {array.dtype}")
     return BACKENDS[cache.backend].backward(
         dout, dh_n, cache.x, cache.h0, cache.W_xh, cache.W_hh, cache.has_bias, cache.out,
-        cache.nonlinearity, n_threads,
+        cache.nonlinearity, n_threads, cache.saved,
     )

@@ -34,16 +34,23 @@ def _relu_derivative(h):
 ACTIVATIONS = {"tanh": (np.tanh, _tanh_derivative), "relu": (_relu, _relu_derivative)}
 
 
-def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads=1):
+def _active(lengths, t, B):
+    """(B, 1) mask of the sequences that still run at step t (all of them without lengths)."""
+    return np.ones((B, 1), dtype=bool) if lengths is None else (t < lengths)[:, None]
+
+
+def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads=1, lengths=None):
     """Hidden states (T, B, H) of the RNN over x (T, B, D), starting from h0 (B, H) or zeros.
 
-    n_threads caps the threads of NumPy's BLAS.
+    With lengths (B,), sequence b runs for lengths[b] steps: after that its state stays as it
+    was and its outputs are zeros. n_threads caps the threads of NumPy's BLAS. Returns out and
+    what the backward pass needs beyond the inputs: the lengths.
     """
     with blas_threads_at_most(n_threads):
-        return _forward(x, h0, W_xh, W_hh, b, nonlinearity)
+        return _forward(x, h0, W_xh, W_hh, b, nonlinearity, lengths), lengths
 
 
-def _forward(x, h0, W_xh, W_hh, b, nonlinearity):
+def _forward(x, h0, W_xh, W_hh, b, nonlinearity, lengths):
     act, _ = ACTIVATIONS[nonlinearity]
     T, B, _ = x.shape
     H = W_hh.shape[0]
@@ -53,22 +60,26 @@ def _forward(x, h0, W_xh, W_hh, b, nonlinearity):
         a = x[t] @ W_xh.T + h @ W_hh.T  # a_t = W_xh x_t + W_hh h_{t-1}
         if b is not None:
             a += b  # ... + b
-        h = act(a)  # h_t = act(a_t)
-        out[t] = h
+        active = _active(lengths, t, B)
+        h = np.where(active, act(a), h)  # h_t = act(a_t); finished sequences keep their state
+        out[t] = np.where(active, h, 0)
     return out
 
 
-def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads=1):
+def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads=1,
+             saved=None):
     """Gradients of the loss with respect to x, h0, W_xh, W_hh and b, by BPTT.
 
     dout (T, B, H) is dL/dh_t for every step; dh_n (B, H) or None is an extra gradient on the
-    final state, coming from a later chunk of the sequence. n_threads caps NumPy's BLAS threads.
+    final state (with lengths, each sequence's last real state), coming from a later chunk of
+    the sequence. saved is what forward returned beside out (the lengths). n_threads caps
+    NumPy's BLAS threads.
     """
     with blas_threads_at_most(n_threads):
-        return _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity)
+        return _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, saved)
 
 
-def _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity):
+def _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, lengths):
     _, act_derivative = ACTIVATIONS[nonlinearity]
     T, B, _ = x.shape
     H = W_hh.shape[0]
@@ -81,12 +92,14 @@ def _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity):
     # The gradient reaching h_t from the future, W_hh^T da_{t+1}; beyond the last step, dh_n.
     dh_from_next = np.zeros((B, H), dtype=x.dtype) if dh_n is None else dh_n
     for t in reversed(range(T)):
-        dh = dout[t] + dh_from_next  # dh_t = g_t + W_hh^T da_{t+1}
-        da = dh * act_derivative(out[t])  # da_t = dh_t * act'(a_t)
+        active = _active(lengths, t, B)  # past its end, a sequence's outputs are constant zeros
+        dh = np.where(active, dout[t], 0) + dh_from_next  # dh_t = g_t + W_hh^T da_{t+1}
+        da = np.where(active, dh * act_derivative(out[t]), 0)  # da_t = dh_t * act'(a_t)
         h_prev = out[t - 1] if t > 0 else h0
         dW_hh += da.T @ h_prev  # dW_hh += da_t h_{t-1}^T
         dW_xh += da.T @ x[t]  # dW_xh += da_t x_t^T
         db += da.sum(axis=0)  # db += da_t
         dx[t] = da @ W_xh  # dx_t = W_xh^T da_t
-        dh_from_next = da @ W_hh  # carried to step t-1 as W_hh^T da_t
+        # carried to step t-1 as W_hh^T da_t; a finished sequence passes its gradient on as is
+        dh_from_next = np.where(active, da @ W_hh, dh)
     return RNNGrads(dx, dh_from_next, dW_xh, dW_hh, db if has_bias else None)
