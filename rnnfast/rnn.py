@@ -2,16 +2,48 @@
 `torch.nn.RNN` (stacked, bidirectional, batch_first, dropout between layers).
 
 Each (layer, direction) is one call of the functional kernels (rnnfast.functional). The reverse
-direction runs the same kernels on the time-reversed sequence. Variable-length batches
-(`lengths`) are not supported yet.
+direction runs the same kernels on the time-reversed sequence (with `lengths`, each sequence is
+reversed within its own length, as PyTorch's packed sequences do).
 """
 import numpy as np
 
 from rnnfast._validation import (as_float_array, check_choice, check_float_dtype, check_keys,
-                                 check_shape, check_size)
+                                 check_lengths, check_shape, check_size)
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
 
 __all__ = ["RNN"]
+
+
+class _Steps:
+    """The time axis of a batch: the reversal a reverse direction reads it in, and where each
+    sequence's first and last states are (its own length, or T)."""
+
+    def __init__(self, T, B, lengths):
+        self.lengths = lengths
+        rows = np.arange(B)
+        if lengths is None:
+            self._reversed_time = None
+            self._last = np.full(B, T - 1)
+        else:
+            # Sequence b is reversed within its first lengths[b] steps; padding stays put.
+            t = np.arange(T)[:, None]
+            self._reversed_time = np.where(t < lengths, lengths - 1 - t, t)
+            self._last = lengths - 1
+        self._rows = rows
+
+    def reverse(self, array):
+        """array (T, B, ...) with each sequence's steps in reverse order (an involution)."""
+        if self._reversed_time is None:
+            return array[::-1]
+        return array[self._reversed_time, self._rows]
+
+    def last_states(self, out):
+        """Each sequence's state after its last step, from states in time order."""
+        return out[self._last, self._rows]
+
+    def first_states(self, out):
+        """Each sequence's state at step 0: the reverse direction's final state."""
+        return out[0]
 
 
 class RNN:
@@ -124,13 +156,17 @@ class RNN:
 
     # -- forward -----------------------------------------------------------------------------
 
-    def forward(self, x, h0=None):
+    def forward(self, x, h0=None, lengths=None):
         """Run the RNN over a batch of sequences.
 
         Parameters
         ----------
         x : array_like, shape (T, B, D), or (B, T, D) with batch_first
         h0 : array_like, shape (num_layers * num_directions, B, H), or None (zeros)
+        lengths : array_like of int, shape (B,), or None
+            Variable-length batches without packing: sequence b has lengths[b] real steps
+            (1..T). Its outputs past them are zeros and ``h_n`` holds its last real state, as
+            with PyTorch's packed sequences; the kernels skip the padding.
 
         Returns
         -------
@@ -155,6 +191,9 @@ class RNN:
                         (states, B, self.hidden_size), "(B from x)")
             if h0.dtype != self.dtype:
                 raise TypeError(f"h0 must have the layer's dtype, {self.dtype}; got {h0.dtype}")
+        if lengths is not None:
+            lengths = check_lengths(lengths, B, T)
+        steps = _Steps(T, B, lengths)
 
         layer_input = x
         caches, masks, h_n = [], [], []
@@ -162,11 +201,12 @@ class RNN:
             outputs = []
             for direction, suffix in enumerate(self._suffixes()):
                 index = layer * self.num_directions + direction
+                reverse = direction == 1
                 out, cache = self._run_direction(layer_input, None if h0 is None else h0[index],
-                                                 layer, suffix, reverse=direction == 1)
+                                                 layer, suffix, steps, reverse)
                 outputs.append(out)
                 caches.append(cache)
-                h_n.append(out[0] if direction == 1 else out[-1])
+                h_n.append(steps.first_states(out) if reverse else steps.last_states(out))
             output = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
             mask = None
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
@@ -175,7 +215,7 @@ class RNN:
                 output = output * mask
             masks.append(mask)
             layer_input = output
-        self._saved = (caches, masks, (T, B, D))
+        self._saved = (caches, masks, steps, (T, B, D))
         out = layer_input
         if self.batch_first:
             out = np.ascontiguousarray(out.transpose(1, 0, 2))
@@ -188,15 +228,15 @@ class RNN:
             return None
         return self._params[f"bias_ih_l{layer}{suffix}"] + self._params[f"bias_hh_l{layer}{suffix}"]
 
-    def _run_direction(self, layer_input, h0, layer, suffix, reverse):
+    def _run_direction(self, layer_input, h0, layer, suffix, steps, reverse):
         """Run one direction of one layer; returns its states in time order and its cache."""
         if reverse:
-            layer_input = layer_input[::-1]
+            layer_input = steps.reverse(layer_input)
         out, cache = rnn_forward(layer_input, h0, self._params[f"weight_ih_l{layer}{suffix}"],
                                  self._params[f"weight_hh_l{layer}{suffix}"],
                                  self._bias(layer, suffix), nonlinearity=self.nonlinearity,
-                                 n_threads=self.n_threads)
-        return (out[::-1] if reverse else out), cache
+                                 n_threads=self.n_threads, lengths=steps.lengths)
+        return (steps.reverse(out) if reverse else out), cache
 
     # -- backward ----------------------------------------------------------------------------
 
@@ -219,7 +259,7 @@ class RNN:
         """
         if self._saved is None:
             raise RuntimeError("backward needs a forward pass first")
-        caches, masks, (T, B, D) = self._saved
+        caches, masks, steps, (T, B, D) = self._saved
         H = self.hidden_size
         width = self.num_directions * H
         dout = as_float_array(dout, "dout", ("B", "T", "H*") if self.batch_first
@@ -250,11 +290,11 @@ class RNN:
                 d_states = d_output[:, :, direction * H:(direction + 1) * H]
                 reverse = direction == 1
                 if reverse:
-                    d_states = d_states[::-1]
+                    d_states = steps.reverse(d_states)
                 layer_grads = rnn_backward(d_states, caches[index],
                                            None if dh_n is None else dh_n[index],
                                            n_threads=self.n_threads)
-                dx = layer_grads.dx[::-1] if reverse else layer_grads.dx
+                dx = steps.reverse(layer_grads.dx) if reverse else layer_grads.dx
                 d_input = dx if d_input is None else d_input + dx
                 dh0[index] = layer_grads.dh0
                 grads[f"weight_ih_l{layer}{suffix}"] = layer_grads.dW_xh

@@ -123,7 +123,7 @@ def test_dropout_applies_between_layers_in_training_only():
     out_train, _ = rnn.forward(x, h0)
     assert not np.allclose(out_train, out_eval)
     # The mask zeroes about half of layer 0's outputs; its gradient flows only through the kept.
-    caches, masks, _ = rnn._saved
+    caches, masks, _, _ = rnn._saved
     assert masks[0] is not None and masks[1] is None
     assert 0.35 < np.mean(masks[0] == 0) < 0.65
     np.testing.assert_allclose(np.unique(masks[0]), [0.0, 2.0])
@@ -217,3 +217,46 @@ def test_bad_call_arguments():
         rnn.backward(np.zeros((5, 2, 5)))
     with pytest.raises(ValueError, match="dh_n"):
         rnn.backward(np.zeros((5, 2, 4)), np.zeros((3, 2, 4)))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("lengths", [[5, 2, 4], [1, 5, 3]], ids=["unsorted-a", "unsorted-b"])
+def test_lengths_match_torch_packed_sequences(config, lengths):
+    """Variable-length batches give PyTorch's packed-sequence results: zero outputs past each
+    length, h_n at each sequence's last real step (the reverse direction reads each sequence
+    backwards from its own end), and the same gradients."""
+    torch = pytest.importorskip("torch")
+    rnn = make_rnn(config)
+    L, bi, bf, nl, bias = config
+    reference = torch.nn.RNN(4, 6, num_layers=L, nonlinearity=nl, bias=bias, batch_first=bf,
+                             bidirectional=bi, dtype=torch.float64)
+    rnn.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    x, h0 = make_inputs(rnn)
+    lengths = np.array(lengths)
+    out, h_n = rnn.forward(x, h0, lengths=lengths)
+
+    xt = torch.tensor(x, requires_grad=True)
+    ht = torch.tensor(h0, requires_grad=True)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths),
+                                                     batch_first=bf, enforce_sorted=False)
+    out_packed, h_n_t = reference(packed, ht)
+    out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=bf,
+                                                      total_length=5)
+    rng = np.random.default_rng(7)
+    G, G_n = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
+    ((out_t * torch.tensor(G)).sum() + (h_n_t * torch.tensor(G_n)).sum()).backward()
+    dx, dh0 = rnn.backward(G, G_n)
+
+    tol = TOL["torch_float64"]
+    assert_close(out, out_t.detach().numpy(), tol, "out")
+    assert_close(h_n, h_n_t.detach().numpy(), tol, "h_n")
+    assert_close(dx, xt.grad.numpy(), tol, "dx")
+    assert_close(dh0, ht.grad.numpy(), tol, "dh0")
+    for name, parameter in reference.named_parameters():
+        assert_close(rnn.grads[name], parameter.grad.numpy(), tol, name)
+
+
+def test_lengths_are_validated():
+    rnn = RNN(3, 4, dtype=np.float64)
+    with pytest.raises(ValueError, match="lengths"):
+        rnn.forward(np.zeros((5, 2, 3)), lengths=[6, 1])
