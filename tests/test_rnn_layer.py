@@ -35,35 +35,45 @@ def make_inputs(rnn, T=5, B=3, seed=1):
     return x, h0
 
 
+def torch_twin(torch, rnn, config):
+    """A torch.nn.RNN of the same configuration, whose weights rnn then loads."""
+    L, bi, bf, nl, bias = config
+    reference = torch.nn.RNN(rnn.input_size, rnn.hidden_size, num_layers=L, nonlinearity=nl,
+                             bias=bias, batch_first=bf, bidirectional=bi, dtype=torch.float64)
+    rnn.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    return reference
+
+
+def assert_matches_torch(rnn, reference, results, torch_results, G, G_n, check_dh0=True):
+    """Outputs, final states and every gradient of rnn equal those of its torch twin."""
+    (out, h_n, dx, dh0), (out_t, h_n_t, xt, ht) = results, torch_results
+    ((out_t * G).sum() + (h_n_t * G_n).sum()).backward()
+    tol = TOL["torch_float64"]
+    assert_close(out, out_t.detach().numpy(), tol, "out")
+    assert_close(h_n, h_n_t.detach().numpy(), tol, "h_n")
+    assert_close(dx, xt.grad.numpy(), tol, "dx")
+    if check_dh0:
+        assert_close(dh0, ht.grad.numpy(), tol, "dh0")
+    for name, parameter in reference.named_parameters():
+        assert_close(rnn.grads[name], parameter.grad.numpy(), tol, name)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "no_h0"])
 def test_matches_torch_outputs_and_gradients(config, with_h0):
     torch = pytest.importorskip("torch")
     rnn = make_rnn(config)
-    L, bi, bf, nl, bias = config
-    reference = torch.nn.RNN(4, 6, num_layers=L, nonlinearity=nl, bias=bias, batch_first=bf,
-                             bidirectional=bi, dtype=torch.float64)
-    rnn.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    reference = torch_twin(torch, rnn, config)
     x, h0 = make_inputs(rnn)
     out, h_n = rnn.forward(x, h0 if with_h0 else None)
-
     xt = torch.tensor(x, requires_grad=True)
     ht = torch.tensor(h0, requires_grad=True)
     out_t, h_n_t = reference(xt, ht if with_h0 else None)
     rng = np.random.default_rng(2)
     G, G_n = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
-    ((out_t * torch.tensor(G)).sum() + (h_n_t * torch.tensor(G_n)).sum()).backward()
     dx, dh0 = rnn.backward(G, G_n)
-
-    tol = TOL["torch_float64"]
-    assert_close(out, out_t.detach().numpy(), tol, "out")
-    assert_close(h_n, h_n_t.detach().numpy(), tol, "h_n")
-    assert_close(dx, xt.grad.numpy(), tol, "dx")
-    if with_h0:
-        assert_close(dh0, ht.grad.numpy(), tol, "dh0")
-    for name, parameter in reference.named_parameters():
-        assert_close(rnn.grads[name], parameter.grad.numpy(), tol, name)
-
+    assert_matches_torch(rnn, reference, (out, h_n, dx, dh0), (out_t, h_n_t, xt, ht),
+                         torch.tensor(G), torch.tensor(G_n), check_dh0=with_h0)
 
 def loss_and_grads(rnn, x, h0, G, G_n):
     out, h_n = rnn.forward(x, h0)
@@ -227,34 +237,24 @@ def test_lengths_match_torch_packed_sequences(config, lengths):
     backwards from its own end), and the same gradients."""
     torch = pytest.importorskip("torch")
     rnn = make_rnn(config)
-    L, bi, bf, nl, bias = config
-    reference = torch.nn.RNN(4, 6, num_layers=L, nonlinearity=nl, bias=bias, batch_first=bf,
-                             bidirectional=bi, dtype=torch.float64)
-    rnn.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    reference = torch_twin(torch, rnn, config)
+    batch_first = config[2]
     x, h0 = make_inputs(rnn)
     lengths = np.array(lengths)
     out, h_n = rnn.forward(x, h0, lengths=lengths)
-
     xt = torch.tensor(x, requires_grad=True)
     ht = torch.tensor(h0, requires_grad=True)
     packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths),
-                                                     batch_first=bf, enforce_sorted=False)
+                                                     batch_first=batch_first,
+                                                     enforce_sorted=False)
     out_packed, h_n_t = reference(packed, ht)
-    out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=bf,
+    out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=batch_first,
                                                       total_length=5)
     rng = np.random.default_rng(7)
     G, G_n = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
-    ((out_t * torch.tensor(G)).sum() + (h_n_t * torch.tensor(G_n)).sum()).backward()
     dx, dh0 = rnn.backward(G, G_n)
-
-    tol = TOL["torch_float64"]
-    assert_close(out, out_t.detach().numpy(), tol, "out")
-    assert_close(h_n, h_n_t.detach().numpy(), tol, "h_n")
-    assert_close(dx, xt.grad.numpy(), tol, "dx")
-    assert_close(dh0, ht.grad.numpy(), tol, "dh0")
-    for name, parameter in reference.named_parameters():
-        assert_close(rnn.grads[name], parameter.grad.numpy(), tol, name)
-
+    assert_matches_torch(rnn, reference, (out, h_n, dx, dh0), (out_t, h_n_t, xt, ht),
+                         torch.tensor(G), torch.tensor(G_n))
 
 def test_lengths_are_validated():
     rnn = RNN(3, 4, dtype=np.float64)
