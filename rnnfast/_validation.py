@@ -111,14 +111,29 @@ def check_keys(given, expected, what):
                          f"{missing}, unexpected: {unexpected}")
 
 
+def as_int_array(value, name, layout):
+    """Convert value to an integer array with len(layout) >= 1 dimensions, none of size 0."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must have an integer dtype; got {array.dtype}")
+    if array.ndim != len(layout):
+        raise ValueError(
+            f"{name} must be {len(layout)}-D with shape ({', '.join(layout)}); "
+            f"got a {array.ndim}-D array with shape {array.shape}"
+        )
+    for label, size in zip(layout, array.shape):
+        if size == 0:
+            raise ValueError(f"{name} has {label} = 0 (shape {array.shape}); every dimension "
+                             f"must be at least 1")
+    return array
+
+
 def check_lengths(lengths, B, T):
     """lengths as an intp array of shape (B,) with every value in 1..T, or raise."""
-    try:
-        array = np.asarray(lengths)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"lengths could not be converted to an array: {exc}") from None
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers; got dtype {array.dtype}")
+    array = as_int_array(lengths, "lengths", ("B",))
     if array.shape != (B,):
         raise ValueError(f"lengths must have shape (B,) = ({B},) (B from x); got {array.shape}")
     if array.min() < 1 or array.max() > T:

@@ -11,8 +11,8 @@ input in place between a layer's ``forward`` and ``backward``.
 """
 import numpy as np
 
-from rnnfast._validation import (as_float_array, check_float_dtype, check_keys, check_shape,
-                                 check_size)
+from rnnfast._validation import (as_float_array, as_int_array, check_float_dtype, check_keys,
+                                 check_shape, check_size)
 
 __all__ = ["Linear", "Embedding", "softmax_cross_entropy"]
 
@@ -25,26 +25,6 @@ def _check_matching_dtype(array, name, dtype, owner):
     if array.dtype != dtype:
         raise TypeError(f"{name} must have the dtype of the {owner}'s weights, {dtype}; "
                         f"got {array.dtype} (cast one of them)")
-
-
-def _as_int_array(value, name, layout):
-    """Convert value to an integer array with len(layout) >= 1 dimensions, none of size 0."""
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name} must have an integer dtype; got {array.dtype}")
-    if array.ndim != len(layout):
-        raise ValueError(
-            f"{name} must be {len(layout)}-D with shape ({', '.join(layout)}); "
-            f"got a {array.ndim}-D array with shape {array.shape}"
-        )
-    for label, size in zip(layout, array.shape):
-        if size == 0:
-            raise ValueError(f"{name} has {label} = 0 (shape {array.shape}); every dimension "
-                             f"must be at least 1")
-    return array
 
 
 def _check_range(array, name, upper, upper_name, where=None):
@@ -312,7 +292,7 @@ class Embedding(_Module):
             ids are not 2-D, have a dimension of size 0, or an id is out of range (the message
             gives the first bad id and its position).
         """
-        ids = _as_int_array(ids, "ids", ("T", "B"))
+        ids = as_int_array(ids, "ids", ("T", "B"))
         _check_range(ids, "ids", self.num_embeddings, "num_embeddings")
         self._ids = ids.reshape(-1).astype(np.intp)  # a copy: later edits of ids do not leak in
         self._shape = ids.shape
@@ -415,7 +395,7 @@ def softmax_cross_entropy(logits, targets, mask=None):
     """
     logits = as_float_array(logits, "logits", ("T", "B", "V"))
     T, B, V = logits.shape
-    targets = _as_int_array(targets, "targets", ("T", "B"))
+    targets = as_int_array(targets, "targets", ("T", "B"))
     check_shape(targets, "targets", ("T", "B"), (T, B), "(T, B from logits)")
     if mask is None:
         rows = None
