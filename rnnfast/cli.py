@@ -1,8 +1,10 @@
-"""Command line: `rnnfast` (or `python -m rnnfast`). With _bench_command, the only modules that
-print.
+"""Command line: `rnnfast` (or `python -m rnnfast`). With the _*_command modules, the only
+modules that print.
 
     rnnfast [demo]   one forward and backward pass with both backends on a default shape: how
                      well they agree and how fast each is (the default command)
+    rnnfast train    train a character-level language model (rnnfast/_train_command.py)
+    rnnfast sample   generate text from a checkpoint of `rnnfast train`
     rnnfast bench    the benchmark against NumPy and PyTorch (rnnfast/_bench_command.py)
 """
 import argparse
@@ -11,10 +13,10 @@ import time
 
 import numpy as np
 
-from rnnfast import _bench_command
+from rnnfast import _bench_command, _train_command
 from rnnfast.functional import BACKENDS, NONLINEARITIES, rnn_backward, rnn_forward
 
-COMMANDS = ("demo", "bench")
+COMMANDS = ("demo", "train", "sample", "bench")
 
 
 def _parser():
@@ -30,6 +32,19 @@ def _parser():
     )
     _configure_demo(demo)
     parser.set_defaults(demo_parser=demo)
+    train = commands.add_parser(
+        "train", help="train a character-level language model on a text",
+        description="Train a character-level RNN language model with truncated BPTT on a text "
+                    "file (or, without one, on the source of Python's standard library), for "
+                    "two minutes by default. Shows the loss, validation loss and samples; saves "
+                    "a checkpoint every N steps, at the end and on Ctrl-C.",
+    )
+    _train_command.configure_train_parser(train)
+    sample = commands.add_parser(
+        "sample", help="generate text from a checkpoint of `rnnfast train`",
+        description="Generate text from a character-level model saved by `rnnfast train`.",
+    )
+    _train_command.configure_sample_parser(sample)
     bench = commands.add_parser(
         "bench", help="benchmark against NumPy and PyTorch",
         description="Time rnnfast against its NumPy reference, a batched NumPy peer and "
@@ -95,6 +110,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench_command.run(args)
+    if args.command == "train":
+        return _train_command.run_train(args)
+    if args.command == "sample":
+        return _train_command.run_sample(args)
     _check_demo_args(args.demo_parser, args)
     return _demo(args)
 

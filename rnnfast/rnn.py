@@ -65,7 +65,7 @@ class RNN:
     bidirectional : bool
         Each layer also runs over the reversed sequence; outputs are concatenated (2H).
     dtype : float32 or float64
-    seed : int or None
+    seed : int, numpy Generator or None
         Seeds the initialisation and the dropout masks.
     n_threads : int or None
         Passed to the kernels (None: every core).
@@ -74,7 +74,8 @@ class RNN:
     (H, D or num_directions * H), ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``
     (H,), with the suffix ``_reverse`` for the reverse direction; all initialised from
     uniform(-1/sqrt(H), 1/sqrt(H)). After ``backward``, ``grads`` holds their gradients under
-    the same names.
+    the same names. ``rng`` is the layer's numpy Generator (it draws the dropout masks; save
+    ``rng.bit_generator.state`` to resume a run with dropout exactly).
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
@@ -94,7 +95,7 @@ class RNN:
         self.num_directions = 2 if self.bidirectional else 1
         self.n_threads = n_threads
         self.training = True
-        self._rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
         self._params = self._initial_parameters()
         self.grads = {}
         self._saved = None  # what backward needs from the last forward
@@ -121,7 +122,7 @@ class RNN:
 
     def _initial_parameters(self):
         bound = 1 / np.sqrt(self.hidden_size)
-        return {name: self._rng.uniform(-bound, bound, shape).astype(self.dtype)
+        return {name: self.rng.uniform(-bound, bound, shape).astype(self.dtype)
                 for name, shape in self._shapes().items()}
 
     def parameters(self):
@@ -211,7 +212,7 @@ class RNN:
             mask = None
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 keep = 1 - self.dropout
-                mask = (self._rng.random(output.shape) < keep).astype(self.dtype) / keep
+                mask = (self.rng.random(output.shape) < keep).astype(self.dtype) / keep
                 output = output * mask
             masks.append(mask)
             layer_input = output

@@ -1,0 +1,262 @@
+"""The character-level language model: embedding -> RNN -> linear output, and text generation.
+
+    ids (T, B) -> Embedding -> x (T, B, E) -> RNN -> h (T, B, H) -> Linear -> logits (T, B, V)
+
+trained with softmax cross-entropy against the next character (rnnfast.training). Parameters are
+named "<part>.<name>" ("embedding.weight", "rnn.weight_hh_l0", "output.bias"), like the state
+dict of the equivalent torch module with submodules embedding, rnn and output.
+"""
+import numbers
+
+import numpy as np
+
+from rnnfast import checkpoint
+from rnnfast._validation import as_float_array, check_float_dtype, check_keys, check_size
+from rnnfast.parts import Embedding, Linear
+from rnnfast.rnn import RNN
+from rnnfast.text import Vocabulary
+
+__all__ = ["CharRNN", "generate", "model_checkpoint", "load_model"]
+
+
+class CharRNN:
+    """A character-level (or any token-level) RNN language model.
+
+    Parameters
+    ----------
+    vocab_size : int
+        V, the number of distinct tokens.
+    hidden_size : int
+        H of every RNN layer.
+    num_layers : int
+        Stacked RNN layers.
+    embedding_dim : int
+        E, the size of the token vectors fed to the RNN.
+    nonlinearity : {"tanh", "relu"}
+    dropout : float
+        Dropout between RNN layers, in training mode (as torch.nn.RNN).
+    dtype : float32 or float64
+    seed : int or None
+        Seeds the initialisation of every part and the dropout masks.
+    n_threads : int or None
+        Threads for the RNN kernels (None: every core).
+    """
+
+    PARTS = ("embedding", "rnn", "output")
+
+    def __init__(self, vocab_size, hidden_size=256, num_layers=1, embedding_dim=64,
+                 nonlinearity="tanh", dropout=0.0, dtype=np.float32, seed=None, n_threads=None):
+        self.config = {
+            "vocab_size": check_size(vocab_size, "vocab_size"),
+            "hidden_size": check_size(hidden_size, "hidden_size"),
+            "num_layers": check_size(num_layers, "num_layers"),
+            "embedding_dim": check_size(embedding_dim, "embedding_dim"),
+            "nonlinearity": nonlinearity,
+            "dropout": dropout,
+            "dtype": check_float_dtype(dtype).name,
+        }
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"seed must be an int or None; got {type(seed).__name__} {seed!r}")
+        # One independent generator per part, so each part's draws do not depend on the others'.
+        embedding_rng, rnn_rng, output_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+        c = self.config
+        self.embedding = Embedding(c["vocab_size"], c["embedding_dim"], dtype=c["dtype"],
+                                   seed=embedding_rng)
+        self.rnn = RNN(c["embedding_dim"], c["hidden_size"], c["num_layers"],
+                       nonlinearity=nonlinearity, dropout=dropout, dtype=c["dtype"],
+                       seed=rnn_rng, n_threads=n_threads)
+        self.output = Linear(c["hidden_size"], c["vocab_size"], dtype=c["dtype"], seed=output_rng)
+
+    def __repr__(self):
+        settings = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
+        return f"CharRNN({settings})"
+
+    @property
+    def dtype(self):
+        return np.dtype(self.config["dtype"])
+
+    @property
+    def state_shape(self):
+        """The shape of the hidden state for one sequence: (num_layers, H)."""
+        return (self.config["num_layers"], self.config["hidden_size"])
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def parameters(self):
+        """name -> array (the model's own arrays, which an optimizer updates in place)."""
+        return {f"{part}.{name}": array for part in self.PARTS
+                for name, array in getattr(self, part).parameters().items()}
+
+    def state_dict(self):
+        """name -> a copy of each parameter."""
+        return {name: array.copy() for name, array in self.parameters().items()}
+
+    def load_state_dict(self, state):
+        """Copy parameters in from ``state`` (the keys and shapes of ``state_dict()``)."""
+        params = self.parameters()
+        check_keys(state, params, "state_dict")
+        for name, param in params.items():
+            value = np.asarray(state[name])
+            if value.shape != param.shape:
+                raise ValueError(f"state_dict[{name!r}] must have shape {param.shape}; "
+                                 f"got {value.shape}")
+            if value.dtype.kind != "f":
+                raise TypeError(f"state_dict[{name!r}] must be a float array; got {value.dtype}")
+        for name, param in params.items():
+            param[...] = state[name]
+
+    def train(self, mode=True):
+        self.rnn.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # -- passes ------------------------------------------------------------------------------
+
+    def forward(self, ids, h0=None):
+        """Next-token logits for every position.
+
+        Parameters
+        ----------
+        ids : array_like of int, shape (T, B)
+        h0 : array_like, shape (num_layers, B, H), or None (zeros)
+            The state carried from the previous chunk of the same streams.
+
+        Returns
+        -------
+        logits : ndarray, shape (T, B, V)
+        h_n : ndarray, shape (num_layers, B, H)
+        """
+        x = self.embedding.forward(ids)
+        h, h_n = self.rnn.forward(x, h0)
+        return self.output.forward(h), h_n
+
+    __call__ = forward
+
+    def backward(self, dlogits):
+        """Gradients of the loss for the last forward, given dL/dlogits (T, B, V).
+
+        Returns name -> gradient, keyed like ``parameters()``. The gradient stops at h0 (the
+        boundary of truncated BPTT).
+        """
+        dh = self.output.backward(dlogits)
+        dx, _ = self.rnn.backward(dh)
+        self.embedding.backward(dx)
+        return {f"{part}.{name}": grad for part in self.PARTS
+                for name, grad in getattr(self, part).grads.items()}
+
+    def initial_state(self, batch_size):
+        """Zeros of shape (num_layers, B, H)."""
+        return np.zeros((self.config["num_layers"], batch_size, self.config["hidden_size"]),
+                        dtype=self.dtype)
+
+
+def model_checkpoint(model, vocab):
+    """What a checkpoint holds of a model: (meta, sections) for ``checkpoint.save``.
+
+    meta has "model" (the constructor's settings), "vocab" (the characters, in id order) and
+    "rng" (the state of the dropout generator); sections has "model" (the parameters).
+    """
+    meta = {"model": dict(model.config), "vocab": vocab.chars,
+            "rng": model.rnn.rng.bit_generator.state}
+    return meta, {"model": model.state_dict()}
+
+
+def load_model(source, n_threads=None):
+    """The model and vocabulary of a checkpoint.
+
+    Parameters
+    ----------
+    source : str, path-like or rnnfast.checkpoint.Checkpoint
+    n_threads : int or None
+        Threads for the model's kernels.
+
+    Returns
+    -------
+    model : CharRNN
+        With the saved parameters and dropout generator state, in training mode.
+    vocab : Vocabulary
+
+    Raises
+    ------
+    rnnfast.checkpoint.CheckpointError
+        The file is not a readable checkpoint, or its parameters do not fit its own settings.
+    """
+    ckpt = source if isinstance(source, checkpoint.Checkpoint) else checkpoint.load(source)
+    config, chars, rng_state = ckpt.require("model", "vocab", "rng")
+    try:
+        model = CharRNN(**config, n_threads=n_threads)
+        vocab = Vocabulary(chars)
+        if len(vocab) != model.config["vocab_size"]:
+            raise ValueError(f"its vocabulary has {len(vocab)} characters but its model "
+                             f"vocab_size is {model.config['vocab_size']}")
+        model.load_state_dict(ckpt.section("model"))
+        model.rnn.rng.bit_generator.state = rng_state
+    except (TypeError, ValueError) as exc:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {ckpt.path!r} does not hold a consistent model: {exc}") from None
+    return model, vocab
+
+
+def generate(model, vocab, length, *, prime="", temperature=1.0, seed=None, h0=None):
+    """Sample text from a language model, one character at a time.
+
+    Parameters
+    ----------
+    model : CharRNN
+    vocab : Vocabulary
+        The vocabulary the model was trained with.
+    length : int
+        Characters to generate (after the prime).
+    prime : str
+        Text the model reads first (its characters must be in the vocabulary). Empty: the first
+        character is drawn from the model's prediction after a zero state and a random
+        character of the vocabulary.
+    temperature : float
+        Divides the logits before the softmax: below 1 sharper (more likely, more repetitive),
+        above 1 flatter (more varied, more errors). 0 takes the most likely character.
+    seed : int, numpy Generator or None
+    h0 : array_like, shape (num_layers, 1, H), or None
+
+    Returns
+    -------
+    str
+        The generated characters (without the prime).
+    """
+    if not isinstance(vocab, Vocabulary):
+        raise TypeError(f"vocab must be a Vocabulary; got {type(vocab).__name__}")
+    if len(vocab) != model.config["vocab_size"]:
+        raise ValueError(f"vocab has {len(vocab)} characters but the model was built for "
+                         f"vocab_size = {model.config['vocab_size']}")
+    length = check_size(length, "length")
+    if not isinstance(temperature, numbers.Real) or not 0 <= temperature < np.inf:
+        raise ValueError(f"temperature must be a finite number >= 0; got {temperature!r}")
+    if not isinstance(prime, str):
+        raise TypeError(f"prime must be a str; got {type(prime).__name__}")
+    rng = np.random.default_rng(seed)
+    state = model.initial_state(1) if h0 is None else as_float_array(h0, "h0", ("L", "B", "H"))
+    ids = vocab.encode(prime, "prime") if prime else rng.integers(len(vocab), size=1)
+
+    was_training = model.rnn.training
+    model.eval()
+    try:
+        logits, state = model.forward(ids.reshape(-1, 1), state)
+        generated = np.empty(length, dtype=np.int64)
+        for i in range(length):
+            generated[i] = _draw(logits[-1, 0].astype(np.float64), temperature, rng)
+            logits, state = model.forward(generated[i:i + 1].reshape(1, 1), state)
+    finally:
+        model.train(was_training)
+    return vocab.decode(generated)
+
+
+def _draw(logits, temperature, rng):
+    """One id from softmax(logits / temperature) (argmax at temperature 0)."""
+    if temperature == 0:
+        return int(np.argmax(logits))
+    scaled = logits / temperature
+    p = np.exp(scaled - scaled.max())
+    p /= p.sum()
+    return int(rng.choice(len(p), p=p))

@@ -1,0 +1,134 @@
+"""Training a language model with truncated backpropagation through time (TBPTT).
+
+Each step reads the next chunk of every stream (rnnfast.streams), runs the model from the state
+the previous chunk ended in, and backpropagates through this chunk only: the carried state is a
+constant of the step, so the gradient stops at the boundary. Memory and time per step are
+bounded by the chunk, however long the stream.
+"""
+import math
+
+import numpy as np
+
+from rnnfast.optim import clip_grad_norm, clip_grad_value
+from rnnfast.parts import softmax_cross_entropy
+from rnnfast.streams import TokenStreams
+
+__all__ = ["NonFiniteError", "TBPTTTrainer", "evaluate"]
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN or inf; the message says at which step and in which tensor."""
+
+
+class TBPTTTrainer:
+    """Trains a token model (e.g. CharRNN) on TokenStreams, one chunk per ``step()``.
+
+    Parameters
+    ----------
+    model : CharRNN
+        Anything with forward(ids, h0) -> (logits, h_n), backward(dlogits) -> grads,
+        parameters() and initial_state(B).
+    optimizer : rnnfast.optim.Optimizer
+        Built on ``model.parameters()``.
+    streams : TokenStreams
+    clip_norm : float or None
+        Scale the gradients so that their global norm is at most this (None: no clipping by
+        norm). The norm is computed either way, to catch non-finite gradients.
+    clip_value : float or None
+        Clip every gradient entry to [-clip_value, clip_value] (None: off). Applied before
+        clipping by norm.
+    """
+
+    def __init__(self, model, optimizer, streams, *, clip_norm=5.0, clip_value=None):
+        if not isinstance(streams, TokenStreams):
+            raise TypeError(f"streams must be a TokenStreams; got {type(streams).__name__}")
+        self.model = model
+        self.optimizer = optimizer
+        self.streams = streams
+        self.clip_norm = clip_norm
+        self.clip_value = clip_value
+        self.state = model.initial_state(streams.batch_size)  # carried between chunks
+        self.steps = 0
+        self.last_grad_norm = None
+        self.last_tokens = 0  # targets in the last chunk (the last of an epoch may be short)
+
+    def step(self):
+        """Train on the next chunk; returns its mean loss in nats per token.
+
+        Raises
+        ------
+        NonFiniteError
+            The loss or a gradient is NaN or inf (the parameters are left as they were).
+        """
+        inputs, targets, starts_epoch = self.streams.next_chunk()
+        if starts_epoch:  # the streams jumped back to their starts: the old context is gone
+            self.state = self.model.initial_state(self.streams.batch_size)
+        self.model.train()
+        logits, h_n = self.model.forward(inputs, self.state)
+        step = self.steps + 1
+        loss, dlogits = softmax_cross_entropy(logits, targets)
+        if not math.isfinite(loss):
+            raise NonFiniteError(f"step {step}: the loss is {loss} "
+                                 f"({_first_non_finite(self.model.parameters(), 'parameter')})")
+        grads = self.model.backward(dlogits)
+        if self.clip_value is not None:
+            clip_grad_value(grads, self.clip_value)
+        norm = clip_grad_norm(grads, math.inf if self.clip_norm is None else self.clip_norm)
+        if not math.isfinite(norm):
+            raise NonFiniteError(f"step {step}: the gradient norm is {norm} "
+                                 f"({_first_non_finite(grads, 'gradient')})")
+        self.optimizer.step(grads)
+        self.state = h_n
+        self.steps = step
+        self.last_grad_norm = norm
+        self.last_tokens = targets.size
+        return loss
+
+    def state_dict(self):
+        """Everything besides the model and the optimizer that a resumed run needs."""
+        return {"steps": self.steps, "state": self.state.copy(), **{
+            f"streams.{key}": value for key, value in self.streams.state_dict().items()}}
+
+    def load_state_dict(self, state):
+        """Continue from ``state_dict()`` (the same model shape and streams)."""
+        carried = np.asarray(state["state"])
+        expected = self.model.initial_state(self.streams.batch_size)
+        if carried.shape != expected.shape:
+            raise ValueError(f"the carried state must have shape (num_layers, B, H) = "
+                             f"{expected.shape}; got {carried.shape}")
+        self.streams.load_state_dict({key[len("streams."):]: value for key, value in state.items()
+                                      if key.startswith("streams.")})
+        self.steps = int(state["steps"])
+        self.state = carried.astype(expected.dtype)
+
+
+def _first_non_finite(arrays, kind):
+    for name, array in arrays.items():
+        bad = ~np.isfinite(array)
+        if bad.any():
+            return (f"{kind} {name} has {int(bad.sum())} non-finite entries of {array.size}, "
+                    f"first {array.flat[int(np.argmax(bad))]}")
+    return f"every {kind} is finite"
+
+
+def evaluate(model, tokens, *, batch_size=16, seq_len=256):
+    """Mean cross-entropy of the next token over ``tokens``, in nats per token.
+
+    The tokens are read as ``batch_size`` streams (each starting from a zero state, its state
+    carried across chunks), in evaluation mode (no dropout); every token but the first of each
+    stream is predicted once.
+    """
+    streams = TokenStreams(tokens, min(batch_size, len(tokens) - 1), seq_len)
+    was_training = model.rnn.training
+    model.eval()
+    try:
+        state, total, count = model.initial_state(streams.batch_size), 0.0, 0
+        for _ in range(streams.chunks_per_epoch):
+            inputs, targets, _ = streams.next_chunk()
+            logits, state = model.forward(inputs, state)
+            loss, _ = softmax_cross_entropy(logits, targets)
+            total += loss * targets.size
+            count += targets.size
+    finally:
+        model.train(was_training)
+    return total / count
