@@ -6,6 +6,8 @@ modules that print.
     rnnfast train    train a character-level language model (rnnfast/_train_command.py)
     rnnfast sample   generate text from a checkpoint of `rnnfast train`
     rnnfast bench    the benchmark against NumPy and PyTorch (rnnfast/_bench_command.py)
+    rnnfast diagnose vanishing and exploding gradients: how the gradient changes with the lag,
+                     on the adding problem or a trained model (rnnfast/_diagnose_command.py)
 """
 import argparse
 import sys
@@ -13,10 +15,10 @@ import time
 
 import numpy as np
 
-from rnnfast import _bench_command, _train_command
+from rnnfast import _bench_command, _diagnose_command, _train_command
 from rnnfast.functional import BACKENDS, NONLINEARITIES, rnn_backward, rnn_forward
 
-COMMANDS = ("demo", "train", "sample", "bench")
+COMMANDS = ("demo", "train", "sample", "bench", "diagnose")
 
 
 def _parser():
@@ -51,6 +53,15 @@ def _parser():
                     "PyTorch's nn.RNN, interleaved, on a grid of shapes; print a table.",
     )
     _bench_command.configure_parser(bench)
+    diagnose = commands.add_parser(
+        "diagnose", help="vanishing and exploding gradients: the gradient by lag",
+        description="Measure how the gradient that reaches an earlier hidden state shrinks or "
+                    "grows with the distance: on the adding problem, for W_hh initialised at "
+                    "several spectral radii and orthogonal, with a short training run each; or, "
+                    "with --checkpoint, on a model saved by `rnnfast train`. Prints tables and "
+                    "a text chart; --png draws a picture (needs matplotlib).",
+    )
+    _diagnose_command.configure_parser(diagnose)
     return parser
 
 
@@ -114,6 +125,8 @@ def main(argv=None):
         return _train_command.run_train(args)
     if args.command == "sample":
         return _train_command.run_sample(args)
+    if args.command == "diagnose":
+        return _diagnose_command.run(args)
     _check_demo_args(args.demo_parser, args)
     return _demo(args)
 
