@@ -339,6 +339,7 @@ class _Run:
         recent = []  # the last losses, for the bar's running mean
         chars = 0
         val = None
+        fields = {}
         self.started = time.monotonic()
 
         def announce():
@@ -352,9 +353,8 @@ class _Run:
                     loss = self.trainer.step()
                 except NonFiniteError as exc:
                     progress.clear()
-                    print(f"rnnfast train: stopped: {exc}. The parameters are those of step "
-                          f"{self.trainer.steps}; the checkpoint was not overwritten. Try a "
-                          f"lower --lr or --clip-norm.", file=sys.stderr)
+                    print(f"rnnfast train: stopped: {exc}. The checkpoint was not "
+                          f"overwritten; try a lower --lr or --clip-norm.", file=sys.stderr)
                     return 1
                 step = self.trainer.steps
                 recent = (recent + [loss])[-50:]
@@ -372,7 +372,7 @@ class _Run:
                 if step % args.checkpoint_every == 0:
                     self.save()
             interrupted = stop.requested
-            progress.clear()
+            progress.finish(self.elapsed(), self.trainer.steps, fields)
             if not self.history or self.history[-1]["step"] != self.trainer.steps:
                 if self.trainer.steps > 0 and recent:
                     val = self.evaluate(float(np.mean(recent)))
