@@ -140,11 +140,13 @@ def test_non_finite_training_stops_without_overwriting(tmp_path, text_file, caps
     assert ckpt.read_bytes() == before
 
 
-def test_ctrl_c_saves_and_the_run_resumes(tmp_path, text_file):
+def test_ctrl_c_saves_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path, text_file,
+                                                                        capsys):
     ckpt = tmp_path / "run.npz"
     process = subprocess.Popen(
         [sys.executable, "-m", "rnnfast", "train", str(text_file), "--minutes", "5",
-         "--checkpoint", str(ckpt), *SMALL, "--eval-every", "100000"],
+         "--checkpoint", str(ckpt), *SMALL, "--eval-every", "100000", "--layers", "2",
+         "--dropout", "0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         # The progress line goes to stderr once training runs (non-terminal: a line at once).
@@ -168,3 +170,7 @@ def test_ctrl_c_saves_and_the_run_resumes(tmp_path, text_file):
         env={**os.environ, "PYTHONWARNINGS": "error"})
     assert resumed.returncode == 0, resumed.stderr
     assert int(checkpoint.load(ckpt).section("trainer")["steps"]) == steps + 2
+    whole = tmp_path / "whole.npz"
+    train(capsys, text_file, "--steps", steps + 2, "--checkpoint", whole, *SMALL,
+          "--eval-every", "100000", "--layers", "2", "--dropout", "0.1")
+    assert_same_run(whole, ckpt)
