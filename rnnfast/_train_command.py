@@ -112,7 +112,8 @@ def configure_train_parser(parser):
                       help="clip every gradient entry to [-v, v] (default 0 = off)")
     data.add_argument("--seed", type=int,
                       help="seeds the initialisation, dropout and samples (default 0); the same "
-                           "seed and settings give the same run")
+                           "seed, settings and --threads give the same run (other thread "
+                           "counts round sums differently)")
     data.add_argument("--threads", type=_positive_int, default=None,
                       help="threads for the kernels (default: every core)")
     output = parser.add_argument_group("output")
