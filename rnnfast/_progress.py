@@ -37,6 +37,7 @@ class Progress:
         self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.log_every = log_every
         self._last_log = -float("inf")
+        self._logged_step = None
         self._drawn = False
 
     def fraction(self, elapsed, step):
@@ -65,7 +66,16 @@ class Progress:
         elif force or now - self._last_log >= self.log_every:
             self.stream.write(self.line(elapsed, step, fields) + "\n")
             self._last_log = now
+            self._logged_step = step
         self.stream.flush()
+
+    def finish(self, elapsed, step, fields):
+        """Show where the run ended: a log has its last line; a terminal's line is cleared
+        (the caller prints a summary)."""
+        if self.interactive:
+            self.clear()
+        elif self._logged_step != step:
+            self.update(elapsed, step, fields, force=True)
 
     def clear(self):
         """End the redrawn line before other output is printed."""

@@ -112,7 +112,8 @@ def configure_train_parser(parser):
                       help="clip every gradient entry to [-v, v] (default 0 = off)")
     data.add_argument("--seed", type=int,
                       help="seeds the initialisation, dropout and samples (default 0); the same "
-                           "seed and settings give the same run")
+                           "seed, settings and --threads give the same run (other thread "
+                           "counts round sums differently)")
     data.add_argument("--threads", type=_positive_int, default=None,
                       help="threads for the kernels (default: every core)")
     output = parser.add_argument_group("output")
@@ -339,6 +340,7 @@ class _Run:
         recent = []  # the last losses, for the bar's running mean
         chars = 0
         val = None
+        fields = {}
         self.started = time.monotonic()
 
         def announce():
@@ -352,9 +354,8 @@ class _Run:
                     loss = self.trainer.step()
                 except NonFiniteError as exc:
                     progress.clear()
-                    print(f"rnnfast train: stopped: {exc}. The parameters are those of step "
-                          f"{self.trainer.steps}; the checkpoint was not overwritten. Try a "
-                          f"lower --lr or --clip-norm.", file=sys.stderr)
+                    print(f"rnnfast train: stopped: {exc}. The checkpoint was not "
+                          f"overwritten; try a lower --lr or --clip-norm.", file=sys.stderr)
                     return 1
                 step = self.trainer.steps
                 recent = (recent + [loss])[-50:]
@@ -372,7 +373,7 @@ class _Run:
                 if step % args.checkpoint_every == 0:
                     self.save()
             interrupted = stop.requested
-            progress.clear()
+            progress.finish(self.elapsed(), self.trainer.steps, fields)
             if not self.history or self.history[-1]["step"] != self.trainer.steps:
                 if self.trainer.steps > 0 and recent:
                     val = self.evaluate(float(np.mean(recent)))

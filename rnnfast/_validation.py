@@ -140,3 +140,28 @@ def check_lengths(lengths, B, T):
         raise ValueError(f"lengths must be between 1 and T = {T}; got values from "
                          f"{array.min()} to {array.max()}")
     return array.astype(np.intp)
+
+
+def load_parameters(params, state):
+    """Copy ``state`` (name -> array-like) into the arrays of ``params`` (name -> ndarray), in
+    place, as torch's load_state_dict does: exactly the same keys and shapes, floating-point
+    values, cast to each parameter's dtype. Everything is checked before anything is copied.
+
+    Raises TypeError if state is not a mapping, ValueError naming the key otherwise.
+    """
+    if not hasattr(state, "keys"):
+        raise TypeError(f"state_dict must be a mapping of parameter names to arrays; "
+                        f"got {type(state).__name__}")
+    check_keys(state, params, "state_dict")
+    arrays = {}
+    for name, param in params.items():
+        array = np.asarray(state[name])
+        if array.shape != param.shape:
+            raise ValueError(f"state_dict[{name!r}] must have shape {param.shape}; got "
+                             f"{array.shape}")
+        if array.dtype.kind != "f":
+            raise ValueError(f"state_dict[{name!r}] must hold floating-point values (it is cast "
+                             f"to the parameter's {param.dtype}); got dtype {array.dtype}")
+        arrays[name] = array
+    for name, array in arrays.items():
+        params[name][...] = array

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from rnnfast import checkpoint
-from rnnfast._validation import as_float_array, check_float_dtype, check_keys, check_size
+from rnnfast._validation import as_float_array, check_float_dtype, check_size, load_parameters
 from rnnfast.parts import Embedding, Linear
 from rnnfast.rnn import RNN
 from rnnfast.text import Vocabulary
@@ -93,18 +93,9 @@ class CharRNN:
         return {name: array.copy() for name, array in self.parameters().items()}
 
     def load_state_dict(self, state):
-        """Copy parameters in from ``state`` (the keys and shapes of ``state_dict()``)."""
-        params = self.parameters()
-        check_keys(state, params, "state_dict")
-        for name, param in params.items():
-            value = np.asarray(state[name])
-            if value.shape != param.shape:
-                raise ValueError(f"state_dict[{name!r}] must have shape {param.shape}; "
-                                 f"got {value.shape}")
-            if value.dtype.kind != "f":
-                raise TypeError(f"state_dict[{name!r}] must be a float array; got {value.dtype}")
-        for name, param in params.items():
-            param[...] = state[name]
+        """Copy parameters in from ``state`` (the keys and shapes of ``state_dict()``; float
+        values, cast to the model's dtype). Nothing is loaded if anything does not match."""
+        load_parameters(self.parameters(), state)
 
     def train(self, mode=True):
         self.rnn.train(mode)

@@ -114,6 +114,10 @@ def load(path):
     where = f"checkpoint {str(path)!r}"
     if not path.is_file():
         raise CheckpointError(f"{where} does not exist (or is not a file)")
+    # np.load would try to unpickle a file that is not a zip archive; say what it is instead.
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{where} is truncated or corrupted, or not an .npz file at all "
+                              f"(it is not a complete zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}  # reads (and CRC-checks) all

@@ -11,8 +11,8 @@ input in place between a layer's ``forward`` and ``backward``.
 """
 import numpy as np
 
-from rnnfast._validation import (as_float_array, as_int_array, check_float_dtype, check_keys,
-                                 check_shape, check_size)
+from rnnfast._validation import (as_float_array, as_int_array, check_float_dtype, check_shape,
+                                 check_size, load_parameters)
 
 __all__ = ["Linear", "Embedding", "softmax_cross_entropy"]
 
@@ -69,33 +69,19 @@ class _Module:
         Parameters
         ----------
         state_dict : mapping of str to array_like
-            Exactly the keys of ``parameters()``, each with the parameter's shape and dtype (a
-            PyTorch state dict converted to NumPy arrays of that dtype loads as is).
+            Exactly the keys of ``parameters()``, each with the parameter's shape and a float
+            dtype, cast to the parameter's (as torch's load_state_dict does): a PyTorch state
+            dict converted to NumPy loads as is.
 
         Raises
         ------
         TypeError
             state_dict is not a mapping.
         ValueError
-            A missing or unexpected key, or an array whose shape or dtype differs from the
-            parameter's. Nothing is loaded then.
+            A missing or unexpected key, or an array whose shape differs from the parameter's
+            or whose values are not floating-point. Nothing is loaded then.
         """
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping of parameter names to arrays; "
-                            f"got {type(state_dict).__name__}")
-        check_keys(state_dict, self._params, "state_dict")
-        arrays = {}
-        for name, param in self._params.items():
-            array = np.asarray(state_dict[name])
-            if array.shape != param.shape:
-                raise ValueError(f"state_dict[{name!r}] must have shape {param.shape}; got "
-                                 f"{array.shape}")
-            if array.dtype != param.dtype:
-                raise ValueError(f"state_dict[{name!r}] must have dtype {param.dtype}; got "
-                                 f"{array.dtype}")
-            arrays[name] = array
-        for name, array in arrays.items():  # all checked: load
-            self._params[name][...] = array
+        load_parameters(self._params, state_dict)
 
     @property
     def dtype(self):

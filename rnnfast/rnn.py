@@ -7,8 +7,8 @@ reversed within its own length, as PyTorch's packed sequences do).
 """
 import numpy as np
 
-from rnnfast._validation import (as_float_array, check_choice, check_float_dtype, check_keys,
-                                 check_lengths, check_shape, check_size)
+from rnnfast._validation import (as_float_array, check_choice, check_float_dtype, check_lengths,
+                                 check_shape, check_size, load_parameters)
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
 
 __all__ = ["RNN"]
@@ -135,16 +135,9 @@ class RNN:
 
     def load_state_dict(self, state):
         """Copy parameters in from ``state`` (name -> array-like), e.g. a torch.nn.RNN state dict
-        converted to NumPy. Names and shapes must match exactly; values are cast to the layer's
-        dtype."""
-        expected = self._shapes()
-        check_keys(state, expected, "state_dict")
-        for name, shape in expected.items():
-            value = np.asarray(state[name])
-            if value.shape != shape:
-                raise ValueError(f"state_dict[{name!r}] must have shape {shape}; "
-                                 f"got {value.shape}")
-            self._params[name][...] = value.astype(self.dtype)
+        converted to NumPy. Names and shapes must match exactly; float values are cast to the
+        layer's dtype. Nothing is loaded if anything does not match."""
+        load_parameters(self._params, state)
 
     def train(self, mode=True):
         """Training mode (dropout on) or, with mode=False, evaluation mode."""

@@ -58,26 +58,34 @@ class TBPTTTrainer:
         Raises
         ------
         NonFiniteError
-            The loss or a gradient is NaN or inf (the parameters are left as they were).
+            The loss or a gradient is NaN or inf (the parameters are left as they were), or
+            the update made a parameter NaN or inf.
         """
         inputs, targets, starts_epoch = self.streams.next_chunk()
         if starts_epoch:  # the streams jumped back to their starts: the old context is gone
             self.state = self.model.initial_state(self.streams.batch_size)
         self.model.train()
-        logits, h_n = self.model.forward(inputs, self.state)
         step = self.steps + 1
-        loss, dlogits = softmax_cross_entropy(logits, targets)
-        if not math.isfinite(loss):
-            raise NonFiniteError(f"step {step}: the loss is {loss} "
-                                 f"({_first_non_finite(self.model.parameters(), 'parameter')})")
-        grads = self.model.backward(dlogits)
-        if self.clip_value is not None:
-            clip_grad_value(grads, self.clip_value)
-        norm = clip_grad_norm(grads, math.inf if self.clip_norm is None else self.clip_norm)
-        if not math.isfinite(norm):
-            raise NonFiniteError(f"step {step}: the gradient norm is {norm} "
-                                 f"({_first_non_finite(grads, 'gradient')})")
-        self.optimizer.step(grads)
+        # Overflow is checked explicitly below, with a message that says where it happened.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits, h_n = self.model.forward(inputs, self.state)
+            loss, dlogits = softmax_cross_entropy(logits, targets)
+            if not math.isfinite(loss):
+                raise NonFiniteError(f"step {step}: the loss is {loss} ("
+                                     f"{_first_non_finite(self.model.parameters(), 'parameter')})")
+            grads = self.model.backward(dlogits)
+            if self.clip_value is not None:
+                clip_grad_value(grads, self.clip_value)
+            norm = clip_grad_norm(grads, math.inf if self.clip_norm is None else self.clip_norm)
+            if not math.isfinite(norm):
+                raise NonFiniteError(f"step {step}: the gradient norm is {norm} "
+                                     f"({_first_non_finite(grads, 'gradient')})")
+            self.optimizer.step(grads)
+        params = self.model.parameters()
+        if not all(np.isfinite(p).all() for p in params.values()):
+            raise NonFiniteError(f"step {step}: the optimizer's update overflowed ("
+                                 f"{_first_non_finite(params, 'parameter')}); the learning rate "
+                                 f"is too large")
         self.state = h_n
         self.steps = step
         self.last_grad_norm = norm

@@ -1,0 +1,83 @@
+"""One training step of the character-level language model (the default of `rnnfast train`):
+rnnfast's TBPTTTrainer against the same model and update in PyTorch (nn.Embedding -> nn.RNN ->
+nn.Linear, cross-entropy, clip_grad_norm_, Adam, hidden state carried and detached), on the same
+threads. One group per (hidden size, dtype); extra_info has the characters per second.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench/test_bench_charlm.py \\
+        --benchmark-group-by=group
+
+RNNFAST_BENCH_THREADS sets the threads of every library (default 1, see conftest.py).
+"""
+import numpy as np
+import pytest
+
+from rnnfast import optim
+from rnnfast._bench_command import import_torch
+from rnnfast.charlm import CharRNN
+from rnnfast.streams import TokenStreams
+from rnnfast.training import TBPTTTrainer
+
+VOCAB, EMBEDDING, BATCH, SEQ_LEN = 163, 64, 32, 64  # rnnfast train's defaults on its corpus
+HIDDEN_SIZES = (128, 256, 512)
+LR = 3e-3
+CLIP = 5.0
+
+
+def _tokens():
+    # Random ids: the cost of a step does not depend on the text.
+    return np.random.default_rng(0).integers(0, VOCAB, 400_000)
+
+
+def _rnnfast_step(hidden, dtype, threads):
+    model = CharRNN(VOCAB, hidden, 1, EMBEDDING, dtype=dtype, seed=0, n_threads=threads)
+    trainer = TBPTTTrainer(model, optim.Adam(model.parameters(), lr=LR),
+                           TokenStreams(_tokens(), BATCH, SEQ_LEN), clip_norm=CLIP)
+    return trainer.step
+
+
+def _torch_step(hidden, dtype, threads):
+    torch = import_torch()
+    torch.set_num_threads(threads)
+    torch_dtype = getattr(torch, dtype)
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(VOCAB, EMBEDDING, dtype=torch_dtype)
+    rnn = torch.nn.RNN(EMBEDDING, hidden, dtype=torch_dtype)
+    output = torch.nn.Linear(hidden, VOCAB, dtype=torch_dtype)
+    params = [*embedding.parameters(), *rnn.parameters(), *output.parameters()]
+    adam = torch.optim.Adam(params, lr=LR)
+    streams = TokenStreams(_tokens(), BATCH, SEQ_LEN)
+    state = {"h": torch.zeros(1, BATCH, hidden, dtype=torch_dtype)}
+
+    def step():
+        inputs, targets, _ = streams.next_chunk()
+        out, h_n = rnn(embedding(torch.from_numpy(inputs)), state["h"])
+        logits = output(out)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB),
+                                                 torch.from_numpy(targets).reshape(-1))
+        adam.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, CLIP)
+        adam.step()
+        state["h"] = h_n.detach()  # truncated BPTT: the gradient stops here
+        return loss.item()
+
+    return step
+
+
+MAKERS = {"rnnfast": _rnnfast_step, "torch": _torch_step}
+
+
+@pytest.mark.parametrize("impl", tuple(MAKERS))
+@pytest.mark.parametrize("dtype", ("float32",))
+@pytest.mark.parametrize("hidden", HIDDEN_SIZES)
+def test_charlm_training_step(benchmark, bench_threads, hidden, dtype, impl):
+    if impl == "torch" and import_torch() is None:
+        pytest.skip("PyTorch is not installed")
+    step = MAKERS[impl](hidden, dtype, bench_threads)
+    for _ in range(3):  # warm-up: first-call costs out of the way
+        step()
+    benchmark.group = f"charlm step H={hidden} B={BATCH} T={SEQ_LEN} {dtype}"
+    benchmark.extra_info.update(impl=impl, hidden=hidden, dtype=dtype)
+    benchmark(step)
+    if benchmark.stats is not None:
+        benchmark.extra_info["chars_per_s"] = BATCH * SEQ_LEN / benchmark.stats.stats.median
