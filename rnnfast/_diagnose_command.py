@@ -127,16 +127,16 @@ def configure_parser(parser):
     parser.add_argument("--radii", type=_radius_list, metavar="R,R,...",
                         help="spectral radii of the initial W_hh, and/or 'orthogonal' (default "
                              "0.5,1,1.5,orthogonal)")
-    parser.add_argument("--hidden-size", dest="hidden_size", type=_positive_int,
+    parser.add_argument("--hidden-size", dest="hidden_size", type=_positive_int, metavar="H",
                         help=f"hidden units H (default {d['hidden_size']})")
-    parser.add_argument("--steps", type=_non_negative_int,
+    parser.add_argument("--steps", type=_non_negative_int, metavar="N",
                         help=f"training steps per setting and span (default {d['steps']}; 0: "
                              f"only the measurements at initialisation)")
-    parser.add_argument("--batch-size", dest="batch_size", type=_positive_int,
+    parser.add_argument("--batch-size", dest="batch_size", type=_positive_int, metavar="B",
                         help=f"sequences per training step (default {d['batch_size']})")
     parser.add_argument("--lr", type=_positive_float,
                         help=f"Adam's learning rate (default {d['lr']:g})")
-    parser.add_argument("--clip-norm", dest="clip_norm", type=_non_negative_float,
+    parser.add_argument("--clip-norm", dest="clip_norm", type=_non_negative_float, metavar="MAX",
                         help=f"clip the gradients to this global norm (default "
                              f"{d['clip_norm']:g}; 0: no clipping)")
     parser.add_argument("--seed", type=_non_negative_int, default=0,
@@ -432,7 +432,6 @@ def _chart_lines(named_curves, what):
 
 def _print_task_report(s, curves, outcomes, seconds):
     longest = max(s["spans"])
-    H = s["hidden_size"]
     lags = _shown_lags(longest)
     labels = {radius: _label(radius) for radius in s["radii"]}
     print()
@@ -686,9 +685,9 @@ def _run_checkpoint(args, s):
           f"after {T} characters of warm-up" + "".join(f"; {n}" for n in notes))
     print()
     print(f"gradient flow through each layer's recurrence, T = {T}")
-    print(f"  |J| = ||dh_T/dh_t||_F / sqrt(H): the RMS singular value of the Jacobian "
-          f"({report.method}{', an estimate from 32 random probes' if report.method == 'probes' else ''}"
-          f", {CHECKPOINT_WINDOWS} windows)")
+    how = "an estimate from 32 random probes" if report.method == "probes" else "exact"
+    print(f"  |J| = ||dh_T/dh_t||_F / sqrt(H): the RMS singular value of the Jacobian ({how}, "
+          f"{CHECKPOINT_WINDOWS} windows)")
     lags = _shown_lags(T)
     rows = [[L["label"], f"{L['rho']:.3g}", f"{L['sigma']:.3g}",
              f"{L['saturation'].mean():.0%}"] + [_fmt(L["jacobian"][lag]) for lag in lags]
@@ -720,8 +719,8 @@ def _run_checkpoint(args, s):
     bars = _bars()
     for L in report.layers:
         sat = L["saturation"]
-        print(f"  {L['label'].ljust(width)}  {_linear_sparkline(sat, bars)}  mean {sat.mean():.0%}, min {sat.min():.0%}"
-              f", max {sat.max():.0%}")
+        print(f"  {L['label'].ljust(width)}  {_linear_sparkline(sat, bars)}  mean "
+              f"{sat.mean():.0%}, min {sat.min():.0%}, max {sat.max():.0%}")
     print(f"({seconds:.1f} s)")
     return report
 

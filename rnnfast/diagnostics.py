@@ -23,8 +23,8 @@ from rnnfast._validation import (as_float_array, check_choice, check_same_dtype,
                                  check_size)
 
 __all__ = ["spectral_radius", "largest_singular_value", "jacobian_norms", "saturation",
-           "layer_jacobian_norms", "layer_states", "resolve_jacobian_method", "JACOBIAN_METHODS", "EXACT_MAX_WORK",
-           "TANH_SATURATION"]
+           "layer_jacobian_norms", "layer_states", "resolve_jacobian_method", "JACOBIAN_METHODS",
+           "EXACT_MAX_WORK", "TANH_SATURATION"]
 
 JACOBIAN_METHODS = ("auto", "exact", "probes")
 
