@@ -114,6 +114,19 @@ def test_exact_norms_match_the_product_of_step_jacobians(dtype, tol):
     assert_close(exact, expected, tol)
 
 
+@pytest.mark.parametrize("T, B, H", [(1, 1, 1), (1, 3, 4), (6, 1, 1), (5, 2, 1), (2, 1, 3)])
+@pytest.mark.parametrize("method", ["exact", "probes"])
+def test_edge_shapes(T, B, H, method):
+    """T = 1 (only lag 0, the identity), B = 1, H = 1 (a product of scalars act'(a_k) w)."""
+    p = make_problem(17, T, B, 2, H)
+    P = 4000
+    norms = diagnostics.jacobian_norms(*p.args, method=method, n_probes=P, seed=0)
+    expected = np.linalg.norm(product_jacobians(*p.args, "tanh"), axis=(2, 3))
+    # probes: four times the documented worst-case spread (reached for H = 1: one direction)
+    tol = TOL["float64"] if method == "exact" else 4 / np.sqrt(2 * P)
+    np.testing.assert_allclose(norms, expected, rtol=tol)
+
+
 def test_chunks_of_the_replicated_batch_give_the_same_norms(monkeypatch):
     p = make_problem(4, 5, 3, 2, 4)
     whole = diagnostics.jacobian_norms(*p.args, method="exact")
