@@ -1,6 +1,8 @@
 """Forward and forward+backward over the grid of issue 3: rnnfast's Cython backend against its
 NumPy reference, the batched NumPy peer and torch.nn.RNN (skipped when PyTorch is not
-installed). One benchmark group per (pass, shape, dtype):
+installed). One benchmark group per (pass, shape, dtype). And the cost of the per-step gradient
+norms: the backward pass alone, without and with return_norms=True, one group per (shape, dtype)
+("backward norms ..."):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench --benchmark-group-by=group
 
@@ -12,7 +14,8 @@ import time
 
 import pytest
 
-from rnnfast._bench_command import (DTYPES, IMPLEMENTATIONS, PASSES, SHAPES, flops,
+import rnnfast
+from rnnfast._bench_command import (DTYPES, IMPLEMENTATIONS, PASSES, SHAPES, SUBJECT, flops,
                                     import_torch, make_problem, make_runner)
 
 # The NumPy reference is skipped where one call takes longer than this (measured on the spot,
@@ -55,6 +58,33 @@ def test_rnn(benchmark, bench_threads, pass_name, shape, dtype, impl):
     work = flops(shape, pass_name)
     benchmark.extra_info.update(impl=impl, pass_name=pass_name, shape=list(shape), dtype=dtype,
                                 flops=work)
+    benchmark(run)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["gflops"] = work / benchmark.stats.stats.median / 1e9
+
+
+# The backward pass alone, plain and with norms. "cython" is the subject, so in the JSON the
+# speedup_of_cython of "cython+norms" is the cost of the norms: its median over plain cython's.
+NORMS_IMPLEMENTATIONS = (SUBJECT, "cython+norms")
+
+
+@pytest.mark.parametrize("impl", NORMS_IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+def test_backward_norms(benchmark, bench_threads, shape, dtype, impl):
+    p = make_problem(shape, dtype)
+    _, cache = rnnfast.rnn_forward(p.x, p.h0, p.W_xh, p.W_hh, p.b, n_threads=bench_threads)
+    return_norms = impl == "cython+norms"
+
+    def run():
+        return rnnfast.rnn_backward(p.G, cache, n_threads=bench_threads,
+                                    return_norms=return_norms)
+
+    _warm_up(run)
+    benchmark.group = f"backward norms T,B,D,H={','.join(map(str, shape))} {dtype}"
+    work = flops(shape, "forward+backward") - flops(shape, "forward")
+    benchmark.extra_info.update(impl=impl, pass_name="backward", shape=list(shape), dtype=dtype,
+                                return_norms=return_norms, flops=work)
     benchmark(run)
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["gflops"] = work / benchmark.stats.stats.median / 1e9

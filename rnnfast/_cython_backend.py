@@ -58,6 +58,12 @@ def _specialisations(kernel):
 _FORWARD, _BACKWARD = _specialisations(KERNEL)
 _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
             np.dtype(np.float64): np.empty(0, np.float64)}
+# What the backward kernel takes for "no norms": no work, no allocation.
+_NO_NORMS = {np.dtype(np.float32): np.empty((0, 0), np.float32),
+             np.dtype(np.float64): np.empty((0, 0), np.float64)}
+_NO_SQUARES = np.empty((0, 0), np.float64)
+# The narrowest column block of any build, in bytes: scratch sized by it fits every build.
+_MIN_BLOCK_BYTES = min(module.BLOCK_BYTES for module in KERNEL_BUILDS.values())
 
 # Small steps are shared among threads only from this many multiply-adds (B * H * H) up: below,
 # the barrier that ends every step costs more than the second core saves. On 2 cores with BLAS
@@ -175,8 +181,19 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths=None):
     return _rows(out, batch.inverse, 1), _Saved(batch, x_s, h0_s, out)
 
 
+def _norm_buffers(T, B, H, dtype, threads):
+    """norms (T, B) and the kernel's float64 scratch for them: each step's sums of squares
+    (T rows of B), and on threaded small steps two more rows per column block (see
+    backward_loop_threaded)."""
+    n_blocks = -(-H * dtype.itemsize // _MIN_BLOCK_BYTES)  # at least the kernel's count
+    extra_rows = 2 * n_blocks if threads > 1 else 0
+    return np.empty((T, B), dtype=dtype), np.empty((T + extra_rows, B), np.float64)
+
+
 def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads,
-             saved=None):
+             saved=None, return_norms=False):
+    """RNNGrads, and with return_norms also norms (T, B): ||dL/dh_t|| for each step and
+    sequence, 0 past a sequence's end (see rnnfast.functional.rnn_backward)."""
     T, B, D = x.shape
     H = W_hh.shape[0]
     dtype = x.dtype
@@ -195,18 +212,26 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
     da = np.empty_like(out)
     weight_grads_in_numpy = T * B * H * (D + H) >= NUMPY_WEIGHT_GRADS_MIN_FLOPS
     blas_steps, threads = step_plan(B, H, dtype, n_threads)
+    if return_norms:
+        norms, squares = _norm_buffers(T, B, H, dtype, threads)
+    else:
+        norms, squares = _NO_NORMS[dtype], _NO_SQUARES
     with blas_threads_at_most(_blas_threads_in_pass(T, B, D, H)):
         _BACKWARD[dtype](
             dout, zeros_BH if dh_n is None else dh_n, x, h0, W_xh, W_hh, out, da,
             _step_scratch(H, dtype), dx, dh0, dW_xh, dW_hh, db, batch.active,
-            nonlinearity == "relu", blas_steps, threads, not weight_grads_in_numpy,
+            nonlinearity == "relu", blas_steps, threads, not weight_grads_in_numpy, norms,
+            squares,
         )
     if weight_grads_in_numpy:
         threaded = T * B * H * (D + H) >= BLAS_THREADS_MIN_PASS_FLOPS
         with blas_threads_at_most(n_threads if threaded else 1):
             _weight_grads(da, x, h0, out, dW_xh, dW_hh)
     dx, dh0 = _rows(dx, batch.inverse, 1), _rows(dh0, batch.inverse, 0)
-    return RNNGrads(dx, dh0, dW_xh, dW_hh, db if has_bias else None)
+    grads = RNNGrads(dx, dh0, dW_xh, dW_hh, db if has_bias else None)
+    if return_norms:
+        return grads, _rows(norms, batch.inverse, 1)
+    return grads
 
 
 def _weight_grads(da, x, h0, out, dW_xh, dW_hh):

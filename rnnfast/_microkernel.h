@@ -13,6 +13,9 @@
  * The kernels (6, 4, 2 rows, 1 row) compute C[r, :width] = init[r, :width] + X[r, :K] @ M[:K, :width], width <= one
  * block; M's rows hold at least a whole block of readable (zero-padded) columns. Rows of X have length K, rows of
  * init and C length N; init may be C.
+ *
+ * Beside them, rnnfast_sum_squares: sum(v[i]^2) in double, for the norms of the backward pass's
+ * gradients, vectorised the same way (the compiler vectorises no float sum without -ffast-math).
  */
 #ifndef RNNFAST_MICROKERNEL_H
 #define RNNFAST_MICROKERNEL_H
@@ -32,22 +35,34 @@
 #define RNNFAST_VECTOR_TYPES 1
 typedef float rnnfast_vf32 __attribute__((vector_size(RNNFAST_VECTOR_BYTES)));
 typedef double rnnfast_vf64 __attribute__((vector_size(RNNFAST_VECTOR_BYTES)));
+/* Half a vector of floats: as many lanes as an rnnfast_vf64, into which it converts (float
+ * squares are summed in double). A vector of doubles wider than the hardware's would do the
+ * conversion in one go, but GCC 12 moves such vectors through the stack lane by lane. */
+typedef float rnnfast_vf32_half __attribute__((vector_size(RNNFAST_VECTOR_BYTES / 2)));
+/* The vector sum of squares converts float vectors to double ones (GCC 9 and later, clang). */
+#if defined(__clang__) || __GNUC__ >= 9
+#define RNNFAST_VECTOR_SUM_SQUARES 1
+#endif
 #endif
 
 #define RNNFAST_T float
 #define RNNFAST_V rnnfast_vf32
+#define RNNFAST_N rnnfast_vf32_half
 #define RNNFAST_NAME(name) name##_f32
 #include "_microkernel_impl.h"
 #undef RNNFAST_T
 #undef RNNFAST_V
+#undef RNNFAST_N
 #undef RNNFAST_NAME
 
 #define RNNFAST_T double
 #define RNNFAST_V rnnfast_vf64
+#define RNNFAST_N rnnfast_vf64
 #define RNNFAST_NAME(name) name##_f64
 #include "_microkernel_impl.h"
 #undef RNNFAST_T
 #undef RNNFAST_V
+#undef RNNFAST_N
 #undef RNNFAST_NAME
 
 #endif

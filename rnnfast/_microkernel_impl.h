@@ -1,4 +1,5 @@
-/* The body of _microkernel.h, included once per element type RNNFAST_T (vector RNNFAST_V). */
+/* The body of _microkernel.h, included once per element type RNNFAST_T (vector RNNFAST_V;
+ * RNNFAST_N, the vector of RNNFAST_T that converts to a vector of doubles, for sums of squares). */
 
 #define RNNFAST_LANES (RNNFAST_VECTOR_BYTES / sizeof(RNNFAST_T))  /* elements per vector */
 #define RNNFAST_BLOCK (2 * RNNFAST_LANES)                         /* columns per block */
@@ -171,6 +172,58 @@ static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
         const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
     RNNFAST_NAME(rnnfast_block_rows)(4, X, K, M, ldm, init, C, N, width);
 }
+
+/* sum(v[i]^2) for i < n, accumulated in double (the squares of floats are exact in double and
+ * can neither overflow nor underflow there). Two vectors of doubles accumulate, each taking
+ * an RNNFAST_N at a time (half a vector of floats, a whole vector of doubles), the tail
+ * zero-padded; their lanes are added in a fixed order at the end, so the result depends only
+ * on v, n and the build. */
+#if defined(RNNFAST_VECTOR_TYPES) && defined(RNNFAST_VECTOR_SUM_SQUARES)
+
+#define RNNFAST_DLANES (RNNFAST_VECTOR_BYTES / sizeof(double))  /* lanes of rnnfast_vf64 */
+
+static inline rnnfast_vf64 RNNFAST_NAME(rnnfast_load_as_double)(const RNNFAST_T* p) {
+    RNNFAST_N narrow;
+    memcpy(&narrow, p, sizeof narrow);  /* RNNFAST_DLANES elements, unaligned */
+    return __builtin_convertvector(narrow, rnnfast_vf64);
+}
+
+static inline double RNNFAST_NAME(rnnfast_sum_squares)(const RNNFAST_T* v, ptrdiff_t n) {
+    rnnfast_vf64 s0 = {0}, s1 = {0};
+    ptrdiff_t i = 0;
+    for (; i + 2 * (ptrdiff_t)RNNFAST_DLANES <= n; i += 2 * RNNFAST_DLANES) {
+        const rnnfast_vf64 a = RNNFAST_NAME(rnnfast_load_as_double)(v + i);
+        const rnnfast_vf64 b = RNNFAST_NAME(rnnfast_load_as_double)(v + i + RNNFAST_DLANES);
+        s0 += a * a;
+        s1 += b * b;
+    }
+    if (i < n) {
+        RNNFAST_T tail[2 * RNNFAST_DLANES] = {0};
+        memcpy(tail, v + i, (size_t)(n - i) * sizeof(RNNFAST_T));
+        const rnnfast_vf64 a = RNNFAST_NAME(rnnfast_load_as_double)(tail);
+        const rnnfast_vf64 b = RNNFAST_NAME(rnnfast_load_as_double)(tail + RNNFAST_DLANES);
+        s0 += a * a;
+        s1 += b * b;
+    }
+    const rnnfast_vf64 s = s0 + s1;
+    double lanes[RNNFAST_DLANES];
+    memcpy(lanes, &s, sizeof lanes);
+    double total = 0;
+    for (size_t l = 0; l < RNNFAST_DLANES; l++) total += lanes[l];
+    return total;
+}
+
+#undef RNNFAST_DLANES
+
+#else
+
+static inline double RNNFAST_NAME(rnnfast_sum_squares)(const RNNFAST_T* v, ptrdiff_t n) {
+    double total = 0;
+    for (ptrdiff_t i = 0; i < n; i++) total += (double)v[i] * (double)v[i];
+    return total;
+}
+
+#endif
 
 #undef RNNFAST_LANES
 #undef RNNFAST_BLOCK

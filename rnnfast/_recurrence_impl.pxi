@@ -9,7 +9,9 @@
 #     h_t = act(P_t + h_{t-1} @ W_hh^T)
 # Backward, for t = T-1..0, into `da` (da_T @ W_hh is replaced by dh_n, the carried gradient):
 #     da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t)
-# then the weight gradients, dx and dh0 as single GEMMs over all T*B rows.
+# then the weight gradients, dx and dh0 as single GEMMs over all T*B rows. On request it also
+# measures norms[t, b] = ||dout_t + da_{t+1} @ W_hh|| (= ||dL/dh_t||) for each row, in the step's
+# epilogue, before the multiply by act' (rnnfast/_step.pxd, finish_rows).
 #
 # Both steps are "C = finish(init + X @ M)" with M = W_hh^T forward and M = W_hh backward, so
 # one micro-kernel and one BLAS path (rnnfast/_step.pxd) serve both directions. M is a scratch
@@ -18,15 +20,20 @@
 # (rnnfast/_cython_backend.py) allocated and checked everything.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
 from rnnfast._activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue, FORWARD_RELU,
-                                  FORWARD_TANH, finish)
+                                  FORWARD_TANH)
 from rnnfast._blas cimport gemm
-from rnnfast._step cimport blas_step, block_columns, small_step, small_step_block
+from rnnfast._step cimport (VECTOR_BYTES, blas_step, block_columns, finish_rows, small_step,
+                            small_step_block)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
 COLUMN_PAD = 16
+# The bytes of one micro-kernel column block in this build (the caller sizes the threaded
+# backward's scratch for the norms by it).
+BLOCK_BYTES = 2 * VECTOR_BYTES
 
 
 cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
@@ -47,27 +54,46 @@ cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
         h_t = &h[t, 0, 0]
         # h_t = act(h_t + h_prev @ W_hh^T); `finish` reads no h going forward.
         if use_blas:
-            blas_step(h_prev, &M[0, 0], ldm, h_t, h_t, h_t, active[t], H, H, activate)
+            blas_step(h_prev, &M[0, 0], ldm, h_t, h_t, h_t, active[t], H, H, activate, NULL)
         else:
-            small_step(h_prev, &M[0, 0], h_t, h_t, h_t, active[t], H, H, activate)
+            small_step(h_prev, &M[0, 0], h_t, h_t, h_t, active[t], H, H, activate, NULL)
         h_prev = h_t
+
+
+cdef void take_norms(floating[:, ::1] norms, const double[:, ::1] squares,
+                     const Py_ssize_t[::1] active) noexcept nogil:
+    """norms[t, b] = sqrt(squares[t, b]), rounded to the dtype once, for the rows still running
+    at step t; 0 for the others (no state past a sequence's end, so no gradient on it). One
+    pass after the time loop, so that the loop itself only stores sums."""
+    cdef Py_ssize_t T = norms.shape[0], B = norms.shape[1], t, b
+    for t in range(T):
+        for b in range(active[t]):
+            norms[t, b] = <floating>sqrt(squares[t, b])
+        for b in range(active[t], B):
+            norms[t, b] = 0
 
 
 cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
                         const floating[:, :, ::1] h, const floating[:, ::1] dh_n,
                         const floating[:, ::1] M, const Py_ssize_t[::1] active,
-                        Epilogue derivative, bint use_blas, int n_threads) noexcept nogil:
+                        Epilogue derivative, bint use_blas, int n_threads,
+                        floating[:, ::1] norms, double[:, ::1] squares) noexcept nogil:
     """The backward time loop: BLAS steps, or small steps on one thread or on n_threads.
 
     At step t, rows active[t + 1] .. active[t] - 1 take their last step: the gradient from
     beyond it is dh_n, not a matmul, so those rows (for every t) are done first, and the rows
     past a sequence's end get da = 0. The time loop then runs the first active[t + 1] rows.
+
+    norms (T, B), or (0, 0) for none, receives ||dL/dh_t|| of every row, 0 past a sequence's
+    end. squares is scratch for it: rows 0..T-1 take each step's sums of squares, rows from T
+    on (2 per column block) are the threaded loop's (see backward_loop_threaded).
     """
     cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], ldm = M.shape[1], t, i
     cdef Py_ssize_t ending, running
     cdef floating* da_t
     cdef const floating* g_t
     cdef const floating* carried = &dh_n[0, 0]
+    cdef bint measure = norms.shape[0] > 0
     for t in range(T):
         running = active[t + 1] if t + 1 < T else 0
         ending = active[t]
@@ -75,21 +101,26 @@ cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
         g_t = &dout[t, 0, 0]
         for i in range(running * H, ending * H):
             da_t[i] = g_t[i] + carried[i]
-        finish(da_t + running * H, &h[t, 0, 0] + running * H, (ending - running) * H,
-               derivative)
+        finish_rows(da_t + running * H, &h[t, 0, 0] + running * H, ending - running, H, H,
+                    derivative, &squares[t, running] if measure and running < ending else NULL,
+                    False)
         if ending < B:
             memset(da_t + ending * H, 0, (B - ending) * H * sizeof(floating))
     if not use_blas and n_threads > 1:
-        backward_loop_threaded(da, dout, h, M, active, derivative, n_threads)
-        return
-    for t in range(T - 2, -1, -1):
-        # da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t), for the sequences still running
-        if use_blas:
-            blas_step(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
-                      &da[t, 0, 0], active[t + 1], H, H, derivative)
-        else:
-            small_step(&da[t + 1, 0, 0], &M[0, 0], &dout[t, 0, 0], &h[t, 0, 0],
-                       &da[t, 0, 0], active[t + 1], H, H, derivative)
+        backward_loop_threaded(da, dout, h, M, active, derivative, n_threads, norms, squares)
+    else:
+        for t in range(T - 2, -1, -1):
+            # da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t), for the sequences still running
+            if use_blas:
+                blas_step(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
+                          &da[t, 0, 0], active[t + 1], H, H, derivative,
+                          &squares[t, 0] if measure else NULL)
+            else:
+                small_step(&da[t + 1, 0, 0], &M[0, 0], &dout[t, 0, 0], &h[t, 0, 0],
+                           &da[t, 0, 0], active[t + 1], H, H, derivative,
+                           &squares[t, 0] if measure else NULL)
+    if measure:
+        take_norms(norms, squares, active)
 
 
 cdef void forward_loop_threaded(floating[:, :, ::1] h, const floating[:, ::1] h0,
@@ -110,23 +141,56 @@ cdef void forward_loop_threaded(floating[:, :, ::1] h, const floating[:, ::1] h0
             for blk in prange(n_blocks, schedule="static"):
                 small_step_block(&h0[0, 0] if t == 0 else &h[t - 1, 0, 0], &M[0, 0],
                                  &h[t, 0, 0], &h[t, 0, 0], &h[t, 0, 0], active[t], H, H,
-                                 blk * CB, activate)
+                                 blk * CB, activate, NULL, False)
+
+
+cdef inline void add_block_squares(double[:, ::1] squares, Py_ssize_t t, Py_ssize_t first,
+                                   Py_ssize_t n_blocks, Py_ssize_t rows) noexcept nogil:
+    """squares[t, b] = the sum of squares[first + blk, b] over the blocks, for b < rows, added
+    in their order from 0: the sum small_step makes, bit for bit."""
+    cdef Py_ssize_t b, blk
+    cdef double total
+    for b in range(rows):
+        total = 0
+        for blk in range(n_blocks):
+            total += squares[first + blk, b]
+        squares[t, b] = total
 
 
 cdef void backward_loop_threaded(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
                                  const floating[:, :, ::1] h, const floating[:, ::1] M,
                                  const Py_ssize_t[::1] active, Epilogue derivative,
-                                 int n_threads) noexcept nogil:
+                                 int n_threads, floating[:, ::1] norms,
+                                 double[:, ::1] squares) noexcept nogil:
     """backward_loop's small-step path for steps T-2..0 (the caller did the last steps), with
-    each step's column blocks shared among n_threads, as in forward_loop_threaded."""
+    each step's column blocks shared among n_threads, as in forward_loop_threaded.
+
+    Norms: each block's sums of squares go to a row of scratch of their own (squares rows T
+    on, 2 * n_blocks rows: one set for even steps, one for odd), and are added up in block
+    order into squares[t], so the norms do not depend on the thread count either. Step t + 1's
+    set is added up during step t, by the thread that computes block 0 (the barrier ending step
+    t + 1 has made it complete; step t writes the other set): no extra barrier. Step 0's after
+    the loop.
+    """
     cdef Py_ssize_t T = da.shape[0], H = da.shape[2], t, blk
     cdef Py_ssize_t CB = block_columns(&M[0, 0])
     cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
+    cdef bint measure = norms.shape[0] > 0
+    cdef double* block_squares
     with parallel(num_threads=n_threads):
         for t in range(T - 2, -1, -1):
             for blk in prange(n_blocks, schedule="static"):
+                block_squares = NULL
+                if measure:
+                    if blk == 0 and t + 2 < T:
+                        add_block_squares(squares, t + 1, T + ((t + 1) % 2) * n_blocks,
+                                          n_blocks, active[t + 2])
+                    block_squares = &squares[T + (t % 2) * n_blocks + blk, 0]
                 small_step_block(&da[t + 1, 0, 0], &M[0, 0], &dout[t, 0, 0], &h[t, 0, 0],
-                                 &da[t, 0, 0], active[t + 1], H, H, blk * CB, derivative)
+                                 &da[t, 0, 0], active[t + 1], H, H, blk * CB, derivative,
+                                 block_squares, False)
+    if measure and T > 1:
+        add_block_squares(squares, 0, T, n_blocks, active[1])
 
 
 cdef void copy_padded(const floating[:, ::1] W, floating[:, ::1] M, bint transpose) noexcept nogil:
@@ -216,11 +280,15 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
                   const floating[:, :, ::1] out, floating[:, :, ::1] da, floating[:, ::1] M,
                   floating[:, :, ::1] dx, floating[:, ::1] dh0, floating[:, ::1] dW_xh,
                   floating[:, ::1] dW_hh, floating[::1] db, const Py_ssize_t[::1] active,
-                  bint relu, bint use_blas, int n_threads, bint weight_grads):
+                  bint relu, bint use_blas, int n_threads, bint weight_grads,
+                  floating[:, ::1] norms, double[:, ::1] squares):
     """BPTT: fill dx, dh0, db (length H, or 0 for no bias) and, if weight_grads, dW_xh, dW_hh.
 
     da (T, B, H) and M (H, >= H, a multiple of COLUMN_PAD) are scratch; active as in
-    forward_pass (dh_n reaches each sequence at its last step). h0 is the initial
+    forward_pass (dh_n reaches each sequence at its last step). norms (T, B), or (0, 0) for
+    none, receives ||dL/dh_t|| for every step and row (0 past a sequence's end); squares is
+    float64 scratch for it: (T, B), or (T + 2 * column blocks of BLOCK_BYTES, B) for small
+    steps on n_threads > 1. h0 is the initial
     state used forward (zeros when the caller had none: its term in dW_hh is still computed,
     so an infinite gradient times a zero state gives NaN, exactly as in the reference).
     Python entry point; the caller has validated shapes, dtypes and contiguity.
@@ -231,7 +299,7 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
     with nogil:
         prepare_step_matrix(W_hh, M, False, use_blas)  # the backward step right-multiplies by W_hh
         backward_loop(da, dout, out, dh_n, M, active, BACKWARD_RELU if relu else BACKWARD_TANH,
-                      use_blas, n_threads)
+                      use_blas, n_threads, norms, squares)
         gemm(False, False, T * B, D, H, 1, da_rows, H, &W_xh[0, 0], D, 0, &dx[0, 0, 0], D)  # dx = da @ W_xh
         if weight_grads:
             gemm(True, False, H, D, T * B, 1, da_rows, H, &x[0, 0, 0], D, 0, &dW_xh[0, 0], D)  # dW_xh = da.T @ x

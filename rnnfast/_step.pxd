@@ -1,5 +1,7 @@
 # One time step of the recurrence, C = finish(init + X @ M): the register-blocked micro-kernel
-# (rnnfast/_microkernel.h) for small steps and the BLAS path for large ones.
+# (rnnfast/_microkernel.h) for small steps and the BLAS path for large ones. A backward step can
+# also measure each row of init + X @ M (the gradient dL/dh_t, before act') on its way to finish:
+# its sum of squares goes to squares[row] (squares NULL: no measuring, no cost).
 from cython cimport floating
 from libc.string cimport memcpy
 
@@ -35,6 +37,9 @@ cdef extern from "_microkernel.h" nogil:
     void block_1_row_f64 "rnnfast_block_1_row_f64"(
         const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
         double* C, Py_ssize_t width) noexcept
+    # sum(v[i]^2) for i < n, accumulated in double, vectorised, in an order fixed per build.
+    double sum_squares_f32 "rnnfast_sum_squares_f32"(const float* v, Py_ssize_t n) noexcept
+    double sum_squares_f64 "rnnfast_sum_squares_f64"(const double* v, Py_ssize_t n) noexcept
 
 
 cdef inline Py_ssize_t block_columns(const floating* anything) noexcept nogil:
@@ -42,10 +47,48 @@ cdef inline Py_ssize_t block_columns(const floating* anything) noexcept nogil:
     return 2 * VECTOR_BYTES // sizeof(floating)
 
 
+cdef inline double sum_squares(const floating* v, Py_ssize_t n) noexcept nogil:
+    """sum(v[i]^2) for i < n, in double whatever the dtype (see finish_rows)."""
+    if floating is float:
+        return sum_squares_f32(v, n)
+    else:
+        return sum_squares_f64(v, n)
+
+
+cdef inline void finish_rows(floating* C, const floating* h, Py_ssize_t rows, Py_ssize_t width,
+                             Py_ssize_t ld, Epilogue kind, double* squares,
+                             bint add) noexcept nogil:
+    """finish the first `width` elements of `rows` rows of C (and h), `ld` apart. With squares
+    (not NULL), first measures each row's sum of squares, while the row is in L1, and stores it
+    in squares[row] (or, with add, adds it there: 0 + s is s, so adding to a zero and storing
+    give the same bits).
+
+    The squares are summed in double also for float32: the square of a float is exact in
+    double and can neither overflow nor underflow there, so the norm of any finite float32
+    gradient comes out right. Summed in float, the squares overflow to inf from |dh| ~ 1.8e19
+    and lose digits below |dh| ~ 1.1e-19 (0 below ~4e-23): exploding and vanishing gradients,
+    which is what the norms are read for. Summing in float was not faster here (measured: the
+    conversions hide behind the step's matmul).
+    """
+    cdef Py_ssize_t r
+    cdef double row_squares
+    if squares == NULL and width == ld:
+        finish(C, h, rows * width, kind)  # one contiguous stretch
+        return
+    for r in range(rows):
+        if squares != NULL:
+            row_squares = sum_squares(C + r * ld, width)
+            squares[r] = squares[r] + row_squares if add else row_squares
+        finish(C + r * ld, h + r * ld, width, kind)
+
+
 cdef inline void small_step_block(const floating* X, const floating* M, const floating* init,
                                   const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
-                                  Py_ssize_t N, Py_ssize_t col0, Epilogue kind) noexcept nogil:
-    """Columns col0 .. col0 + block of C = finish(init + X @ M, h), for every row.
+                                  Py_ssize_t N, Py_ssize_t col0, Epilogue kind,
+                                  double* squares, bint add) noexcept nogil:
+    """Columns col0 .. col0 + block of C = finish(init + X @ M, h), for every row; with squares,
+    each row's sum of squares over these columns (before finish) is stored in squares[row], or
+    added to it (see finish_rows).
 
     X (B, K), init/h/C (B, N); C may be init (the forward step works in place). M (K, N) is
     packed in panels (see pack_panels): the K x block panel of these columns is contiguous, so
@@ -87,24 +130,27 @@ cdef inline void small_step_block(const floating* X, const floating* M, const fl
         else:
             block_1_row_f64(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
                             width)
-    for b in range(B):
-        finish(C + b * N + col0, h + b * N + col0, width, kind)
+    finish_rows(C + col0, h + col0, B, width, N, kind, squares, add)
 
 
 cdef inline void small_step(const floating* X, const floating* M, const floating* init,
                             const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
-                            Py_ssize_t N, Epilogue kind) noexcept nogil:
-    """C = finish(init + X @ M, h), one column block after another (see small_step_block)."""
+                            Py_ssize_t N, Epilogue kind, double* squares) noexcept nogil:
+    """C = finish(init + X @ M, h), one column block after another (see small_step_block); with
+    squares, squares[row] = the row's sum of squares, summed block by block in their order
+    (0 + block 0 + block 1 + ...: the first block stores, the others add)."""
     cdef Py_ssize_t CB = block_columns(X), blk
     for blk in range((N + CB - 1) // CB):
-        small_step_block(X, M, init, h, C, B, K, N, blk * CB, kind)
+        small_step_block(X, M, init, h, C, B, K, N, blk * CB, kind, squares, blk > 0)
 
 
 cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,
                            const floating* init, const floating* h, floating* C, Py_ssize_t B,
-                           Py_ssize_t K, Py_ssize_t N, Epilogue kind) noexcept nogil:
-    """The same step as small_step, for steps large enough that a tuned GEMM wins."""
+                           Py_ssize_t K, Py_ssize_t N, Epilogue kind,
+                           double* squares) noexcept nogil:
+    """The same step as small_step, for steps large enough that a tuned GEMM wins; squares as
+    there, each row summed whole."""
     if C != init:
         memcpy(C, init, B * N * sizeof(floating))
     gemm(False, False, B, N, K, 1, X, K, M, ldm, 1, C, N)  # C = X @ M + C
-    finish(C, h, B * N, kind)
+    finish_rows(C, h, B, N, N, kind, squares, False)

@@ -77,6 +77,18 @@ def check_same_dtype(named_arrays):
     return dtypes.pop()
 
 
+def check_bool(value, name):
+    """Return value as a bool if it is one (Python's or NumPy's), else raise TypeError naming it.
+
+    Strict on purpose: a flag that changes what a function returns must not be set by a
+    truthy array, string or number by mistake.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool (True or False); "
+                        f"got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_size(value, name):
     """Return value as an int >= 1, or raise TypeError/ValueError naming it."""
     if isinstance(value, (bool, np.bool_)):

@@ -10,8 +10,8 @@ import numpy as np
 from rnnfast import _cython_backend, reference
 from rnnfast._grads import RNNGrads
 from rnnfast._threads import resolve_n_threads
-from rnnfast._validation import (MAX_DIM, as_float_array, check_choice, check_lengths,
-                                 check_same_dtype, check_shape)
+from rnnfast._validation import (MAX_DIM, as_float_array, check_bool, check_choice,
+                                 check_lengths, check_same_dtype, check_shape)
 
 NONLINEARITIES = ("tanh", "relu")
 BACKENDS = {"cython": _cython_backend, "numpy": reference}
@@ -119,7 +119,7 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     return out, cache
 
 
-def rnn_backward(dout, cache, dh_n=None, *, n_threads=None):
+def rnn_backward(dout, cache, dh_n=None, *, n_threads=None, return_norms=False):
     """Backpropagate through time: gradients of the loss with respect to every input.
 
     Parameters
@@ -132,20 +132,31 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None):
         An extra gradient on the final state (from the next chunk in truncated BPTT).
     n_threads : int or None
         As in ``rnn_forward``.
+    return_norms : bool
+        Also return the per-step gradient norms (see Returns), measured inside the backward
+        time loop. False (the default) returns the gradients alone and costs nothing.
 
     ``dout`` and ``dh_n`` must have the dtype of the forward pass.
 
     Returns
     -------
-    RNNGrads
+    grads : RNNGrads
         ``(dx, dh0, dW_xh, dW_hh, db)``, each shaped like its input; ``db`` is None when the
         forward pass had no bias; ``dh0`` is returned also when h0 was None (zeros).
+    norms : ndarray, shape (T, B), only with ``return_norms=True``
+        ``norms[t, b]`` = ||dL/dh_t|| for sequence b, the Euclidean norm over the H units of the
+        whole gradient reaching the state ``out[t, b]``: ``dout[t, b]``, plus what flows back
+        from step t+1 (and ``dh_n[b]`` at the sequence's last step), before the product with
+        act'. How gradients vanish or explode along the sequence. With ``lengths``, 0 past a
+        sequence's end (no state there). The dtype of the computation; for float32 the squares
+        are summed in float64, so exploding or vanishing gradients (beyond 1e19 or below 1e-19,
+        whose float32 squares would overflow or underflow) still get their norms.
 
     Raises
     ------
     TypeError
         ``cache`` is not an RNNCache, ``dout``/``dh_n`` are not float arrays of the forward's
-        dtype, or ``n_threads`` is not an int.
+        dtype, ``n_threads`` is not an int, or ``return_norms`` is not a bool.
     ValueError
         ``dout``/``dh_n`` do not have the shapes of the forward's output and final state, or
         ``n_threads`` is below 1.
@@ -154,6 +165,7 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None):
         raise TypeError(f"cache must be the RNNCache returned by rnn_forward; "
                         f"got {type(cache).__name__}")
     n_threads = resolve_n_threads(n_threads)
+    return_norms = check_bool(return_norms, "return_norms")
     T, B, H = cache.out.shape
     dout = as_float_array(dout, "dout", ("T", "B", "H"))
     check_shape(dout, "dout", ("T", "B", "H"), (T, B, H), "(the shape of the forward output)")
@@ -166,5 +178,5 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None):
                             f"{cache.out.dtype}; got {array.dtype}")
     return BACKENDS[cache.backend].backward(
         dout, dh_n, cache.x, cache.h0, cache.W_xh, cache.W_hh, cache.has_bias, cache.out,
-        cache.nonlinearity, n_threads, cache.saved,
+        cache.nonlinearity, n_threads, cache.saved, return_norms,
     )

@@ -9,6 +9,8 @@ and, going backwards with g_t = dL/dh_t from the output at step t,
     dh_t = g_t + W_hh^T da_{t+1},   da_t = dh_t * act'(a_t),
     dW_hh += da_t h_{t-1}^T,  dW_xh += da_t x_t^T,  db += da_t,  dx_t = W_xh^T da_t.
 
+On request it also gives ||dh_t||, the norm of the whole gradient dL/dh_t, at every step.
+
 Vectors here are rows of a batch: x_t is (B, D), h_t is (B, H), so "W_xh x_t" is x_t @ W_xh.T.
 It is the oracle the Cython kernels are tested against and the baseline their speed is measured
 against. Inputs arrive validated by rnnfast.functional.
@@ -67,19 +69,28 @@ def _forward(x, h0, W_xh, W_hh, b, nonlinearity, lengths):
 
 
 def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads=1,
-             saved=None):
+             saved=None, return_norms=False):
     """Gradients of the loss with respect to x, h0, W_xh, W_hh and b, by BPTT.
 
     dout (T, B, H) is dL/dh_t for every step; dh_n (B, H) or None is an extra gradient on the
     final state (with lengths, each sequence's last real state), coming from a later chunk of
     the sequence. saved is what forward returned beside out (the lengths). n_threads caps
-    NumPy's BLAS threads.
+    NumPy's BLAS threads. With return_norms, returns (grads, norms): norms (T, B) holds
+    ||dh_t||, 0 for the steps past a sequence's end.
     """
     with blas_threads_at_most(n_threads):
-        return _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, saved)
+        grads, norms = _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity,
+                                 saved, return_norms)
+    return (grads, norms) if return_norms else grads
 
 
-def _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, lengths):
+def _row_norms(dh):
+    """||dh[b]|| for each row, the squares summed in float64 (as the kernels sum them)."""
+    return np.sqrt(np.sum(np.square(dh, dtype=np.float64), axis=1)).astype(dh.dtype)
+
+
+def _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, lengths,
+              return_norms):
     _, act_derivative = ACTIVATIONS[nonlinearity]
     T, B, _ = x.shape
     H = W_hh.shape[0]
@@ -91,9 +102,12 @@ def _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, length
     db = np.zeros(H, dtype=x.dtype)
     # The gradient reaching h_t from the future, W_hh^T da_{t+1}; beyond the last step, dh_n.
     dh_from_next = np.zeros((B, H), dtype=x.dtype) if dh_n is None else dh_n
+    norms = np.empty((T, B), dtype=x.dtype) if return_norms else None
     for t in reversed(range(T)):
         active = _active(lengths, t, B)  # past its end, a sequence's outputs are constant zeros
         dh = np.where(active, dout[t], 0) + dh_from_next  # dh_t = g_t + W_hh^T da_{t+1}
+        if return_norms:  # ||dL/dh_t||; past its end a sequence has no state h_t to measure
+            norms[t] = np.where(active[:, 0], _row_norms(dh), 0)
         da = np.where(active, dh * act_derivative(out[t]), 0)  # da_t = dh_t * act'(a_t)
         h_prev = out[t - 1] if t > 0 else h0
         dW_hh += da.T @ h_prev  # dW_hh += da_t h_{t-1}^T
@@ -102,4 +116,4 @@ def _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, length
         dx[t] = da @ W_xh  # dx_t = W_xh^T da_t
         # carried to step t-1 as W_hh^T da_t; a finished sequence passes its gradient on as is
         dh_from_next = np.where(active, da @ W_hh, dh)
-    return RNNGrads(dx, dh_from_next, dW_xh, dW_hh, db if has_bias else None)
+    return RNNGrads(dx, dh_from_next, dW_xh, dW_hh, db if has_bias else None), norms

@@ -7,8 +7,8 @@ reversed within its own length, as PyTorch's packed sequences do).
 """
 import numpy as np
 
-from rnnfast._validation import (as_float_array, check_choice, check_float_dtype, check_lengths,
-                                 check_shape, check_size, load_parameters)
+from rnnfast._validation import (as_float_array, check_bool, check_choice, check_float_dtype,
+                                 check_lengths, check_shape, check_size, load_parameters)
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
 
 __all__ = ["RNN"]
@@ -234,7 +234,7 @@ class RNN:
 
     # -- backward ----------------------------------------------------------------------------
 
-    def backward(self, dout, dh_n=None):
+    def backward(self, dout, dh_n=None, *, return_norms=False):
         """Backpropagate through the last forward pass.
 
         Parameters
@@ -243,16 +243,28 @@ class RNN:
             dL/d``out``.
         dh_n : array_like, shape of ``h_n``, or None
             dL/d``h_n`` (for example from the next chunk in truncated BPTT).
+        return_norms : bool
+            Also return the per-step gradient norms of every layer and direction (see
+            ``rnnfast.rnn_backward``); False (the default) costs nothing.
 
         Returns
         -------
         dx : ndarray, shape of ``x``
         dh0 : ndarray, shape (num_layers * num_directions, B, H)
+        norms : ndarray, shape (num_layers, num_directions, T, B), only with return_norms
+            ``norms[l, d, t, b]`` = ||dL/dh_t|| for the state of layer l, direction d (0
+            forward, 1 reverse) at time t of sequence b: the whole gradient reaching that state
+            (from the layer above or the loss, through dropout, and from the state after it in
+            the direction's order), before the product with act'. Always in time order: for
+            the reverse direction, t is the original time index (each sequence reversed back
+            within its own length). Always (T, B), also with ``batch_first``. With ``lengths``,
+            0 past a sequence's end. The layer's dtype.
 
         The parameter gradients are stored in ``grads``, named like the parameters.
         """
         if self._saved is None:
             raise RuntimeError("backward needs a forward pass first")
+        return_norms = check_bool(return_norms, "return_norms")
         caches, masks, steps, (T, B, D) = self._saved
         H = self.hidden_size
         width = self.num_directions * H
@@ -274,6 +286,8 @@ class RNN:
 
         grads = {}
         dh0 = np.empty((states, B, H), dtype=self.dtype)
+        norms = (np.empty((self.num_layers, self.num_directions, T, B), dtype=self.dtype)
+                 if return_norms else None)
         d_output = dout
         for layer in reversed(range(self.num_layers)):
             if masks[layer] is not None:
@@ -287,7 +301,12 @@ class RNN:
                     d_states = steps.reverse(d_states)
                 layer_grads = rnn_backward(d_states, caches[index],
                                            None if dh_n is None else dh_n[index],
-                                           n_threads=self.n_threads)
+                                           n_threads=self.n_threads, return_norms=return_norms)
+                if return_norms:
+                    layer_grads, layer_norms = layer_grads
+                    # The reverse direction ran on reversed sequences: back to time order.
+                    norms[layer, direction] = (steps.reverse(layer_norms) if reverse
+                                               else layer_norms)
                 dx = steps.reverse(layer_grads.dx) if reverse else layer_grads.dx
                 d_input = dx if d_input is None else d_input + dx
                 dh0[index] = layer_grads.dh0
@@ -301,4 +320,6 @@ class RNN:
         dx = d_output
         if self.batch_first:
             dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        if return_norms:
+            return np.ascontiguousarray(dx), dh0, norms
         return np.ascontiguousarray(dx), dh0

@@ -1,4 +1,5 @@
-"""pytest configuration: the ``path`` fixture, and tests/ on sys.path for rnn_helpers.
+"""pytest configuration: the ``path`` and ``any_path`` fixtures, and tests/ on sys.path for
+rnn_helpers.
 
 The tolerance table, the random problems and the comparison live in rnn_helpers.py, which test
 modules import by name; under --import-mode=importlib (pyproject.toml) that needs this directory
@@ -13,12 +14,25 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from rnn_helpers import PATHS, force_path  # noqa: E402
+from rnnfast import _cython_backend  # noqa: E402
 
 
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
     """Run the test once on each path of the Cython backend (step kernel x compiled build)."""
     force_path(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.fixture(params=list(PATHS) + ["small-threaded"])
+def any_path(request, monkeypatch):
+    """Every kernel path, and the small-step loop on two threads (n_threads > 1 needed)."""
+    if request.param == "small-threaded":
+        force_path(monkeypatch, f"small-{_cython_backend.KERNEL}")
+        monkeypatch.setattr(_cython_backend, "THREADS_MIN_STEP_FLOPS", 0)
+        monkeypatch.setattr(_cython_backend, "available_cores", lambda: 2)
+    else:
+        force_path(monkeypatch, request.param)
     return request.param
 
 

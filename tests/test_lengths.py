@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnn_helpers import (FD_EPS, FLOAT32_VS_FLOAT64, GRAD_NAMES, PATHS, SAME_DTYPE_TOL, TOL,
-                         assert_close, assert_grads_close, force_path, make_problem)
-from rnnfast import _cython_backend
+from rnn_helpers import (FD_EPS, FLOAT32_VS_FLOAT64, GRAD_NAMES, SAME_DTYPE_TOL, TOL,
+                         assert_close, assert_grads_close, make_problem)
 
 # (T, B, H, lengths): sorted, unsorted, all full, all length one, ties, B beyond a row block.
 CASES = [
@@ -25,18 +24,6 @@ def run(p, lengths, backend, nonlinearity="tanh", n_threads=None):
     out, cache = rnnfast.rnn_forward(*p.args, nonlinearity=nonlinearity, backend=backend,
                                      lengths=lengths, n_threads=n_threads)
     return out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=n_threads)
-
-
-@pytest.fixture(params=list(PATHS) + ["small-threaded"])
-def any_path(request, monkeypatch):
-    """Every kernel path, and the small-step loop on two threads."""
-    if request.param == "small-threaded":
-        force_path(monkeypatch, f"small-{_cython_backend.KERNEL}")
-        monkeypatch.setattr(_cython_backend, "THREADS_MIN_STEP_FLOPS", 0)
-        monkeypatch.setattr(_cython_backend, "available_cores", lambda: 2)
-    else:
-        force_path(monkeypatch, request.param)
-    return request.param
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
