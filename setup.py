@@ -63,10 +63,14 @@ def _openmp_flags():
 openmp = _openmp_flags()
 
 
+# C headers the kernels include: an edit to one must recompile them (Cython tracks .pxd/.pxi).
+C_HEADERS = ["rnnfast/_microkernel.h", "rnnfast/_microkernel_impl.h"]
+
+
 def _extension(name, extra_args=(), parallel=True):
     return Extension(f"rnnfast.{name}", [f"rnnfast/{name}.pyx"], include_dirs=["rnnfast"],
                      extra_compile_args=compile_args + list(extra_args) + (openmp if parallel else []),
-                     extra_link_args=openmp if parallel else [])
+                     extra_link_args=openmp if parallel else [], depends=C_HEADERS)
 
 
 extensions = [_extension("_blas", parallel=False), _extension("_recurrence")]
@@ -76,4 +80,9 @@ extensions = [_extension("_blas", parallel=False), _extension("_recurrence")]
 if platform.machine().lower() in {"x86_64", "amd64"} and sys.platform != "win32":
     extensions.append(_extension("_recurrence_avx2", ["-mavx2", "-mfma"]))
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+# Each flavour writes its C files to its own folder: cythonize regenerates C only when the .pyx
+# is newer than the .c, so with one folder a debug build after a release build would silently
+# compile the release C (no bounds checks), and the other way round.
+flavour = "debug" if debug else "release"
+setup(ext_modules=cythonize(extensions, compiler_directives=directives,
+                            build_dir=os.path.join("build", f"cython-{flavour}")))
