@@ -48,6 +48,13 @@ def _positive_int(text):
     return value
 
 
+def _seed(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {value}")
+    return value
+
+
 def _non_negative_float(text):
     value = float(text)
     if not (value >= 0 and math.isfinite(value)):
@@ -110,7 +117,7 @@ def configure_train_parser(parser):
                            f"(default {ADJUSTABLE_DEFAULTS['clip_norm']:g}; 0 = off)")
     data.add_argument("--clip-value", dest="clip_value", type=_non_negative_float,
                       help="clip every gradient entry to [-v, v] (default 0 = off)")
-    data.add_argument("--seed", type=int,
+    data.add_argument("--seed", type=_seed,
                       help="seeds the initialisation, dropout and samples (default 0); the same "
                            "seed, settings and --threads give the same run (other thread "
                            "counts round sums differently)")
@@ -144,7 +151,7 @@ def configure_sample_parser(parser):
                              "0: always the most likely character (default 0.8)")
     parser.add_argument("--prime", default="",
                         help="text the model reads before generating (default: none)")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=_seed, default=None,
                         help="seed of the sampling (default: a different sample each time)")
 
 

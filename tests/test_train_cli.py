@@ -120,6 +120,9 @@ def test_bad_input_gives_clear_errors(tmp_path, text_file, capsys):
     with pytest.raises(SystemExit):
         train(capsys, text_file, "--lr", "-1")
     assert "--lr" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train(capsys, text_file, "--seed", "-1")
+    assert "--seed: must be an integer >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--dropout must be in"):
         train(capsys, text_file, "--dropout", "1.5")
     ckpt = tmp_path / "run.npz"
