@@ -3,6 +3,11 @@
 Environment variables (all off by default, never set in CI):
   RNNFAST_NATIVE=1  compile with -march=native (faster on the build machine, not portable).
   RNNFAST_DEBUG=1   turn Cython's bounds, wraparound and initialisation checks back on.
+  RNNFAST_ASAN=1    compile and link with AddressSanitizer (where the compiler has it), to catch
+                    out-of-bounds accesses and use-after-free in the kernels; combinable with
+                    RNNFAST_DEBUG. Python must then load the ASan runtime first:
+                      LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+                          python -m pytest
 """
 import os
 import platform
@@ -21,6 +26,7 @@ def _flag(name):
 
 
 debug = _flag("RNNFAST_DEBUG")
+asan = _flag("RNNFAST_ASAN")
 # -fno-trapping-math lets the compiler evaluate both sides of a select in SIMD (the fast tanh);
 # results do not change, only floating-point exception flags, which nothing here reads.
 compile_args = ["-O3", "-fno-trapping-math"]
@@ -40,27 +46,40 @@ directives = {
 
 
 
-def _openmp_flags():
-    """["-fopenmp"] if the C compiler builds and links an OpenMP program with it, else []."""
+def _compiler_accepts(flags, program):
+    """Whether the C compiler builds and links program (C source) with flags."""
     if sys.platform == "win32":
-        return []
+        return False
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    program = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
     with tempfile.TemporaryDirectory() as folder:
-        source = os.path.join(folder, "check_openmp.c")
+        source = os.path.join(folder, "check.c")
         with open(source, "w") as file:
             file.write(program)
-        command = compiler + ["-fopenmp", source, "-o", os.path.join(folder, "check_openmp")]
+        command = compiler + flags + [source, "-o", os.path.join(folder, "check")]
         try:
-            built = subprocess.run(command, capture_output=True).returncode == 0
+            return subprocess.run(command, capture_output=True).returncode == 0
         except OSError:
-            built = False
-    return ["-fopenmp"] if built else []
+            return False
 
 
 # OpenMP runs the big small-path steps on several threads (Cython's prange); where the compiler
 # lacks it, the pragmas are ignored and the kernels run on one thread.
-openmp = _openmp_flags()
+_OPENMP_PROGRAM = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+openmp = ["-fopenmp"] if _compiler_accepts(["-fopenmp"], _OPENMP_PROGRAM) else []
+
+# AddressSanitizer instruments every memory access of the extensions. Python, NumPy and BLAS are
+# not rebuilt, but the preloaded runtime puts red zones around every malloc, so the kernels'
+# reads and writes past NumPy's buffers are caught too (not those BLAS makes). The frame
+# pointer gives readable stack traces.
+asan_flags = []
+if asan:
+    if _compiler_accepts(["-fsanitize=address", "-fno-omit-frame-pointer"],
+                         "int main(void) { return 0; }\n"):
+        asan_flags = ["-fsanitize=address", "-fno-omit-frame-pointer"]
+        compile_args += asan_flags + ["-g"]
+    else:  # said loudly: a build believed to be checked would be worse than none
+        print("RNNFAST_ASAN=1: this C compiler cannot build with -fsanitize=address; building "
+              "WITHOUT AddressSanitizer", file=sys.stderr)
 
 
 # C headers the kernels include: an edit to one must recompile them (Cython tracks .pxd/.pxi).
@@ -68,9 +87,10 @@ C_HEADERS = ["rnnfast/_microkernel.h", "rnnfast/_microkernel_impl.h"]
 
 
 def _extension(name, extra_args=(), parallel=True):
+    flags = compile_args + list(extra_args) + (openmp if parallel else [])
     return Extension(f"rnnfast.{name}", [f"rnnfast/{name}.pyx"], include_dirs=["rnnfast"],
-                     extra_compile_args=compile_args + list(extra_args) + (openmp if parallel else []),
-                     extra_link_args=openmp if parallel else [], depends=C_HEADERS)
+                     extra_compile_args=flags, depends=C_HEADERS,
+                     extra_link_args=(openmp if parallel else []) + asan_flags)
 
 
 extensions = [_extension("_blas", parallel=False), _extension("_recurrence")]

@@ -139,8 +139,10 @@ def _sort_by_length(T, B, lengths):
     if lengths is None:
         return _Sorted(None, None, np.full(T, B, dtype=np.intp))
     order = np.argsort(-lengths, kind="stable")
-    sorted_lengths = lengths[order]
-    active = (np.arange(T)[:, None] < sorted_lengths[None, :]).sum(axis=1).astype(np.intp)
+    # active[t] = how many lengths exceed t, by binary search in the sorted lengths: O(T + B)
+    # memory (a (T, B) comparison table would be larger than out when H is small).
+    ended = np.searchsorted(lengths[order[::-1]], np.arange(T), side="right")
+    active = (B - ended).astype(np.intp)
     if np.all(order == np.arange(B)):
         return _Sorted(None, None, active)
     return _Sorted(order, np.argsort(order), active)

@@ -1,6 +1,9 @@
 """Checks at the API edge. The kernels run without bounds checks, so everything is checked here,
 once, with messages that name the argument, what was expected and what was given."""
+import functools
 import operator
+import os
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -17,21 +20,22 @@ def check_choice(value, name, choices):
     return value
 
 
-def as_float_array(value, name, layout):
-    """Convert value to a C-contiguous float32/float64 array with len(layout) dimensions.
+def float_array(value, name, layout):
+    """value as a float32/float64 array with len(layout) dimensions, checked, but not copied.
 
-    layout names the dimensions for messages, e.g. ("T", "B", "D"). Never modifies value; copies
-    only when it is not already C-contiguous.
+    The first half of as_float_array: the result may be a view (non-contiguous, a zero-stride
+    broadcast of any size, or of the other byte order). Callers check every shape and the
+    memory they need (check_allocation, with copy_size for the copy) before ``contiguous``
+    copies anything: a huge view whose copy cannot fit must fail before work starts.
+    layout names the dimensions for messages, e.g. ("T", "B", "D").
     """
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
-    if array.dtype not in FLOAT_DTYPES:
-        if array.dtype.type in (np.float32, np.float64):  # the other byte order
-            array = array.astype(array.dtype.newbyteorder("="))
-        else:
-            raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
+    # Either byte order is fine (the common case first: this runs for every array of a call).
+    if array.dtype not in FLOAT_DTYPES and array.dtype.newbyteorder("=") not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
     if array.ndim != len(layout):
         raise ValueError(
             f"{name} must be {len(layout)}-D with shape ({', '.join(layout)}); "
@@ -39,7 +43,39 @@ def as_float_array(value, name, layout):
         )
     if 0 in array.shape or max(array.shape) > MAX_DIM:
         _raise_bad_size(array, name, layout)
-    return np.ascontiguousarray(array)
+    return array
+
+
+def native_dtype(array):
+    """The dtype a checked float array has once contiguous: float32 or float64, native order."""
+    dtype = array.dtype
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
+def copy_size(array, name, layout):
+    """The buffer ``contiguous(array)`` allocates, as check_allocation takes it, or None."""
+    if array.flags.c_contiguous and array.dtype.isnative:
+        return None
+    return (f"a contiguous copy of {name} ({', '.join(layout)})", array.shape, native_dtype(array))
+
+
+def contiguous(array):
+    """array as a C-contiguous array in native byte order (itself when it already is one)."""
+    if array.flags.c_contiguous and array.dtype.isnative:
+        return array
+    return np.ascontiguousarray(array, dtype=native_dtype(array))
+
+
+def as_float_array(value, name, layout, caller=None):
+    """Convert value to a C-contiguous float32/float64 array with len(layout) dimensions.
+
+    float_array, then the copy (only when value is not already C-contiguous and native),
+    after checking that it fits in memory. Never modifies value. caller names the public
+    function in a MemoryError's message.
+    """
+    array = float_array(value, name, layout)
+    check_allocation(caller or name, [copy_size(array, name, layout)])
+    return contiguous(array)
 
 
 def _raise_bad_size(array, name, layout):
@@ -69,7 +105,7 @@ def check_shape(array, name, layout, expected, source):
 
 def check_same_dtype(named_arrays):
     """Raise TypeError unless every array (name -> array or None) has one dtype; return it."""
-    present = {name: a.dtype for name, a in named_arrays.items() if a is not None}
+    present = {name: native_dtype(a) for name, a in named_arrays.items() if a is not None}
     dtypes = set(present.values())
     if len(dtypes) > 1:
         listed = ", ".join(f"{name} is {dtype}" for name, dtype in present.items())
@@ -102,8 +138,23 @@ def check_size(value, name):
     return size
 
 
+def random_generator(seed):
+    """np.random.Generator from an int seed >= 0, None (fresh entropy) or a Generator (used as
+    is), or raise TypeError/ValueError naming seed."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return np.random.default_rng(seed)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, None or a numpy.random.Generator; "
+                        f"got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0; got {seed}")
+    return np.random.default_rng(seed)
+
+
 def check_float_dtype(dtype):
     """Return dtype as np.float32 or np.float64, or raise TypeError."""
+    if dtype is None:  # np.dtype(None) is float64, which is not the layers' default (float32)
+        raise TypeError("dtype must be float32 or float64; got None")
     try:
         resolved = np.dtype(dtype)
     except TypeError:
@@ -144,36 +195,171 @@ def as_int_array(value, name, layout):
 
 
 def check_lengths(lengths, B, T):
-    """lengths as an intp array of shape (B,) with every value in 1..T, or raise."""
+    """lengths as an integer array of shape (B,) with every value in 1..T, or raise.
+
+    Not copied (it may be a view of any size): callers cast it to intp once the memory the
+    call needs is checked."""
     array = as_int_array(lengths, "lengths", ("B",))
     if array.shape != (B,):
         raise ValueError(f"lengths must have shape (B,) = ({B},) (B from x); got {array.shape}")
     if array.min() < 1 or array.max() > T:
         raise ValueError(f"lengths must be between 1 and T = {T}; got values from "
                          f"{array.min()} to {array.max()}")
-    return array.astype(np.intp)
+    return array
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: a request that cannot fit fails with a MemoryError naming its size, before any work.
+# ---------------------------------------------------------------------------------------------
+def _meminfo_bytes(field):
+    """A field of /proc/meminfo (Linux) in bytes, or None."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # the file says kB, meaning KiB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_limit():
+    """The memory limit of this process's control group (a container's), or None.
+
+    Read at the root of the cgroup file system, which is the container's own in a cgroup
+    namespace: v2 (memory.max) or v1 (memory/memory.limit_in_bytes, "unlimited" being a
+    number near 2**63).
+    """
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as file:
+                text = file.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:
+            return int(text)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def memory_limit():
+    """(bytes, description): the most memory this process can ever hold, read once.
+
+    Physical memory plus swap, capped by the container's limit. Not MemAvailable: that moves
+    with whatever else runs (this machine is shared), so the same call would fail or pass by
+    chance; the total is a property of the machine, and a request beyond it can never succeed.
+    Without this check such a request does not always fail cleanly either: with Linux's
+    overcommit, np.empty of more than is free succeeds, and the process is killed when the
+    kernel first writes the pages. Requests below the total but above what is free right now
+    are left to NumPy, whose own MemoryError passes through. None where the size is unknown.
+    """
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+    swap = _meminfo_bytes("SwapTotal") or 0
+    limit, description = physical + swap, "of RAM + swap" if swap else "of RAM"
+    cgroup = _cgroup_limit()
+    if cgroup is not None and cgroup < limit:
+        limit, description = cgroup, "allowed by this container's memory limit"
+    return limit, description
+
+
+def format_bytes(size):
+    """size in bytes as a short decimal figure: 512 B, 3.2 MB, 4.5 TB."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB", "EB"):
+        if size < 1000 or unit == "EB":
+            return f"{size} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+
+
+def buffer_bytes(shape, dtype):
+    """Bytes of an array of shape (Python ints: no overflow, however large) and dtype."""
+    count = 1
+    for size in shape:
+        count *= size
+    return count * (dtype.itemsize if isinstance(dtype, np.dtype) else np.dtype(dtype).itemsize)
+
+
+def surely_fits(upper_bound):
+    """Whether upper_bound bytes fit in this machine's memory: a quick test, so that calls on
+    small problems (most calls) need not list what they allocate for check_allocation."""
+    limit = memory_limit()
+    return limit is None or upper_bound <= limit[0]
+
+
+def check_allocation(caller, buffers, advice=""):
+    """Raise MemoryError before anything is allocated if buffers cannot fit in this machine.
+
+    buffers: (description, shape, dtype) of everything the call allocates that grows with its
+    arguments (None entries are skipped); the message names the largest one and the total.
+    This runs on every call: the sum comes first, the message only when it is needed.
+    """
+    limit = memory_limit()
+    if limit is None:
+        return
+    buffers = [buffer for buffer in buffers if buffer is not None]
+    sizes = [buffer_bytes(shape, dtype) for _, shape, dtype in buffers]
+    total = sum(sizes)
+    limit_bytes, limit_description = limit
+    if total <= limit_bytes:
+        return
+    largest = max(range(len(buffers)), key=sizes.__getitem__)
+    what, shape, dtype = buffers[largest]
+    message = (f"{caller} would allocate {format_bytes(sizes[largest])} for {what} = "
+               f"{tuple(int(size) for size in shape)} {np.dtype(dtype).name}")
+    if len(buffers) > 1:
+        plural = "s" if len(buffers) > 2 else ""
+        message += (f" ({format_bytes(total)} in all, with {len(buffers) - 1} smaller "
+                    f"buffer{plural})")
+    message += f"; this machine has {format_bytes(limit_bytes)} {limit_description}"
+    raise MemoryError(message + (f": {advice}" if advice else ""))
+
+
+def may_overlap_itself(array):
+    """Whether two elements of array may share memory (a zero or overlapping stride, from
+    np.broadcast_to or as_strided): such an array cannot be updated in place element by element.
+
+    A sufficient test of distinctness: with the dimensions sorted by stride, each stride must
+    step over everything the smaller ones reach. Slices, transposes and reversals of an array
+    always pass; only hand-made strides can fail it without overlapping.
+    """
+    if array.size == 0:
+        return False
+    reach = array.itemsize
+    for stride, size in sorted((abs(s), n) for s, n in zip(array.strides, array.shape) if n > 1):
+        if stride < reach:
+            return True
+        reach += stride * (size - 1)
+    return False
 
 
 def load_parameters(params, state):
     """Copy ``state`` (name -> array-like) into the arrays of ``params`` (name -> ndarray), in
-    place, as torch's load_state_dict does: exactly the same keys and shapes, floating-point
-    values, cast to each parameter's dtype. Everything is checked before anything is copied.
+    place, as torch's load_state_dict does: exactly the same keys and shapes, real values (float
+    or integer dtypes), cast to each parameter's dtype. Everything is checked before anything is
+    copied, so nothing is loaded when anything is wrong.
 
-    Raises TypeError if state is not a mapping, ValueError naming the key otherwise.
+    Raises TypeError if state is not a mapping or a value is not real (bool, complex, object,
+    strings), ValueError naming the key otherwise.
     """
-    if not hasattr(state, "keys"):
+    if not isinstance(state, Mapping):
         raise TypeError(f"state_dict must be a mapping of parameter names to arrays; "
                         f"got {type(state).__name__}")
     check_keys(state, params, "state_dict")
     arrays = {}
     for name, param in params.items():
-        array = np.asarray(state[name])
+        try:
+            array = np.asarray(state[name])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"state_dict[{name!r}] could not be converted to an array: "
+                             f"{exc}") from None
+        if array.dtype.kind not in "fiu":
+            raise TypeError(f"state_dict[{name!r}] must hold real numbers (a float or integer "
+                            f"dtype, cast to the parameter's {param.dtype}); got {array.dtype}")
         if array.shape != param.shape:
             raise ValueError(f"state_dict[{name!r}] must have shape {param.shape}; got "
                              f"{array.shape}")
-        if array.dtype.kind != "f":
-            raise ValueError(f"state_dict[{name!r}] must hold floating-point values (it is cast "
-                             f"to the parameter's {param.dtype}); got dtype {array.dtype}")
         arrays[name] = array
     for name, array in arrays.items():
         params[name][...] = array

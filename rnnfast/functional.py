@@ -3,6 +3,7 @@
 Validation, casting to contiguous arrays and backend dispatch happen here, once; the backends
 (rnnfast.reference and the Cython kernels) trust what they receive.
 """
+import operator
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -10,10 +11,14 @@ import numpy as np
 from rnnfast import _cython_backend, reference
 from rnnfast._grads import RNNGrads
 from rnnfast._threads import resolve_n_threads
-from rnnfast._validation import (MAX_DIM, as_float_array, check_bool, check_choice,
-                                 check_lengths, check_same_dtype, check_shape)
+from rnnfast._validation import (MAX_DIM, check_allocation, check_bool, check_choice,
+                                 check_lengths, check_same_dtype, check_shape, contiguous,
+                                 copy_size, float_array, native_dtype, surely_fits)
 
 NONLINEARITIES = ("tanh", "relu")
+_INTP = np.dtype(np.intp)
+_LAYOUTS = {"x": ("T", "B", "D"), "W_hh": ("H", "H"), "W_xh": ("H", "D"), "h0": ("B", "H"),
+            "b": ("H",), "dout": ("T", "B", "H"), "dh_n": ("B", "H")}
 BACKENDS = {"cython": _cython_backend, "numpy": reference}
 
 __all__ = ["RNNCache", "RNNGrads", "rnn_forward", "rnn_backward", "NONLINEARITIES", "BACKENDS"]
@@ -23,7 +28,8 @@ class RNNCache(NamedTuple):
     """What rnn_backward needs from a forward pass. Treat it as opaque.
 
     It keeps references (not copies) to the inputs and to ``out``; do not modify them in place
-    between the forward and the backward pass.
+    between the forward and the backward pass. rnn_backward refuses a cache whose fields were
+    replaced (``cache._replace(...)``) or that was built by hand.
     """
 
     x: np.ndarray
@@ -34,7 +40,7 @@ class RNNCache(NamedTuple):
     out: np.ndarray
     nonlinearity: str
     backend: str
-    saved: object  # what the backend keeps for its backward pass
+    saved: object  # what the backend keeps for its backward pass, sealed (see _Sealed)
 
 
 def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", n_threads=None,
@@ -92,12 +98,14 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
     check_choice(backend, "backend", tuple(BACKENDS))
     n_threads = resolve_n_threads(n_threads)
-    x = as_float_array(x, "x", ("T", "B", "D"))
-    W_hh = as_float_array(W_hh, "W_hh", ("H", "H"))
-    W_xh = as_float_array(W_xh, "W_xh", ("H", "D"))
-    h0 = None if h0 is None else as_float_array(h0, "h0", ("B", "H"))
-    b = None if b is None else as_float_array(b, "b", ("H",))
-    check_same_dtype({"x": x, "h0": h0, "W_xh": W_xh, "W_hh": W_hh, "b": b})
+    # Everything is checked on the arrays as given (views, not copied) before anything is
+    # copied or allocated: a zero-stride view may stand for terabytes.
+    x = float_array(x, "x", _LAYOUTS["x"])
+    W_hh = float_array(W_hh, "W_hh", _LAYOUTS["W_hh"])
+    W_xh = float_array(W_xh, "W_xh", _LAYOUTS["W_xh"])
+    h0 = None if h0 is None else float_array(h0, "h0", _LAYOUTS["h0"])
+    b = None if b is None else float_array(b, "b", _LAYOUTS["b"])
+    dtype = check_same_dtype({"x": x, "h0": h0, "W_xh": W_xh, "W_hh": W_hh, "b": b})
 
     T, B, D = x.shape
     H = W_hh.shape[0]
@@ -113,10 +121,23 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
 
     if lengths is not None:
         lengths = check_lengths(lengths, B, T)
+    # At most: copies of every input, out and the reordered x and out, the step matrix, states.
+    if not surely_fits(dtype.itemsize * (3 * T * B * (D + H) + H * (2 * H + D + 18) + 2 * B * H)
+                       + 8 * (T + 3 * B)):
+        inputs = {"x": x, "W_hh": W_hh, "W_xh": W_xh, "h0": h0, "b": b}
+        copies = [copy_size(array, name, _LAYOUTS[name])
+                  for name, array in inputs.items() if array is not None]
+        check_allocation("rnn_forward", copies + _forward_buffers(T, B, D, H, dtype, h0, lengths),
+                         "split the sequence into chunks or the batch into smaller ones")
+    x, W_hh, W_xh = contiguous(x), contiguous(W_hh), contiguous(W_xh)
+    h0 = None if h0 is None else contiguous(h0)
+    b = None if b is None else contiguous(b)
+    if lengths is not None:
+        lengths = lengths.astype(np.intp)
     out, saved = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths)
     out.flags.writeable = False
-    cache = RNNCache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend, saved)
-    return out, cache
+    fields = (x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend)
+    return out, RNNCache(*fields, _Sealed(saved, fields))
 
 
 def rnn_backward(dout, cache, dh_n=None, *, n_threads=None, return_norms=False):
@@ -161,22 +182,91 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None, return_norms=False):
         ``dout``/``dh_n`` do not have the shapes of the forward's output and final state, or
         ``n_threads`` is below 1.
     """
-    if not isinstance(cache, RNNCache):
-        raise TypeError(f"cache must be the RNNCache returned by rnn_forward; "
-                        f"got {type(cache).__name__}")
+    _check_cache(cache)
     n_threads = resolve_n_threads(n_threads)
     return_norms = check_bool(return_norms, "return_norms")
     T, B, H = cache.out.shape
-    dout = as_float_array(dout, "dout", ("T", "B", "H"))
+    D = cache.x.shape[2]
+    dout = float_array(dout, "dout", _LAYOUTS["dout"])
     check_shape(dout, "dout", ("T", "B", "H"), (T, B, H), "(the shape of the forward output)")
     if dh_n is not None:
-        dh_n = as_float_array(dh_n, "dh_n", ("B", "H"))
+        dh_n = float_array(dh_n, "dh_n", _LAYOUTS["dh_n"])
         check_shape(dh_n, "dh_n", ("B", "H"), (B, H), "(the shape of the final state)")
     for name, array in (("dout", dout), ("dh_n", dh_n)):
-        if array is not None and array.dtype != cache.out.dtype:
+        if array is not None and native_dtype(array) != cache.out.dtype:
             raise TypeError(f"{name} must have the dtype of the forward pass, "
                             f"{cache.out.dtype}; got {array.dtype}")
+    saved = cache.saved.backend_saved
+    # At most: copies of dout and dh_n, da, dx, both reordered, the weight gradients, states.
+    if not surely_fits(cache.out.itemsize * (3 * T * B * (D + H) + H * (2 * H + D + 16)
+                                             + 5 * B * H)):
+        copies = [copy_size(array, name, _LAYOUTS[name])
+                  for name, array in (("dout", dout), ("dh_n", dh_n)) if array is not None]
+        check_allocation("rnn_backward",
+                         copies + _backward_buffers(T, B, D, H, cache.out.dtype, saved),
+                         "split the sequence into chunks or the batch into smaller ones")
+    dout = contiguous(dout)
+    dh_n = None if dh_n is None else contiguous(dh_n)
     return BACKENDS[cache.backend].backward(
         dout, dh_n, cache.x, cache.h0, cache.W_xh, cache.W_hh, cache.has_bias, cache.out,
-        cache.nonlinearity, n_threads, cache.saved, return_norms,
+        cache.nonlinearity, n_threads, saved, return_norms,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a pass allocates (for check_allocation), and the checks of a cache.
+# ---------------------------------------------------------------------------------------------
+def _forward_buffers(T, B, D, H, dtype, h0, lengths):
+    """The buffers a forward pass allocates, as the Cython backend does (the NumPy reference
+    allocates less: no step matrix, only per-step temporaries beside out)."""
+    buffers = [("out (T, B, H)", (T, B, H), dtype),
+               ("the step matrix (H, H + padding)", (H, H + 15), dtype),
+               ("the rows active at each step (T,)", (T,), _INTP)]
+    if h0 is None:
+        buffers.append(("a zero initial state (B, H)", (B, H), dtype))
+    if lengths is not None:
+        buffers.append(("lengths, their order and its inverse (3, B)", (3, B), _INTP))
+        if np.any(lengths[1:] > lengths[:-1]):  # the batch is reordered by length
+            buffers += [("x in length order (T, B, D)", (T, B, D), dtype),
+                        ("out in length order (T, B, H)", (T, B, H), dtype)]
+    return buffers
+
+
+def _backward_buffers(T, B, D, H, dtype, saved):
+    """The buffers a backward pass allocates, as the Cython backend does."""
+    buffers = [("da (T, B, H)", (T, B, H), dtype), ("dx (T, B, D)", (T, B, D), dtype),
+               ("dW_xh (H, D)", (H, D), dtype), ("dW_hh (H, H)", (H, H), dtype),
+               ("the step matrix (H, H + padding)", (H, H + 15), dtype),
+               ("dh0 and two zero states (3, B, H)", (3, B, H), dtype)]
+    if isinstance(saved, _cython_backend._Saved) and saved.batch.order is not None:
+        buffers += [("dout in length order (T, B, H)", (T, B, H), dtype),
+                    ("dx in the caller's order (T, B, D)", (T, B, D), dtype)]
+    return buffers
+
+
+class _Sealed(NamedTuple):
+    """RNNCache.saved: what the backend saved, and the fields rnn_forward put in the cache.
+
+    The kernels trust the cache's arrays (their shapes, dtype and layout): a cache edited by
+    hand (``cache._replace(x=...)``) or built from parts must not reach them. Comparing each
+    field with the one recorded here, by identity, tells the original apart in a microsecond.
+    """
+
+    backend_saved: object
+    fields: tuple
+
+
+def _check_cache(cache):
+    """Raise unless cache is an RNNCache exactly as rnn_forward returned it."""
+    if not isinstance(cache, RNNCache):
+        raise TypeError(f"cache must be the RNNCache returned by rnn_forward; "
+                        f"got {type(cache).__name__}")
+    seal = cache.saved
+    if type(seal) is not _Sealed:
+        raise ValueError("cache is not as rnn_forward returned it: its field saved was "
+                         "replaced; pass the cache itself")
+    if not all(map(operator.is_, seal.fields, cache)):  # runs on every call: no list first
+        edited = [name for name, kept, given in zip(RNNCache._fields, seal.fields, cache)
+                  if kept is not given]
+        raise ValueError(f"cache is not as rnn_forward returned it: its field "
+                         f"{', '.join(edited)} was replaced; pass the cache itself")

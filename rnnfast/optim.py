@@ -27,7 +27,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from rnnfast._validation import FLOAT_DTYPES, check_keys
+from rnnfast._validation import FLOAT_DTYPES, check_allocation, check_keys, may_overlap_itself
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adam", "clip_grad_value", "clip_grad_norm"]
 
@@ -138,6 +138,10 @@ def _writable_float_arrays(arrays, label, action):
                             f"order); got {array.dtype}")
         if not array.flags.writeable:
             raise ValueError(f"{label}[{name!r}] is read-only; it is {action} in place")
+        if may_overlap_itself(array):  # each element would be updated once per alias
+            raise ValueError(f"{label}[{name!r}] has elements that share memory (strides "
+                             f"{array.strides} for shape {array.shape}, as np.broadcast_to or "
+                             f"as_strided make); it is {action} in place, element by element")
         checked[name] = array
     return checked
 
@@ -170,6 +174,12 @@ class Optimizer:
         self._params = _check_params(params)
         self._hyper = self._check_hyperparameters(**hyperparameters)
         self._step_count = 0
+        buffers = list(self._buffer_fills(self._hyper))
+        if buffers:
+            elements = sum(param.size * param.itemsize for param in self._params.values())
+            check_allocation(type(self).__name__, [
+                (f"its buffers {', '.join(buffers)} (buffers, bytes of the parameters)",
+                 (len(buffers), elements), np.uint8)])
         self._state = self._new_state(self._hyper)
 
     # -- public API ---------------------------------------------------------------------------
@@ -326,7 +336,7 @@ class Optimizer:
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"grads[{name!r}] could not be converted to an array: "
                                 f"{exc}") from None
-            if grad.dtype != param.dtype:
+            if grad.dtype.newbyteorder("=") != param.dtype:  # either byte order
                 raise TypeError(f"grads[{name!r}] must have dtype {param.dtype} (that of "
                                 f"params[{name!r}]); got {grad.dtype}")
             if grad.shape != param.shape:

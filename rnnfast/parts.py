@@ -11,8 +11,9 @@ input in place between a layer's ``forward`` and ``backward``.
 """
 import numpy as np
 
-from rnnfast._validation import (as_float_array, as_int_array, check_float_dtype, check_shape,
-                                 check_size, load_parameters)
+from rnnfast._validation import (as_int_array, check_allocation, check_float_dtype,
+                                 check_shape, check_size, contiguous, copy_size, float_array,
+                                 load_parameters, native_dtype, random_generator)
 
 __all__ = ["Linear", "Embedding", "softmax_cross_entropy"]
 
@@ -22,7 +23,7 @@ __all__ = ["Linear", "Embedding", "softmax_cross_entropy"]
 # ---------------------------------------------------------------------------------------------
 def _check_matching_dtype(array, name, dtype, owner):
     """Raise TypeError unless array has the parts' dtype (no silent casts)."""
-    if array.dtype != dtype:
+    if native_dtype(array) != dtype:
         raise TypeError(f"{name} must have the dtype of the {owner}'s weights, {dtype}; "
                         f"got {array.dtype} (cast one of them)")
 
@@ -40,15 +41,6 @@ def _check_range(array, name, upper, upper_name, where=None):
         position = tuple(int(i) for i in position)
         raise ValueError(f"{name} must lie in [0, {upper_name}) = [0, {upper}); got "
                          f"{array[position]} at position {position}")
-
-
-def _random_generator(seed):
-    """np.random.Generator from an int seed, None (fresh entropy) or a Generator (used as is)."""
-    if seed is not None and not isinstance(seed, np.random.Generator):
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, None or a numpy.random.Generator; "
-                            f"got {type(seed).__name__} {seed!r}")
-    return np.random.default_rng(seed)
 
 
 class _Module:
@@ -128,7 +120,10 @@ class Linear(_Module):
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be a bool; got {type(bias).__name__} {bias!r}")
         dtype = check_float_dtype(dtype)
-        rng = _random_generator(seed)
+        rng = random_generator(seed)
+        shape = (self.out_features, self.in_features)
+        check_allocation("Linear", [("weight (out_features, in_features)", shape, dtype),
+                                    ("its float64 draw", shape, np.float64)])
         bound = 1.0 / np.sqrt(self.in_features)
         # Drawn in float64, then cast: a float32 layer equals the float64 one (same seed) rounded.
         self.weight = rng.uniform(-bound, bound, (self.out_features, self.in_features))
@@ -163,10 +158,14 @@ class Linear(_Module):
         ValueError
             h is not 3-D, has a dimension of size 0, or its last dimension is not in_features.
         """
-        h = as_float_array(h, "h", ("T", "B", "H"))
+        h = float_array(h, "h", ("T", "B", "H"))  # checked before any copy (see rnn_forward)
         _check_matching_dtype(h, "h", self.dtype, "Linear")
         T, B, H = h.shape
         check_shape(h, "h", ("T", "B", "H"), (T, B, self.in_features), "(H from in_features)")
+        check_allocation("Linear.forward", [copy_size(h, "h", ("T", "B", "H")),
+                                            ("y (T, B, O)", (T, B, self.out_features),
+                                             self.dtype)])
+        h = contiguous(h)
         h2 = h.reshape(T * B, H)
         y = h2 @ self.weight.T  # (T*B, O): one GEMM over every step
         if self.bias is not None:
@@ -200,11 +199,15 @@ class Linear(_Module):
         """
         if self._h is None:
             raise RuntimeError("Linear.backward called before Linear.forward")
-        dy = as_float_array(dy, "dy", ("T", "B", "O"))
+        dy = float_array(dy, "dy", ("T", "B", "O"))
         _check_matching_dtype(dy, "dy", self.dtype, "Linear")
         T, B = self._shape
         check_shape(dy, "dy", ("T", "B", "O"), (T, B, self.out_features),
                     "(T, B from the forward pass, O from out_features)")
+        check_allocation("Linear.backward", [copy_size(dy, "dy", ("T", "B", "O")),
+                                             ("dh (T, B, H)", (T, B, self.in_features),
+                                              self.dtype)])
+        dy = contiguous(dy)
         dy2 = dy.reshape(T * B, self.out_features)
         grads = {"weight": dy2.T @ self._h}  # (O, H) = dy^T h over all T*B rows
         if self.bias is not None:
@@ -246,8 +249,10 @@ class Embedding(_Module):
         self.num_embeddings = check_size(num_embeddings, "num_embeddings")
         self.embedding_dim = check_size(embedding_dim, "embedding_dim")
         dtype = check_float_dtype(dtype)
-        rng = _random_generator(seed)
+        rng = random_generator(seed)
         shape = (self.num_embeddings, self.embedding_dim)
+        check_allocation("Embedding", [("weight (num_embeddings, embedding_dim)", shape, dtype),
+                                       ("its float64 draw", shape, np.float64)])
         self.weight = rng.standard_normal(shape).astype(dtype)  # float64 draw, then cast
         self._params = {"weight": self.weight}
         self.grads = {}
@@ -278,7 +283,12 @@ class Embedding(_Module):
             ids are not 2-D, have a dimension of size 0, or an id is out of range (the message
             gives the first bad id and its position).
         """
-        ids = as_int_array(ids, "ids", ("T", "B"))
+        ids = as_int_array(ids, "ids", ("T", "B"))  # not copied: it may be a view of any size
+        T, B = ids.shape
+        check_allocation("Embedding.forward", [
+            ("out (T, B, E)", (T, B, self.embedding_dim), self.dtype),
+            ("a copy of ids (T, B)", (T, B), np.intp),
+            ("the range check (3, T, B)", (3, T, B), np.bool_)])
         _check_range(ids, "ids", self.num_embeddings, "num_embeddings")
         self._ids = ids.reshape(-1).astype(np.intp)  # a copy: later edits of ids do not leak in
         self._shape = ids.shape
@@ -309,11 +319,15 @@ class Embedding(_Module):
         """
         if self._ids is None:
             raise RuntimeError("Embedding.backward called before Embedding.forward")
-        dout = as_float_array(dout, "dout", ("T", "B", "E"))
+        dout = float_array(dout, "dout", ("T", "B", "E"))
         _check_matching_dtype(dout, "dout", self.dtype, "Embedding")
         T, B = self._shape
         check_shape(dout, "dout", ("T", "B", "E"), (T, B, self.embedding_dim),
                     "(T, B from the forward pass, E from embedding_dim)")
+        check_allocation("Embedding.backward", [copy_size(dout, "dout", ("T", "B", "E")),
+                                                ("grads['weight'] (V, E)", self.weight.shape,
+                                                 self.dtype)])
+        dout = contiguous(dout)
         grad = np.zeros_like(self.weight)
         np.add.at(grad, self._ids, dout.reshape(T * B, self.embedding_dim))
         self.grads = {"weight": grad}
@@ -379,10 +393,20 @@ def softmax_cross_entropy(logits, targets, mask=None):
         from logits', a mask value other than 0/1, a target out of [0, V) at an unmasked
         position, or every position masked.
     """
-    logits = as_float_array(logits, "logits", ("T", "B", "V"))
+    logits = float_array(logits, "logits", ("T", "B", "V"))  # not copied yet (see rnn_forward)
     T, B, V = logits.shape
     targets = as_int_array(targets, "targets", ("T", "B"))
     check_shape(targets, "targets", ("T", "B"), (T, B), "(T, B from logits)")
+    dtype = native_dtype(logits)
+    # The shifted logits and their exponentials (which become the gradient), the masked rows'
+    # copies, the row statistics and the range check of targets.
+    check_allocation("softmax_cross_entropy", [
+        copy_size(logits, "logits", ("T", "B", "V")),
+        ("dlogits (T, B, V)", (T, B, V), dtype),
+        ("the shifted logits (T, B, V)", (T, B, V), dtype),
+        None if mask is None else ("the unmasked rows (T, B, V)", (T, B, V), dtype),
+        ("the statistics of each row (8, T, B)", (8, T, B), np.float64)])
+    logits = contiguous(logits)
     if mask is None:
         rows = None
         count = T * B

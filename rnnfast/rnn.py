@@ -5,10 +5,14 @@ Each (layer, direction) is one call of the functional kernels (rnnfast.functiona
 direction runs the same kernels on the time-reversed sequence (with `lengths`, each sequence is
 reversed within its own length, as PyTorch's packed sequences do).
 """
+import numbers
+
 import numpy as np
 
-from rnnfast._validation import (as_float_array, check_bool, check_choice, check_float_dtype,
-                                 check_lengths, check_shape, check_size, load_parameters)
+from rnnfast._threads import resolve_n_threads
+from rnnfast._validation import (check_allocation, check_bool, check_choice, check_float_dtype,
+                                 check_lengths, check_shape, check_size, contiguous, copy_size,
+                                 float_array, load_parameters, native_dtype, random_generator)
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
 
 __all__ = ["RNN"]
@@ -85,17 +89,23 @@ class RNN:
         self.hidden_size = check_size(hidden_size, "hidden_size")
         self.num_layers = check_size(num_layers, "num_layers")
         self.nonlinearity = check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
-        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout must be a number in [0, 1); got {type(dropout).__name__} "
+                            f"{dropout!r}")
+        if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
         self.dtype = check_float_dtype(dtype)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
+        self.bias = check_bool(bias, "bias")
+        self.batch_first = check_bool(batch_first, "batch_first")
         self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional = check_bool(bidirectional, "bidirectional")
         self.num_directions = 2 if self.bidirectional else 1
+        if n_threads is not None:
+            resolve_n_threads(n_threads)  # checked now; kept as given (None: every core)
         self.n_threads = n_threads
         self.training = True
-        self.rng = np.random.default_rng(seed)
+        self.rng = random_generator(seed)
+        self._check_parameter_memory()
         self._params = self._initial_parameters()
         self.grads = {}
         self._saved = None  # what backward needs from the last forward
@@ -120,6 +130,22 @@ class RNN:
                     shapes[f"bias_hh_l{layer}{suffix}"] = (H,)
         return shapes
 
+    def _check_parameter_memory(self):
+        """MemoryError before the parameters are drawn, if they cannot fit (counted without
+        listing them: a billion layers must not take a billion steps to refuse)."""
+        H, L, directions = self.hidden_size, self.num_layers, self.num_directions
+        per_direction = H * (self.input_size + H + 2 * self.bias)  # layer 0
+        per_direction += (L - 1) * H * (directions * H + H + 2 * self.bias)  # layers 1..L-1
+        largest = (H, max(self.input_size, directions * H if L > 1 else 0, H))
+        check_allocation("RNN", [
+            ("its parameters (values,)", (directions * per_direction,), self.dtype),
+            # Each is drawn in float64, then cast; and each array is a Python object.
+            ("the float64 draw of the largest weight (H, max(D, num_directions * H))", largest,
+             np.float64),
+            ("an array object per parameter (parameters, 128 bytes)", (directions * L * 4, 128),
+             np.uint8),
+        ])
+
     def _initial_parameters(self):
         bound = 1 / np.sqrt(self.hidden_size)
         return {name: self.rng.uniform(-bound, bound, shape).astype(self.dtype)
@@ -135,8 +161,8 @@ class RNN:
 
     def load_state_dict(self, state):
         """Copy parameters in from ``state`` (name -> array-like), e.g. a torch.nn.RNN state dict
-        converted to NumPy. Names and shapes must match exactly; float values are cast to the
-        layer's dtype. Nothing is loaded if anything does not match."""
+        converted to NumPy. Names and shapes must match exactly; real values (floats or
+        integers) are cast to the layer's dtype. Nothing is loaded when anything is wrong."""
         load_parameters(self._params, state)
 
     def train(self, mode=True):
@@ -169,24 +195,34 @@ class RNN:
         h_n : ndarray, shape (num_layers * num_directions, B, H)
             Each layer's and direction's final state (the reverse direction's is at t = 0).
         """
-        x = as_float_array(x, "x", ("B", "T", "D") if self.batch_first else ("T", "B", "D"))
-        if x.dtype != self.dtype:
+        # Checked as given (not copied) first: see functional.rnn_forward.
+        x_layout = ("B", "T", "D") if self.batch_first else ("T", "B", "D")
+        x = float_array(x, "x", x_layout)
+        if native_dtype(x) != self.dtype:
             raise TypeError(f"x must have the layer's dtype, {self.dtype}; got {x.dtype}")
-        if self.batch_first:
-            x = np.ascontiguousarray(x.transpose(1, 0, 2))
-        T, B, D = x.shape
+        T, B, D = (x.shape[1], x.shape[0], x.shape[2]) if self.batch_first else x.shape
         if D != self.input_size:
             raise ValueError(f"x must have input_size = {self.input_size} features; got {D} "
                              f"(shape {x.shape})")
         states = self.num_layers * self.num_directions
         if h0 is not None:
-            h0 = as_float_array(h0, "h0", ("L", "B", "H"))
+            h0 = float_array(h0, "h0", ("L", "B", "H"))
             check_shape(h0, "h0", ("num_layers * num_directions", "B", "H"),
                         (states, B, self.hidden_size), "(B from x)")
-            if h0.dtype != self.dtype:
+            if native_dtype(h0) != self.dtype:
                 raise TypeError(f"h0 must have the layer's dtype, {self.dtype}; got {h0.dtype}")
         if lengths is not None:
             lengths = check_lengths(lengths, B, T)
+        x_copy = (("a contiguous copy of x (T, B, D)", (T, B, D), self.dtype) if self.batch_first
+                  else copy_size(x, "x", x_layout))
+        check_allocation("RNN.forward",
+                         [x_copy, None if h0 is None else copy_size(h0, "h0", ("L", "B", "H"))]
+                         + self._forward_buffers(T, B, lengths is not None),
+                         "split the sequence into chunks or the batch into smaller ones")
+        x = contiguous(x.transpose(1, 0, 2) if self.batch_first else x)
+        h0 = None if h0 is None else contiguous(h0)
+        if lengths is not None:
+            lengths = lengths.astype(np.intp)
         steps = _Steps(T, B, lengths)
 
         layer_input = x
@@ -216,6 +252,31 @@ class RNN:
         return out, np.stack(h_n)
 
     __call__ = forward
+
+    def _forward_buffers(self, T, B, has_lengths):
+        """What a forward pass allocates (for check_allocation): every layer's states, kept for
+        backward, and what each layer allocates around them."""
+        H, L, directions = self.hidden_size, self.num_layers, self.num_directions
+        width = directions * H
+        buffers = [("the states of every layer and direction (L * num_directions, T, B, H)",
+                    (L * directions, T, B, H), self.dtype),
+                   ("h_n (L * num_directions, B, H)", (L * directions, B, H), self.dtype),
+                   ("a pass's step matrix and zero state (H * (H + 15) + B * H,)",
+                    (H * (H + 15) + B * H,), self.dtype)]
+        if has_lengths:  # the index that reverses each sequence within its length, temporaries
+            buffers.append(("the time index of each sequence (3, T, B)", (3, T, B), np.intp))
+        if self.bidirectional:  # the reversed inputs, the concatenated outputs
+            buffers.append(("the time-reversed input of every layer (T, B, D + (L - 1) * 2H)",
+                            (T, B, self.input_size + (L - 1) * width), self.dtype))
+            buffers.append(("each layer's output (L, T, B, 2H)", (L, T, B, width), self.dtype))
+        if self.training and self.dropout > 0 and L > 1:  # mask (drawn in float64), output
+            buffers.append(("the dropout masks (L - 1, T, B, num_directions * H)",
+                            (L - 1, T, B, width), np.float64))
+            buffers.append(("the outputs after dropout (2 * (L - 1), T, B, num_directions * H)",
+                            (2 * (L - 1), T, B, width), self.dtype))
+        if self.batch_first:
+            buffers.append(("out in (B, T, num_directions * H)", (B, T, width), self.dtype))
+        return buffers
 
     def _bias(self, layer, suffix):
         if not self.bias:
@@ -268,21 +329,26 @@ class RNN:
         caches, masks, steps, (T, B, D) = self._saved
         H = self.hidden_size
         width = self.num_directions * H
-        dout = as_float_array(dout, "dout", ("B", "T", "H*") if self.batch_first
-                              else ("T", "B", "H*"))
-        if self.batch_first:
-            dout = np.ascontiguousarray(dout.transpose(1, 0, 2))
-        check_shape(dout, "dout", ("T", "B", "num_directions * H"), (T, B, width),
-                    "(the shape of out)")
+        dout_layout = ("B", "T", "H*") if self.batch_first else ("T", "B", "H*")
+        dout = float_array(dout, "dout", dout_layout)
+        check_shape(dout.transpose(1, 0, 2) if self.batch_first else dout, "dout",
+                    ("T", "B", "num_directions * H"), (T, B, width), "(the shape of out)")
         states = self.num_layers * self.num_directions
         if dh_n is not None:
-            dh_n = as_float_array(dh_n, "dh_n", ("L", "B", "H"))
+            dh_n = float_array(dh_n, "dh_n", ("L", "B", "H"))
             check_shape(dh_n, "dh_n", ("num_layers * num_directions", "B", "H"), (states, B, H),
                         "(the shape of h_n)")
         for name, array in (("dout", dout), ("dh_n", dh_n)):
-            if array is not None and array.dtype != self.dtype:
+            if array is not None and native_dtype(array) != self.dtype:
                 raise TypeError(f"{name} must have the layer's dtype, {self.dtype}; "
                                 f"got {array.dtype}")
+        dout_copy = (("a contiguous copy of dout (T, B, num_directions * H)", (T, B, width),
+                      self.dtype) if self.batch_first else copy_size(dout, "dout", dout_layout))
+        dh_n_copy = None if dh_n is None else copy_size(dh_n, "dh_n", ("L", "B", "H"))
+        check_allocation("RNN.backward", [dout_copy, dh_n_copy] + self._backward_buffers(T, B, D),
+                         "split the sequence into chunks or the batch into smaller ones")
+        dout = contiguous(dout.transpose(1, 0, 2) if self.batch_first else dout)
+        dh_n = None if dh_n is None else contiguous(dh_n)
 
         grads = {}
         dh0 = np.empty((states, B, H), dtype=self.dtype)
@@ -323,3 +389,18 @@ class RNN:
         if return_norms:
             return np.ascontiguousarray(dx), dh0, norms
         return np.ascontiguousarray(dx), dh0
+
+    def _backward_buffers(self, T, B, D):
+        """What a backward pass allocates at its peak (for check_allocation): the gradients of
+        the parameters, and the largest layer's gradient buffers (each layer's are freed when
+        the next one down starts)."""
+        H, L, directions = self.hidden_size, self.num_layers, self.num_directions
+        width = directions * H
+        parameters = sum(array.size for array in self._params.values())
+        layer_input = D if L == 1 else max(D, width)
+        return [("the gradients of the parameters", (parameters,), self.dtype),
+                ("dh0 (L * num_directions, B, H)", (L * directions, B, H), self.dtype),
+                # the incoming gradient, each direction's da, dx and its reversal, their sum
+                ("one layer's gradient buffers (T, B, 2 * num_directions * H + 3 * input)",
+                 (T, B, 2 * width + 3 * layer_input), self.dtype),
+                ("dx (T, B, D)", (T, B, D), self.dtype)]

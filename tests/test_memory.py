@@ -1,11 +1,15 @@
 """Memory: beyond its outputs, a forward + backward pass allocates one (T, B, H) buffer (da) and
-O(B*H + H*H) scratch, whatever the path. Measured with tracemalloc, which sees NumPy's buffers."""
+O(B*H + H*H) scratch, whatever the path; and thousands of calls, or a training loop, do not
+grow it. Measured with tracemalloc, which sees NumPy's buffers."""
+import gc
+import sys
 import tracemalloc
 
 import numpy as np
 import pytest
 
 import rnnfast
+from rnnfast import _cython_backend, optim
 from rnn_helpers import PATHS, force_path, make_problem
 
 SLACK_BYTES = 64 * 1024  # Python objects, NumPy array headers, tracemalloc's own records
@@ -43,3 +47,123 @@ def test_forward_and_backward_allocate_only_outputs_one_buffer_and_scratch(path,
     outputs = sum(g.nbytes for g in grads if g is not None)
     one_buffer = T * B * H * itemsize
     assert peak <= outputs + one_buffer + scratch + SLACK_BYTES
+
+
+# ---------------------------------------------------------------------------------------------
+# No growth over many calls: what a call allocates is all freed (or replaced) once it returns.
+# ---------------------------------------------------------------------------------------------
+# Allowed growth of traced memory over all the measured iterations together. What remains after
+# settle() moved it by under 1 kB here, for every test below; a leak of one small array per call
+# (130 bytes traced: the ndarray object and its data) exceeds it 2.4 times or more over the
+# iterations below (300 or more), as the last test checks.
+GROWTH_BYTES = 16 * 1024
+WARM_UP = 50
+
+
+def settle():
+    """Free what is only cached: garbage in cycles, and the interpreter's method cache, which
+    keeps the attribute names it last looked up alive (threadpoolctl looks BLAS functions up
+    by names it formats anew on every call: otherwise kilobytes of noise)."""
+    gc.collect()
+    sys._clear_type_cache()
+
+
+def growth(step, iterations, warm_up=WARM_UP):
+    """Bytes of traced memory still held after `iterations` more calls of step() than after the
+    warm-up (both after a garbage collection), and the lines that gained most (for messages)."""
+    tracemalloc.start()
+    try:
+        for i in range(warm_up):
+            step(i)
+        settle()
+        before = tracemalloc.get_traced_memory()[0]
+        first = tracemalloc.take_snapshot()
+        for i in range(warm_up, warm_up + iterations):
+            step(i)
+        settle()
+        after = tracemalloc.get_traced_memory()[0]
+        if after - before <= GROWTH_BYTES:
+            return after - before, ""
+        top = tracemalloc.take_snapshot().compare_to(first, "lineno")[:5]
+        return after - before, "\n".join(str(stat) for stat in top)
+    finally:
+        tracemalloc.stop()
+
+
+def functional_step(backend, lengths_kind, dtype=np.float32):
+    """One forward + backward call of the functional API, on data that changes with i."""
+    T, B, D, H = 6, 3, 5, 20
+    problems = [make_problem(seed, T, B, D, H, dtype) for seed in range(4)]
+    lengths = {"none": None, "sorted": np.array([6, 4, 1]), "unsorted": np.array([2, 6, 4])}
+    chosen = lengths[lengths_kind]
+
+    def step(i):
+        p = problems[i % len(problems)]
+        out, cache = rnnfast.rnn_forward(*p.args, backend=backend, lengths=chosen, n_threads=1)
+        rnnfast.rnn_backward(p.dout, cache, p.dh_n, n_threads=1)
+    return step
+
+
+@pytest.mark.parametrize("backend, lengths_kind, iterations", [
+    ("cython", "none", 400), ("cython", "unsorted", 400), ("numpy", "unsorted", 300)])
+def test_functional_calls_do_not_grow_memory(backend, lengths_kind, iterations):
+    grown, top = growth(functional_step(backend, lengths_kind), iterations)
+    assert grown <= GROWTH_BYTES, f"{grown} bytes more after {iterations} calls:\n{top}"
+
+
+def test_rnn_layer_calls_do_not_grow_memory():
+    rnn = rnnfast.RNN(5, 16, num_layers=2, bidirectional=True, dropout=0.2, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 5)).astype(np.float32)
+    dout = rng.standard_normal((6, 3, 32)).astype(np.float32)
+    lengths = [np.array([6, 2, 4]), None]
+
+    def step(i):
+        out, h_n = rnn.forward(x, lengths=lengths[i % 2])
+        rnn.backward(dout)
+
+    grown, top = growth(step, 300)
+    assert grown <= GROWTH_BYTES, f"{grown} bytes more after 300 calls:\n{top}"
+
+
+def test_training_loop_does_not_grow_memory():
+    """The README's training loop: Embedding -> RNN -> Linear -> softmax_cross_entropy ->
+    clip_grad_norm -> Adam, a few hundred steps."""
+    V, E, H = 30, 16, 32
+    emb, rnn = rnnfast.Embedding(V, E, seed=0), rnnfast.RNN(E, H, seed=1)
+    head = rnnfast.Linear(H, V, seed=2)
+    parts = {"emb": emb, "rnn": rnn, "head": head}
+    params = {f"{name}.{k}": v for name, part in parts.items()
+              for k, v in part.parameters().items()}
+    adam = optim.Adam(params, lr=3e-3)
+    tokens = np.random.default_rng(0).integers(0, V, (13, 4))
+    losses = []
+
+    def step(i):
+        out, _ = rnn.forward(emb.forward(tokens[:-1]))
+        loss, dlogits = rnnfast.softmax_cross_entropy(head.forward(out), tokens[1:])
+        emb.backward(rnn.backward(head.backward(dlogits))[0])
+        grads = {f"{name}.{k}": v for name, part in parts.items() for k, v in part.grads.items()}
+        optim.clip_grad_norm(grads, 5.0)
+        adam.step(grads)
+        if i % 50 == 0:
+            losses.append(loss)
+
+    grown, top = growth(step, 300)
+    assert grown <= GROWTH_BYTES, f"{grown} bytes more after 300 steps:\n{top}"
+    assert losses[-1] < losses[0]  # and it trains
+
+
+def test_the_bound_catches_a_leak_of_one_small_array_per_call(monkeypatch):
+    """The tests above would see a leak: with one 1-element array kept per call (planted in
+    the backend), 300 calls exceed the bound."""
+    kept = []
+    forward = _cython_backend.forward
+
+    def leaky_forward(*args):
+        kept.append(np.empty(1))
+        return forward(*args)
+
+    monkeypatch.setattr(_cython_backend, "forward", leaky_forward)
+    grown, _ = growth(functional_step("cython", "none"), 300)
+    assert grown > GROWTH_BYTES, grown
