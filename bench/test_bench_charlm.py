@@ -7,7 +7,15 @@ threads. One group per (hidden size, dtype); extra_info has the characters per s
         --benchmark-group-by=group
 
 RNNFAST_BENCH_THREADS sets the threads of every library (default 1, see conftest.py).
+
+Run as a script, it times the two round-robin (rnnfast, torch, rnnfast, ...) on one thread and
+prints medians and the median of the per-round ratios, the figure the README quotes:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_charlm.py [--rounds N]
 """
+import argparse
+import time
+
 import numpy as np
 import pytest
 
@@ -81,3 +89,39 @@ def test_charlm_training_step(benchmark, bench_threads, hidden, dtype, impl):
     benchmark(step)
     if benchmark.stats is not None:
         benchmark.extra_info["chars_per_s"] = BATCH * SEQ_LEN / benchmark.stats.stats.median
+
+
+def _interleaved(hidden, rounds):
+    """Median seconds per step of each implementation and of the torch/rnnfast ratio, timed
+    round-robin on one thread so that a slow phase of the machine hits both alike."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        steps = {impl: make(hidden, "float32", 1) for impl, make in MAKERS.items()}
+        for step in steps.values():
+            for _ in range(3):
+                step()
+        times = {impl: [] for impl in steps}
+        for _ in range(rounds):
+            for impl, step in steps.items():
+                start = time.perf_counter()
+                step()
+                times[impl].append(time.perf_counter() - start)
+    ratio = np.median(np.array(times["torch"]) / np.array(times["rnnfast"]))
+    return {impl: float(np.median(t)) for impl, t in times.items()}, float(ratio)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="rnnfast vs PyTorch, one character-model "
+                                                 "training step, interleaved, one thread")
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    if import_torch() is None:
+        raise SystemExit("PyTorch is not installed")
+    print(f"B={BATCH} T={SEQ_LEN} V={VOCAB} E={EMBEDDING}, float32, Adam, clip {CLIP}, "
+          f"1 thread, median of {args.rounds} interleaved rounds")
+    for hidden in HIDDEN_SIZES:
+        medians, ratio = _interleaved(hidden, args.rounds)
+        print(f"H={hidden:4d}  rnnfast {medians['rnnfast'] * 1e3:6.1f} ms  torch "
+              f"{medians['torch'] * 1e3:6.1f} ms  speed-up {ratio:.2f}x  "
+              f"({BATCH * SEQ_LEN / medians['rnnfast'] / 1e3:.0f}k chars/s)")
