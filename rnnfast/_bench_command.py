@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 import rnnfast
+from rnnfast._cli_types import positive_float, positive_int
 
 # ------------------------------------------------------------------------------------------------
 # The grid
@@ -575,16 +576,6 @@ def _shape(text):
     return shape
 
 
-def _positive(kind):
-    def parse(text):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive; got {text}")
-        return value
-
-    return parse
-
-
 def configure_parser(parser):
     """Add the options of `rnnfast bench` to ``parser``."""
     parser.description = (
@@ -600,12 +591,12 @@ def configure_parser(parser):
                         dest="dtypes", help="dtypes (default: both)")
     parser.add_argument("--pass", nargs="+", choices=PASSES, default=list(PASSES),
                         dest="passes", help="passes (default: both)")
-    parser.add_argument("--threads", type=_positive(int), default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="threads for BLAS, PyTorch and rnnfast (default 1)")
-    parser.add_argument("--rounds", type=_positive(int),
+    parser.add_argument("--rounds", type=positive_int,
                         help="exactly this many interleaved windows per candidate and row "
                              "(default: as many as fit in --budget)")
-    parser.add_argument("--budget", type=_positive(float),
+    parser.add_argument("--budget", type=positive_float,
                         help=f"seconds of timing per row (default {BUDGET_S}, "
                              f"{QUICK_BUDGET_S} with --quick)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")

@@ -31,6 +31,8 @@ from typing import Optional
 import numpy as np
 
 from rnnfast import checkpoint, diagnostics, optim
+from rnnfast._cli_types import (non_negative_float, non_negative_int, positive_float,
+                                positive_int)
 from rnnfast.parts import Linear
 from rnnfast.rnn import RNN
 
@@ -89,34 +91,6 @@ def _radius_list(text):
     return tuple(dict.fromkeys(radii))  # without repeats, in order
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
-
-
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0; got {value}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text}")
-    return value
-
-
-def _non_negative_float(text):
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0; got {text}")
-    return value
-
-
 def configure_parser(parser):
     """Add the options of `rnnfast diagnose` to ``parser``."""
     d = DEFAULTS
@@ -127,19 +101,19 @@ def configure_parser(parser):
     parser.add_argument("--radii", type=_radius_list, metavar="R,R,...",
                         help="spectral radii of the initial W_hh, and/or 'orthogonal' (default "
                              "0.5,1,1.5,orthogonal)")
-    parser.add_argument("--hidden-size", dest="hidden_size", type=_positive_int, metavar="H",
+    parser.add_argument("--hidden-size", dest="hidden_size", type=positive_int, metavar="H",
                         help=f"hidden units H (default {d['hidden_size']})")
-    parser.add_argument("--steps", type=_non_negative_int, metavar="N",
+    parser.add_argument("--steps", type=non_negative_int, metavar="N",
                         help=f"training steps per setting and span (default {d['steps']}; 0: "
                              f"only the measurements at initialisation)")
-    parser.add_argument("--batch-size", dest="batch_size", type=_positive_int, metavar="B",
+    parser.add_argument("--batch-size", dest="batch_size", type=positive_int, metavar="B",
                         help=f"sequences per training step (default {d['batch_size']})")
-    parser.add_argument("--lr", type=_positive_float,
+    parser.add_argument("--lr", type=positive_float,
                         help=f"Adam's learning rate (default {d['lr']:g})")
-    parser.add_argument("--clip-norm", dest="clip_norm", type=_non_negative_float, metavar="MAX",
+    parser.add_argument("--clip-norm", dest="clip_norm", type=non_negative_float, metavar="MAX",
                         help=f"clip the gradients to this global norm (default "
                              f"{d['clip_norm']:g}; 0: no clipping)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seeds the weights and the data (default 0)")
     parser.add_argument("--png", metavar="PATH",
                         help=f"also draw the curves into this PNG file (needs {PLOT_HINT})")

@@ -6,8 +6,6 @@ write a checkpoint every N steps, at the end and on Ctrl-C; `--resume` continues
 where its checkpoint left it (same results as a run that was never stopped).
 sample: generate text from a checkpoint.
 """
-import argparse
-import math
 import os
 import signal
 import sys
@@ -17,6 +15,8 @@ import time
 import numpy as np
 
 from rnnfast import checkpoint, optim
+from rnnfast._cli_types import (non_negative_float, non_negative_int, positive_float,
+                                positive_int)
 from rnnfast._progress import Progress, format_duration
 from rnnfast.charlm import CharRNN, generate, load_model, model_checkpoint
 from rnnfast.streams import TokenStreams
@@ -41,33 +41,6 @@ DEFAULT_LR = {"adam": 3e-3, "adagrad": 0.1, "sgd": 0.5}
 
 # -- argument parsing ------------------------------------------------------------------------
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
-
-
-def _seed(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {value}")
-    return value
-
-
-def _non_negative_float(text):
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0; got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
 
 def configure_train_parser(parser):
     parser.add_argument("text_file", nargs="?", metavar="TEXT_FILE",
@@ -75,53 +48,53 @@ def configure_train_parser(parser):
                              "library, up to 4 million characters). Its last 5%% (at most 50,000 "
                              "characters) is held out for validation.")
     budget = parser.add_argument_group("how long")
-    budget.add_argument("--minutes", type=_non_negative_float, default=None,
+    budget.add_argument("--minutes", type=non_negative_float, default=None,
                         help=f"stop after this many minutes of training (default "
                              f"{DEFAULT_MINUTES:g}, unless --steps is given); 0 = no time limit")
-    budget.add_argument("--steps", type=_positive_int, default=None,
+    budget.add_argument("--steps", type=positive_int, default=None,
                         help="stop when this many steps (chunks) have been trained, counting "
                              "the steps before a --resume; a run limited by steps alone gives "
                              "the same result on every run with the same seed")
     model = parser.add_argument_group("model (fixed for a run; a resumed run keeps its own)")
-    model.add_argument("--hidden-size", dest="hidden_size", type=_positive_int,
+    model.add_argument("--hidden-size", dest="hidden_size", type=positive_int,
                        help=f"hidden units per layer, H (default {RUN_DEFAULTS['hidden_size']})")
-    model.add_argument("--layers", dest="num_layers", type=_positive_int,
+    model.add_argument("--layers", dest="num_layers", type=positive_int,
                        help=f"stacked RNN layers (default {RUN_DEFAULTS['num_layers']})")
-    model.add_argument("--embedding-size", dest="embedding_dim", type=_positive_int,
+    model.add_argument("--embedding-size", dest="embedding_dim", type=positive_int,
                        help=f"size of the character vectors fed to the RNN "
                             f"(default {RUN_DEFAULTS['embedding_dim']})")
     model.add_argument("--nonlinearity", choices=("tanh", "relu"),
                        help="the RNN's activation (default tanh)")
-    model.add_argument("--dropout", type=_non_negative_float,
+    model.add_argument("--dropout", type=non_negative_float,
                        help="dropout between stacked layers, in [0, 1) (default 0)")
     model.add_argument("--dtype", choices=("float32", "float64"),
                        help="precision of parameters and computation (default float32)")
     data = parser.add_argument_group("training")
-    data.add_argument("--seq-len", dest="seq_len", type=_positive_int,
+    data.add_argument("--seq-len", dest="seq_len", type=positive_int,
                       help=f"steps per chunk: how far gradients flow back in truncated BPTT "
                            f"(default {RUN_DEFAULTS['seq_len']}); the hidden state carries on "
                            f"across chunks")
-    data.add_argument("--batch-size", dest="batch_size", type=_positive_int,
+    data.add_argument("--batch-size", dest="batch_size", type=positive_int,
                       help=f"streams read in parallel, each from its own part of the text "
                            f"(default {RUN_DEFAULTS['batch_size']})")
     data.add_argument("--optimizer", choices=tuple(DEFAULT_LR),
                       help="update rule (default adam)")
-    data.add_argument("--lr", type=_positive_float,
+    data.add_argument("--lr", type=positive_float,
                       help="learning rate (default: " + ", ".join(
                           f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + "); may be changed "
                            "on --resume")
-    data.add_argument("--momentum", type=_non_negative_float,
+    data.add_argument("--momentum", type=non_negative_float,
                       help="momentum of sgd (default 0.9)")
-    data.add_argument("--clip-norm", dest="clip_norm", type=_non_negative_float,
+    data.add_argument("--clip-norm", dest="clip_norm", type=non_negative_float,
                       help=f"scale gradients to a global norm of at most this "
                            f"(default {ADJUSTABLE_DEFAULTS['clip_norm']:g}; 0 = off)")
-    data.add_argument("--clip-value", dest="clip_value", type=_non_negative_float,
+    data.add_argument("--clip-value", dest="clip_value", type=non_negative_float,
                       help="clip every gradient entry to [-v, v] (default 0 = off)")
-    data.add_argument("--seed", type=_seed,
+    data.add_argument("--seed", type=non_negative_int,
                       help="seeds the initialisation, dropout and samples (default 0); the same "
                            "seed, settings and --threads give the same run (other thread "
                            "counts round sums differently)")
-    data.add_argument("--threads", type=_positive_int, default=1,
+    data.add_argument("--threads", type=positive_int, default=1,
                       help="threads for the kernels (default 1: on this project's 2-core "
                            "machine a training step ran ~12%% slower on 2 threads, whose "
                            "per-step barriers and NumPy's BLAS threads compete for the cores; "
@@ -130,15 +103,15 @@ def configure_train_parser(parser):
     output.add_argument("--checkpoint", default=None,
                         help=f"where to save (default {DEFAULT_CHECKPOINT}, or the --resume "
                              f"file); written atomically")
-    output.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",
+    output.add_argument("--checkpoint-every", type=positive_int, default=1000, metavar="N",
                         help="also save every N steps (default 1000)")
-    output.add_argument("--eval-every", type=_positive_int, default=500, metavar="N",
+    output.add_argument("--eval-every", type=positive_int, default=500, metavar="N",
                         help="validation loss every N steps (default 500)")
-    output.add_argument("--sample-every", type=_positive_int, default=1000, metavar="N",
+    output.add_argument("--sample-every", type=positive_int, default=1000, metavar="N",
                         help="print a sample every N steps (default 1000)")
-    output.add_argument("--sample-length", type=_positive_int, default=300, metavar="N",
+    output.add_argument("--sample-length", type=positive_int, default=300, metavar="N",
                         help="characters per sample (default 300)")
-    output.add_argument("--temperature", type=_non_negative_float, default=0.8,
+    output.add_argument("--temperature", type=non_negative_float, default=0.8,
                         help="sampling temperature of the printed samples (default 0.8)")
     parser.add_argument("--resume", metavar="CHECKPOINT",
                         help="continue the run saved in CHECKPOINT (model, optimizer, position "
@@ -147,14 +120,14 @@ def configure_train_parser(parser):
 
 def configure_sample_parser(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint of rnnfast train")
-    parser.add_argument("--length", type=_positive_int, default=500,
+    parser.add_argument("--length", type=positive_int, default=500,
                         help="characters to generate (default 500)")
-    parser.add_argument("--temperature", type=_non_negative_float, default=0.8,
+    parser.add_argument("--temperature", type=non_negative_float, default=0.8,
                         help="below 1: safer and more repetitive; above 1: more varied; "
                              "0: always the most likely character (default 0.8)")
     parser.add_argument("--prime", default="",
                         help="text the model reads before generating (default: none)")
-    parser.add_argument("--seed", type=_seed, default=None,
+    parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="seed of the sampling (default: a different sample each time)")
 
 

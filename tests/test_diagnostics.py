@@ -550,7 +550,7 @@ def _importable(name):
     (["--spans", "1,10"], "every span must be at least 2"),
     (["--spans", "10,x"], "expected comma-separated whole numbers"),
     (["--hidden-size", "0"], "must be at least 1"),
-    (["--steps", "-1"], "must be at least 0"),
+    (["--steps", "-1"], "must be an integer >= 0; got -1"),
 ])
 def test_diagnose_rejects_bad_options(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
