@@ -19,8 +19,7 @@ Nothing here prints; ``rnnfast diagnose`` (rnnfast/_diagnose_command.py) is the 
 import numpy as np
 
 from rnnfast import functional
-from rnnfast._validation import (as_float_array, check_choice, check_same_dtype, check_shape,
-                                 check_size)
+from rnnfast._validation import as_float_array, check_choice, check_shape, check_size
 
 __all__ = ["spectral_radius", "largest_singular_value", "jacobian_norms", "saturation",
            "layer_jacobian_norms", "layer_states", "resolve_jacobian_method", "JACOBIAN_METHODS",
@@ -111,23 +110,6 @@ def largest_singular_value(W_hh):
 # --------------------------------------------------------------------------------------------
 # ||dh_T/dh_t||
 # --------------------------------------------------------------------------------------------
-def _check_forward_inputs(x, h0, W_xh, W_hh, b):
-    """The inputs of rnn_forward, validated and converted as rnn_forward does."""
-    x = as_float_array(x, "x", ("T", "B", "D"))
-    W_hh = as_float_array(W_hh, "W_hh", ("H", "H"))
-    W_xh = as_float_array(W_xh, "W_xh", ("H", "D"))
-    h0 = None if h0 is None else as_float_array(h0, "h0", ("B", "H"))
-    b = None if b is None else as_float_array(b, "b", ("H",))
-    check_same_dtype({"x": x, "h0": h0, "W_xh": W_xh, "W_hh": W_hh, "b": b})
-    T, B, D = x.shape
-    H = W_hh.shape[0]
-    check_shape(W_hh, "W_hh", ("H", "H"), (H, H), "(square)")
-    check_shape(W_xh, "W_xh", ("H", "D"), (H, D), "(H from W_hh, D from x)")
-    if h0 is not None:
-        check_shape(h0, "h0", ("B", "H"), (B, H), "(B from x, H from W_hh)")
-    if b is not None:
-        check_shape(b, "b", ("H",), (H,), "(H from W_hh)")
-    return x, h0, W_xh, W_hh, b
 
 
 def resolve_jacobian_method(method, T, B, D, H, n_probes):
@@ -218,7 +200,9 @@ def jacobian_norms(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", method="auto", 
     check_choice(nonlinearity, "nonlinearity", functional.NONLINEARITIES)
     check_choice(method, "method", JACOBIAN_METHODS)
     n_probes = check_size(n_probes, "n_probes")
-    x, h0, W_xh, W_hh, b = _check_forward_inputs(x, h0, W_xh, W_hh, b)
+    # Checked as rnn_forward checks them; copied (contiguous) only once they passed.
+    x, h0, W_xh, W_hh, b = (None if a is None else np.ascontiguousarray(a) for a in
+                            functional.check_forward_inputs(x, h0, W_xh, W_hh, b))
     T, B, D = x.shape
     H = W_hh.shape[0]
     method = resolve_jacobian_method(method, T, B, D, H, n_probes)

@@ -98,27 +98,10 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
     check_choice(backend, "backend", tuple(BACKENDS))
     n_threads = resolve_n_threads(n_threads)
-    # Everything is checked on the arrays as given (views, not copied) before anything is
-    # copied or allocated: a zero-stride view may stand for terabytes.
-    x = float_array(x, "x", _LAYOUTS["x"])
-    W_hh = float_array(W_hh, "W_hh", _LAYOUTS["W_hh"])
-    W_xh = float_array(W_xh, "W_xh", _LAYOUTS["W_xh"])
-    h0 = None if h0 is None else float_array(h0, "h0", _LAYOUTS["h0"])
-    b = None if b is None else float_array(b, "b", _LAYOUTS["b"])
-    dtype = check_same_dtype({"x": x, "h0": h0, "W_xh": W_xh, "W_hh": W_hh, "b": b})
-
+    x, h0, W_xh, W_hh, b = check_forward_inputs(x, h0, W_xh, W_hh, b)
+    dtype = x.dtype
     T, B, D = x.shape
     H = W_hh.shape[0]
-    if T * B > MAX_DIM:  # the kernels' GEMMs run over all T*B rows at once
-        raise ValueError(f"x has T * B = {T} * {B} = {T * B} rows (shape {x.shape}); at most "
-                         f"{MAX_DIM} are supported: split the sequence into chunks")
-    check_shape(W_hh, "W_hh", ("H", "H"), (H, H), "(square)")
-    check_shape(W_xh, "W_xh", ("H", "D"), (H, D), "(H from W_hh, D from x)")
-    if h0 is not None:
-        check_shape(h0, "h0", ("B", "H"), (B, H), "(B from x, H from W_hh)")
-    if b is not None:
-        check_shape(b, "b", ("H",), (H,), "(H from W_hh)")
-
     if lengths is not None:
         lengths = check_lengths(lengths, B, T)
     # At most: copies of every input, out and the reordered x and out, the step matrix, states.
@@ -138,6 +121,32 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     out.flags.writeable = False
     fields = (x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend)
     return out, RNNCache(*fields, _Sealed(saved, fields))
+
+
+def check_forward_inputs(x, h0, W_xh, W_hh, b):
+    """The arrays of an rnn_forward call, checked as rnn_forward checks them: float32/float64,
+    one dtype, matching shapes, T*B rows within BLAS's range. Returned as NumPy arrays but not
+    copied (views as given, maybe non-contiguous): everything is checked before anything is
+    copied or allocated, since a zero-stride view may stand for terabytes.
+    """
+    x = float_array(x, "x", _LAYOUTS["x"])
+    W_hh = float_array(W_hh, "W_hh", _LAYOUTS["W_hh"])
+    W_xh = float_array(W_xh, "W_xh", _LAYOUTS["W_xh"])
+    h0 = None if h0 is None else float_array(h0, "h0", _LAYOUTS["h0"])
+    b = None if b is None else float_array(b, "b", _LAYOUTS["b"])
+    check_same_dtype({"x": x, "h0": h0, "W_xh": W_xh, "W_hh": W_hh, "b": b})
+    T, B, D = x.shape
+    H = W_hh.shape[0]
+    if T * B > MAX_DIM:  # the kernels' GEMMs run over all T*B rows at once
+        raise ValueError(f"x has T * B = {T} * {B} = {T * B} rows (shape {x.shape}); at most "
+                         f"{MAX_DIM} are supported: split the sequence into chunks")
+    check_shape(W_hh, "W_hh", ("H", "H"), (H, H), "(square)")
+    check_shape(W_xh, "W_xh", ("H", "D"), (H, D), "(H from W_hh, D from x)")
+    if h0 is not None:
+        check_shape(h0, "h0", ("B", "H"), (B, H), "(B from x, H from W_hh)")
+    if b is not None:
+        check_shape(b, "b", ("H",), (H,), "(H from W_hh)")
+    return x, h0, W_xh, W_hh, b
 
 
 def rnn_backward(dout, cache, dh_n=None, *, n_threads=None, return_norms=False):
