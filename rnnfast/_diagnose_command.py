@@ -20,6 +20,7 @@ picture (matplotlib, the optional extra `rnnfast[plot]`, imported only then). Th
 command-line layer: it prints.
 """
 import argparse
+import importlib.util
 import math
 import os
 import sys
@@ -481,6 +482,14 @@ def _fmt_mse(value):
 
 # -- the picture -----------------------------------------------------------------------------
 
+def _matplotlib_installed():
+    """Whether matplotlib can be imported, without importing it (a hint does not need its C++
+    modules, which are slow to load and abort under a preloaded ASan runtime)."""
+    if "matplotlib" in sys.modules:
+        return sys.modules["matplotlib"] is not None
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def _figure_class():
     """matplotlib's Figure (drawn with the Agg canvas, no GUI), or None without matplotlib."""
     try:
@@ -795,7 +804,7 @@ def run(args):
                   file=sys.stderr)
             return 2
         print(f"wrote {args.png}")
-    elif _figure_class() is None:
+    elif not _matplotlib_installed():
         print(f"for a picture of these curves: {PLOT_HINT}, then add --png PATH")
     else:
         print("for a picture of these curves, add --png PATH")
