@@ -492,10 +492,7 @@ def test_diagnose_a_checkpoint(char_checkpoint, capsys, tmp_path):
     capsys.readouterr()
     from rnnfast.charlm import load_model
     model, _ = load_model(path)
-    png = tmp_path / "model.png"
     args = ["diagnose", "--checkpoint", str(path), "--spans", "20", "--text", str(text)]
-    if "matplotlib" in sys.modules or _importable("matplotlib"):
-        args += ["--png", str(png)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     rows = [line.split() for line in printed.splitlines() if line.startswith("  layer ")]
@@ -507,8 +504,16 @@ def test_diagnose_a_checkpoint(char_checkpoint, capsys, tmp_path):
     assert "saturation per step" in printed
     assert re.search(r"\|J\| lag 1 .* 10 +19 +per step", printed)  # lags up to T - 1 = 19
     assert "characters the vocabulary lacks" not in printed  # the text is the training text
-    if "--png" in args:
-        assert png.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_diagnose_a_checkpoint_writes_a_png(char_checkpoint, capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    path, text = char_checkpoint
+    png = tmp_path / "model.png"
+    assert main(["diagnose", "--checkpoint", str(path), "--spans", "20", "--text", str(text),
+                 "--png", str(png)]) == 0
+    assert f"wrote {png}" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_diagnose_a_checkpoint_on_text_it_partly_knows(char_checkpoint, capsys, monkeypatch,
