@@ -540,14 +540,6 @@ def test_diagnose_a_checkpoint_on_text_it_does_not_know_uses_its_own(char_checkp
     assert "fewer than 6 characters of the text are in the vocabulary" in printed
 
 
-def _importable(name):
-    try:
-        __import__(name)
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--radii", "0.5,-1"], "a spectral radius must be a finite number > 0; got -1"),
     (["--radii", "0.5,big"], "expected comma-separated spectral radii"),
