@@ -51,6 +51,17 @@ SAME_DTYPE_TOL = {
 }
 GRAD_NAMES = ("dx", "dh0", "dW_xh", "dW_hh", "db")
 
+# Variable-length batches, (T, B, H, lengths): sorted, unsorted, all full, all length one, ties,
+# B beyond a row block of the micro-kernel.
+LENGTH_CASES = [
+    (5, 4, 7, [5, 3, 3, 1]),
+    (5, 4, 7, [2, 5, 1, 4]),
+    (4, 3, 17, [4, 4, 4]),
+    (3, 5, 9, [1, 1, 1, 1, 1]),
+    (6, 9, 33, [6, 1, 5, 2, 6, 3, 4, 4, 2]),
+]
+LENGTH_IDS = ["T{}B{}H{}-{}".format(T, B, H, "".join(map(str, L))) for T, B, H, L in LENGTH_CASES]
+
 
 def assert_close(actual, expected, tol, err_msg=""):
     """Assert actual == expected to a relative tolerance, measured against the array's scale.

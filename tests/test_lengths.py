@@ -6,18 +6,9 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnn_helpers import (FD_EPS, FLOAT32_VS_FLOAT64, GRAD_NAMES, SAME_DTYPE_TOL, TOL,
-                         assert_close, assert_grads_close, make_problem)
+from rnn_helpers import (FD_EPS, FLOAT32_VS_FLOAT64, GRAD_NAMES, LENGTH_CASES, LENGTH_IDS,
+                         SAME_DTYPE_TOL, TOL, assert_close, assert_grads_close, make_problem)
 
-# (T, B, H, lengths): sorted, unsorted, all full, all length one, ties, B beyond a row block.
-CASES = [
-    (5, 4, 7, [5, 3, 3, 1]),
-    (5, 4, 7, [2, 5, 1, 4]),
-    (4, 3, 17, [4, 4, 4]),
-    (3, 5, 9, [1, 1, 1, 1, 1]),
-    (6, 9, 33, [6, 1, 5, 2, 6, 3, 4, 4, 2]),
-]
-CASE_IDS = ["T{}B{}H{}-{}".format(T, B, H, "".join(map(str, L))) for T, B, H, L in CASES]
 
 
 def run(p, lengths, backend, nonlinearity="tanh", n_threads=None):
@@ -26,7 +17,7 @@ def run(p, lengths, backend, nonlinearity="tanh", n_threads=None):
     return out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=n_threads)
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("case", LENGTH_CASES, ids=LENGTH_IDS)
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("optional", [(), ("h0", "dh_n", "b")], ids=["all", "none"])

@@ -20,23 +20,14 @@ from hypothesis import strategies as st
 
 import rnnfast
 from rnnfast import RNN, _cython_backend
-from rnn_helpers import (FD_EPS, FLOAT32_VS_FLOAT64, GRAD_NAMES, PATHS, SAME_DTYPE_TOL, TOL,
-                         assert_close, force_path, make_problem)
+from rnn_helpers import (FD_EPS, FLOAT32_VS_FLOAT64, GRAD_NAMES, LENGTH_CASES, LENGTH_IDS, PATHS,
+                         SAME_DTYPE_TOL, TOL, assert_close, force_path, make_problem)
 
 # (T, B, D, H): the edges T=1, B=1, H=1; hidden sizes with a narrower last column block, one and
 # several whole blocks; batches that use every row group of the micro-kernel (6, 4, 2, 1).
 SHAPES = [(1, 1, 1, 1), (3, 1, 5, 7), (6, 3, 2, 17), (4, 5, 9, 33), (5, 13, 3, 16),
           (2, 7, 3, 40)]
 SHAPE_IDS = ["T{}B{}D{}H{}".format(*s) for s in SHAPES]
-# (T, B, H, lengths): sorted, unsorted, all full, all length one, ties, B beyond a row block.
-LENGTH_CASES = [
-    (5, 4, 7, [5, 3, 3, 1]),
-    (5, 4, 7, [2, 5, 1, 4]),
-    (4, 3, 17, [4, 4, 4]),
-    (3, 5, 9, [1, 1, 1, 1, 1]),
-    (6, 9, 33, [6, 1, 5, 2, 6, 3, 4, 4, 2]),
-]
-LENGTH_IDS = ["T{}B{}H{}-{}".format(T, B, H, "".join(map(str, L))) for T, B, H, L in LENGTH_CASES]
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 
 
