@@ -154,6 +154,23 @@ def test_training_loop_does_not_grow_memory():
     assert losses[-1] < losses[0]  # and it trains
 
 
+def test_truncated_bptt_training_does_not_grow_memory():
+    """The loop of `rnnfast train`: a CharRNN trained by TBPTTTrainer, the state carried across
+    chunks and reset at each of the many epochs the 300 steps run through."""
+    from rnnfast.charlm import CharRNN
+    from rnnfast.streams import TokenStreams
+    from rnnfast.training import TBPTTTrainer
+
+    model = CharRNN(12, hidden_size=24, num_layers=2, embedding_dim=8, dropout=0.1, seed=0)
+    tokens = np.random.default_rng(0).integers(0, 12, 200)
+    trainer = TBPTTTrainer(model, optim.Adam(model.parameters(), lr=3e-3),
+                           TokenStreams(tokens, batch_size=4, seq_len=16))
+
+    grown, top = growth(lambda i: trainer.step(), 300)
+    assert trainer.streams.epoch > 50  # the carried state was dropped and rebuilt many times
+    assert grown <= GROWTH_BYTES, f"{grown} bytes more after 300 steps:\n{top}"
+
+
 def test_the_bound_catches_a_leak_of_one_small_array_per_call(monkeypatch):
     """The tests above would see a leak: with one 1-element array kept per call (planted in
     the backend), 300 calls exceed the bound."""
