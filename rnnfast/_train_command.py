@@ -357,9 +357,10 @@ class _Run:
                     self.save()
             interrupted = stop.requested
             progress.finish(self.elapsed(), self.trainer.steps, fields)
-            if not self.history or self.history[-1]["step"] != self.trainer.steps:
-                if self.trainer.steps > 0 and recent:
-                    val = self.evaluate(float(np.mean(recent)))
+            # The final state's validation loss, unless the last step was just evaluated.
+            evaluated = self.history and self.history[-1]["step"] == self.trainer.steps
+            if recent and not evaluated:
+                self.evaluate(float(np.mean(recent)))
             self.save()
         self.print_summary(chars, interrupted)
         return 0
