@@ -83,22 +83,23 @@ if asan:
 
 
 # C headers the kernels include: an edit to one must recompile them (Cython tracks .pxd/.pxi).
-C_HEADERS = ["rnnfast/_microkernel.h", "rnnfast/_microkernel_impl.h"]
+C_HEADERS = ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/microkernel_impl.h"]
 
 
 def _extension(name, extra_args=(), parallel=True):
     flags = compile_args + list(extra_args) + (openmp if parallel else [])
-    return Extension(f"rnnfast.{name}", [f"rnnfast/{name}.pyx"], include_dirs=["rnnfast"],
+    return Extension(f"rnnfast._kernels.{name}", [f"rnnfast/_kernels/{name}.pyx"],
+                     include_dirs=["rnnfast/_kernels"],
                      extra_compile_args=flags, depends=C_HEADERS,
                      extra_link_args=(openmp if parallel else []) + asan_flags)
 
 
-extensions = [_extension("_blas", parallel=False), _extension("_recurrence")]
+extensions = [_extension("blas", parallel=False), _extension("recurrence")]
 # On x86-64 the kernels are compiled a second time with AVX2 and FMA, which doubles the SIMD
-# width and fuses multiply-adds; rnnfast/_cython_backend.py picks that build at run time when
+# width and fuses multiply-adds; rnnfast/_kernels/backend.py picks that build at run time when
 # the processor has them, so the package stays portable without -march=native.
 if platform.machine().lower() in {"x86_64", "amd64"} and sys.platform != "win32":
-    extensions.append(_extension("_recurrence_avx2", ["-mavx2", "-mfma"]))
+    extensions.append(_extension("recurrence_avx2", ["-mavx2", "-mfma"]))
 
 # Each flavour writes its C files to its own folder: cythonize regenerates C only when the .pyx
 # is newer than the .c, so with one folder a debug build after a release build would silently

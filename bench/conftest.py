@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from rnnfast._bench_command import SUBJECT, import_torch
-from rnnfast._bench_command import machine_info as rnnfast_machine_info
+from rnnfast.cli.bench import SUBJECT, import_torch
+from rnnfast.cli.bench import machine_info as rnnfast_machine_info
 
 try:
     import threadpoolctl

@@ -19,11 +19,11 @@ import time
 import numpy as np
 import pytest
 
-from rnnfast import optim
-from rnnfast._bench_command import import_torch
-from rnnfast.charlm import CharRNN
-from rnnfast.streams import TokenStreams
-from rnnfast.training import TBPTTTrainer
+from rnnfast.train import optim
+from rnnfast.cli.bench import import_torch
+from rnnfast.charlm.model import CharRNN
+from rnnfast.train.streams import TokenStreams
+from rnnfast.train.trainer import TBPTTTrainer
 
 VOCAB, EMBEDDING, BATCH, SEQ_LEN = 163, 64, 32, 64  # rnnfast train's defaults on its corpus
 HIDDEN_SIZES = (128, 256, 512)

@@ -7,7 +7,7 @@ norms: the backward pass alone, without and with return_norms=True, one group pe
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench --benchmark-group-by=group
 
 The problems, the peers and the FLOP count are those of `rnnfast bench`
-(rnnfast/_bench_command.py). Each benchmark's extra_info carries its GFLOP/s; with
+(rnnfast/cli/bench.py). Each benchmark's extra_info carries its GFLOP/s; with
 --benchmark-json, also the speed-up of the Cython backend over it (see conftest.py).
 """
 import time
@@ -15,7 +15,7 @@ import time
 import pytest
 
 import rnnfast
-from rnnfast._bench_command import (DTYPES, IMPLEMENTATIONS, PASSES, SHAPES, SUBJECT, flops,
+from rnnfast.cli.bench import (DTYPES, IMPLEMENTATIONS, PASSES, SHAPES, SUBJECT, flops,
                                     import_torch, make_problem, make_runner)
 
 # The NumPy reference is skipped where one call takes longer than this (measured on the spot,

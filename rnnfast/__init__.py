@@ -4,9 +4,8 @@ The time loop, forward and backprop through time, runs in typed Cython without t
 NumPy reference (rnnfast.reference) follows the textbook equations and checks it.
 """
 from rnnfast.functional import RNNCache, RNNGrads, rnn_backward, rnn_forward
-from rnnfast import optim
-from rnnfast.parts import Embedding, Linear, softmax_cross_entropy
-from rnnfast.rnn import RNN
+from rnnfast.nn import RNN, Embedding, Linear, softmax_cross_entropy
+from rnnfast.train import optim
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 import sys
 
-from rnnfast.cli import main
+from rnnfast.cli.main import main
 
 sys.exit(main())

@@ -8,10 +8,11 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from rnnfast import _cython_backend, reference
-from rnnfast._grads import RNNGrads
-from rnnfast._threads import resolve_n_threads
-from rnnfast._validation import (MAX_DIM, check_allocation, check_bool, check_choice,
+from rnnfast._kernels import backend as _cython_backend
+from rnnfast import reference
+from rnnfast.grads import RNNGrads
+from rnnfast.utils.threads import resolve_n_threads
+from rnnfast.utils.validation import (MAX_DIM, check_allocation, check_bool, check_choice,
                                  check_lengths, check_same_dtype, check_shape, contiguous,
                                  copy_size, float_array, native_dtype, surely_fits)
 

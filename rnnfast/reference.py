@@ -17,8 +17,8 @@ against. Inputs arrive validated by rnnfast.functional.
 """
 import numpy as np
 
-from rnnfast._grads import RNNGrads
-from rnnfast._threads import blas_threads_at_most
+from rnnfast.grads import RNNGrads
+from rnnfast.utils.threads import blas_threads_at_most
 
 
 def _tanh_derivative(h):

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from rnn_helpers import PATHS, force_path  # noqa: E402
-from rnnfast import _cython_backend  # noqa: E402
+from rnnfast._kernels import backend as _cython_backend  # noqa: E402
 
 
 @pytest.fixture(params=PATHS)

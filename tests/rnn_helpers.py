@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from rnnfast import _cython_backend
+from rnnfast._kernels import backend as _cython_backend
 
 # --------------------------------------------------------------------------------------------
 # Tolerances. Each is a relative error, measured against the largest magnitude of the expected

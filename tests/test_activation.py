@@ -1,4 +1,4 @@
-"""The Cython backend's tanh is an approximation (rnnfast/_activation.pxd): hold its stated bound.
+"""The Cython backend's tanh is an approximation (rnnfast/_kernels/activation.pxd): hold its stated bound.
 
 Through the public API: with D = H = 1, W_xh = 1, no bias and h0 = None, one step computes
 a = x exactly, so out = tanh(x) for every x in a batch of many sequences.

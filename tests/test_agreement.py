@@ -77,7 +77,7 @@ def test_float32_matches_float64_reference(shape, nonlinearity, backend):
 def test_path_fixture_reaches_the_backend(B, path, monkeypatch):
     """Forward and backward both ask the switch at call time, so the fixture's choice is the
     one that runs, for B = 1 too (this test fails if the switch is bypassed or cached)."""
-    from rnnfast import _cython_backend
+    from rnnfast._kernels import backend as _cython_backend
 
     forced = _cython_backend.use_blas
     answers = []
@@ -95,7 +95,7 @@ def test_path_fixture_reaches_the_backend(B, path, monkeypatch):
 def test_switch_follows_its_constants(dtype, monkeypatch):
     """Batches from BLAS_MIN_BATCH rows go to BLAS; single sequences never do; a W_hh larger
     than L2_CACHE_BYTES sends steps that would stream it more than once to BLAS."""
-    from rnnfast import _cython_backend
+    from rnnfast._kernels import backend as _cython_backend
 
     min_batch = _cython_backend.BLAS_MIN_BATCH[dtype]
     assert _cython_backend.use_blas(min_batch, 16, dtype)
@@ -165,7 +165,7 @@ def test_weight_gradients_agree_wherever_they_are_computed(shape, dtype, where, 
                                                            monkeypatch):
     """dW_xh and dW_hh come from the kernel's BLAS for small problems and from NumPy's for
     large ones (NUMPY_WEIGHT_GRADS_MIN_FLOPS); both agree with the reference."""
-    from rnnfast import _cython_backend
+    from rnnfast._kernels import backend as _cython_backend
 
     monkeypatch.setattr(_cython_backend, "NUMPY_WEIGHT_GRADS_MIN_FLOPS",
                         0 if where == "numpy" else 2**62)

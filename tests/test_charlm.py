@@ -4,10 +4,10 @@ from checkpoints."""
 import numpy as np
 import pytest
 
-from rnnfast import checkpoint
-from rnnfast.charlm import CharRNN, generate, load_model, model_checkpoint
-from rnnfast.parts import softmax_cross_entropy
-from rnnfast.text import Vocabulary
+from rnnfast.train import checkpoint
+from rnnfast.charlm.model import CharRNN, generate, load_model, model_checkpoint
+from rnnfast.nn.parts import softmax_cross_entropy
+from rnnfast.charlm.text import Vocabulary
 from rnn_helpers import FD_EPS, TOL, assert_close
 
 V, E, H, L, T, B = 6, 3, 4, 2, 5, 3

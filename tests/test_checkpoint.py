@@ -7,8 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from rnnfast import checkpoint
-from rnnfast.checkpoint import CheckpointError
+from rnnfast.train import checkpoint
+from rnnfast.train.checkpoint import CheckpointError
 
 META = {"model": {"hidden_size": 4}, "vocab": "abc", "history": [{"step": 1, "val": 2.5}]}
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from rnnfast import _cython_backend
-from rnnfast.cli import main
+from rnnfast._kernels import backend as _cython_backend
+from rnnfast.cli.main import main
 
 TINY_DEMO = ["-T", "3", "-B", "2", "-D", "2", "-H", "5", "--repeat", "1"]
 
@@ -46,7 +46,7 @@ def test_bench_runs_a_tiny_grid_and_writes_json(tmp_path, capsys):
 
 def _import_kernel_with(env_value):
     env = dict(os.environ, RNNFAST_KERNEL=env_value)
-    code = "import rnnfast._cython_backend as c; print(c.KERNEL)"
+    code = "import rnnfast._kernels.backend as c; print(c.KERNEL)"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
 

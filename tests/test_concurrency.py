@@ -3,7 +3,7 @@
 The same calls made from 2, 4 or 8 threads of a ThreadPoolExecutor, with separate data per call
 and shared read-only weights, give bit-identical results to those calls made one after another:
 on every step path (micro-kernel, BLAS, each compiled build), with n_threads=1 and 2 per call.
-And the BLAS thread cap (rnnfast._threads.blas_threads_at_most), one process-wide setting that
+And the BLAS thread cap (rnnfast.utils.threads.blas_threads_at_most), one process-wide setting that
 overlapping calls raise and lower, holds while any call needs it and is restored after the last.
 """
 import itertools
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnnfast import _cython_backend, _threads
+from rnnfast._kernels import backend as _cython_backend
+from rnnfast.utils import threads as _threads
 from rnn_helpers import GRAD_NAMES, PATHS, force_path, make_problem
 
 WORKERS = [2, 4, 8]

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnnfast import diagnostics, reference
-from rnnfast import _diagnose_command as command
-from rnnfast.cli import main
+from rnnfast.diagnostics import gradient_flow as diagnostics
+from rnnfast import reference
+from rnnfast.cli import diagnose as command
+from rnnfast.cli.main import main
 from rnn_helpers import FD_EPS, TOL, assert_close, make_problem
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -490,7 +491,7 @@ def char_checkpoint(tmp_path_factory):
 def test_diagnose_a_checkpoint(char_checkpoint, capsys, tmp_path):
     path, text = char_checkpoint
     capsys.readouterr()
-    from rnnfast.charlm import load_model
+    from rnnfast.charlm.model import load_model
     model, _ = load_model(path)
     args = ["diagnose", "--checkpoint", str(path), "--spans", "20", "--text", str(text)]
     assert main(args) == 0

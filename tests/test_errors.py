@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnnfast import _cython_backend, reference
+from rnnfast._kernels import backend as _cython_backend
+from rnnfast import reference
 from rnn_helpers import make_problem
 
 T, B, D, H = 4, 3, 2, 5

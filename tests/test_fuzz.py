@@ -33,8 +33,8 @@ from hypothesis import assume, event, given, note, settings
 from hypothesis import strategies as st
 
 import rnnfast
-from rnnfast import optim
-from rnnfast._validation import MAX_DIM, memory_limit
+from rnnfast.train import optim
+from rnnfast.utils.validation import MAX_DIM, memory_limit
 from rnn_helpers import GRAD_NAMES, PATHS, SAME_DTYPE_TOL, assert_close, force_path, make_problem
 
 

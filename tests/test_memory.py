@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnnfast import _cython_backend, optim
+from rnnfast._kernels import backend as _cython_backend
+from rnnfast.train import optim
 from rnn_helpers import PATHS, force_path, make_problem
 
 SLACK_BYTES = 64 * 1024  # Python objects, NumPy array headers, tracemalloc's own records
@@ -157,9 +158,9 @@ def test_training_loop_does_not_grow_memory():
 def test_truncated_bptt_training_does_not_grow_memory():
     """The loop of `rnnfast train`: a CharRNN trained by TBPTTTrainer, the state carried across
     chunks and reset at each of the many epochs the 300 steps run through."""
-    from rnnfast.charlm import CharRNN
-    from rnnfast.streams import TokenStreams
-    from rnnfast.training import TBPTTTrainer
+    from rnnfast.charlm.model import CharRNN
+    from rnnfast.train.streams import TokenStreams
+    from rnnfast.train.trainer import TBPTTTrainer
 
     model = CharRNN(12, hidden_size=24, num_layers=2, embedding_dim=8, dropout=0.1, seed=0)
     tokens = np.random.default_rng(0).integers(0, 12, 200)

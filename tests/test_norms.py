@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rnnfast
-from rnnfast import RNN, _cython_backend
+from rnnfast import RNN
+from rnnfast._kernels import backend as _cython_backend
 from rnn_helpers import (FD_EPS, FLOAT32_VS_FLOAT64, GRAD_NAMES, LENGTH_CASES, LENGTH_IDS, PATHS,
                          SAME_DTYPE_TOL, TOL, assert_close, force_path, make_problem)
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from rnnfast.optim import SGD, Adagrad, Adam, clip_grad_norm, clip_grad_value
+from rnnfast.train.optim import SGD, Adagrad, Adam, clip_grad_norm, clip_grad_value
 from rnn_helpers import assert_close
 
 # Tolerances (relative, against the largest magnitude, floored at 1: see assert_close).

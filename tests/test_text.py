@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from rnnfast.streams import TokenStreams
-from rnnfast.text import (Vocabulary, default_corpus, read_text, split_tail,
+from rnnfast.train.streams import TokenStreams
+from rnnfast.charlm.text import (Vocabulary, default_corpus, read_text, split_tail,
                           unigram_cross_entropy)
 
 

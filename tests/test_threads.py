@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnnfast import _cython_backend
+from rnnfast._kernels import backend as _cython_backend
 from rnn_helpers import (
     FLOAT32_VS_FLOAT64,
     GRAD_NAMES,

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from rnnfast import checkpoint, cli
+from rnnfast.train import checkpoint
+from rnnfast import cli
 
 SMALL = ["--hidden-size", "12", "--embedding-size", "5", "--batch-size", "4", "--seq-len", "8",
          "--eval-every", "3", "--sample-every", "4", "--sample-length", "20"]

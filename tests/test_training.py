@@ -4,11 +4,11 @@ gradient or update stops training with the step and tensor, and runs are reprodu
 import numpy as np
 import pytest
 
-from rnnfast.charlm import CharRNN
-from rnnfast.optim import SGD, Adam
-from rnnfast.parts import softmax_cross_entropy
-from rnnfast.streams import TokenStreams
-from rnnfast.training import NonFiniteError, TBPTTTrainer, evaluate
+from rnnfast.charlm.model import CharRNN
+from rnnfast.train.optim import SGD, Adam
+from rnnfast.nn.parts import softmax_cross_entropy
+from rnnfast.train.streams import TokenStreams
+from rnnfast.train.trainer import NonFiniteError, TBPTTTrainer, evaluate
 from rnn_helpers import FD_EPS, TOL, assert_close
 
 V, H, E = 5, 4, 3

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 import rnnfast
-from rnnfast._cli_types import positive_float, positive_int
+from rnnfast.cli.arguments import positive_float, positive_int
 
 # ------------------------------------------------------------------------------------------------
 # The grid

@@ -1,4 +1,4 @@
-/* The body of _microkernel.h, included once per element type RNNFAST_T (vector RNNFAST_V;
+/* The body of microkernel.h, included once per element type RNNFAST_T (vector RNNFAST_V;
  * RNNFAST_N, the vector of RNNFAST_T that converts to a vector of doubles, for sums of squares). */
 
 #define RNNFAST_LANES (RNNFAST_VECTOR_BYTES / sizeof(RNNFAST_T))  /* elements per vector */

@@ -27,7 +27,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from rnnfast._validation import FLOAT_DTYPES, check_allocation, check_keys, may_overlap_itself
+from rnnfast.utils.validation import FLOAT_DTYPES, check_allocation, check_keys, may_overlap_itself
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adam", "clip_grad_value", "clip_grad_norm"]
 

@@ -10,16 +10,16 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from rnnfast import _recurrence
-from rnnfast._grads import RNNGrads
-from rnnfast._threads import available_cores, blas_threads_at_most
+from rnnfast._kernels import recurrence as _recurrence
+from rnnfast.grads import RNNGrads
+from rnnfast.utils.threads import available_cores, blas_threads_at_most
 
 
 def _kernel_builds():
     """The compiled builds of the kernels that this machine can run, by name."""
     builds = {"baseline": _recurrence}
     try:
-        from rnnfast import _recurrence_avx2
+        from rnnfast._kernels import recurrence_avx2 as _recurrence_avx2
     except ImportError:  # not built: a platform other than x86-64
         pass
     else:

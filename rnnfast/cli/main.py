@@ -15,7 +15,9 @@ import time
 
 import numpy as np
 
-from rnnfast import _bench_command, _diagnose_command, _train_command
+from rnnfast.cli import bench as _bench_command
+from rnnfast.cli import diagnose as _diagnose_command
+from rnnfast.cli import train as _train_command
 from rnnfast.functional import BACKENDS, NONLINEARITIES, rnn_backward, rnn_forward
 
 COMMANDS = ("demo", "train", "sample", "bench", "diagnose")

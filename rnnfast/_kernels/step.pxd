@@ -1,15 +1,15 @@
 # One time step of the recurrence, C = finish(init + X @ M): the register-blocked micro-kernel
-# (rnnfast/_microkernel.h) for small steps and the BLAS path for large ones. A backward step can
+# (rnnfast/_kernels/microkernel.h) for small steps and the BLAS path for large ones. A backward step can
 # also measure each row of init + X @ M (the gradient dL/dh_t, before act') on its way to finish:
 # its sum of squares goes to squares[row] (squares NULL: no measuring, no cost).
 from cython cimport floating
 from libc.string cimport memcpy
 
-from rnnfast._activation cimport Epilogue, finish
-from rnnfast._blas cimport gemm
+from rnnfast._kernels.activation cimport Epilogue, finish
+from rnnfast._kernels.blas cimport gemm
 
 
-cdef extern from "_microkernel.h" nogil:
+cdef extern from "microkernel.h" nogil:
     # A block row is two vectors of this many bytes (32 with AVX, else 16).
     const Py_ssize_t VECTOR_BYTES "RNNFAST_VECTOR_BYTES"
     # C[r, :width] = init[r, :width] + X[r] @ M[:, :width] for 6, 4, 2 or 1 rows; see the header.

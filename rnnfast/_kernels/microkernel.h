@@ -6,7 +6,7 @@
  * clang vector types pin that blocking down: left to the auto-vectoriser, the same loop written
  * in Cython kept its accumulators in registers for float but spilled them to the stack for
  * double (9 against 32 GFLOP/s). The build compiles this header twice, for the baseline
- * instruction set and for AVX2 + FMA (rnnfast/_recurrence_avx2.pyx), where each vector
+ * instruction set and for AVX2 + FMA (rnnfast/_kernels/recurrence_avx2.pyx), where each vector
  * multiply-add is one instruction. Other compilers get the plain loops below, same results
  * up to rounding.
  *
@@ -49,7 +49,7 @@ typedef float rnnfast_vf32_half __attribute__((vector_size(RNNFAST_VECTOR_BYTES 
 #define RNNFAST_V rnnfast_vf32
 #define RNNFAST_N rnnfast_vf32_half
 #define RNNFAST_NAME(name) name##_f32
-#include "_microkernel_impl.h"
+#include "microkernel_impl.h"
 #undef RNNFAST_T
 #undef RNNFAST_V
 #undef RNNFAST_N
@@ -59,7 +59,7 @@ typedef float rnnfast_vf32_half __attribute__((vector_size(RNNFAST_VECTOR_BYTES 
 #define RNNFAST_V rnnfast_vf64
 #define RNNFAST_N rnnfast_vf64
 #define RNNFAST_NAME(name) name##_f64
-#include "_microkernel_impl.h"
+#include "microkernel_impl.h"
 #undef RNNFAST_T
 #undef RNNFAST_V
 #undef RNNFAST_N

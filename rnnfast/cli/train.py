@@ -14,15 +14,16 @@ import time
 
 import numpy as np
 
-from rnnfast import checkpoint, optim
-from rnnfast._cli_types import (non_negative_float, non_negative_int, positive_float,
+from rnnfast.train import checkpoint
+from rnnfast.train import optim
+from rnnfast.cli.arguments import (non_negative_float, non_negative_int, positive_float,
                                 positive_int)
-from rnnfast._progress import Progress, format_duration
-from rnnfast.charlm import CharRNN, generate, load_model, model_checkpoint
-from rnnfast.streams import TokenStreams
-from rnnfast.text import (Vocabulary, default_corpus, fingerprint, read_text, split_tail,
+from rnnfast.cli.progress import Progress, format_duration
+from rnnfast.charlm.model import CharRNN, generate, load_model, model_checkpoint
+from rnnfast.train.streams import TokenStreams
+from rnnfast.charlm.text import (Vocabulary, default_corpus, fingerprint, read_text, split_tail,
                           unigram_cross_entropy)
-from rnnfast.training import NonFiniteError, TBPTTTrainer, evaluate
+from rnnfast.train.trainer import NonFiniteError, TBPTTTrainer, evaluate
 
 DEFAULT_CHECKPOINT = "rnnfast-charlm.npz"
 DEFAULT_MINUTES = 2.0

@@ -1,10 +1,10 @@
 """The recurrence kernels, compiled for the baseline instruction set of the platform.
 
-See _recurrence_impl.pxi for what they compute; rnnfast/_cython_backend.py chooses between this
-module and _recurrence_avx2 by what the processor supports.
+See recurrence_impl.pxi for what they compute; rnnfast/_kernels/backend.py chooses between this
+module and recurrence_avx2 by what the processor supports.
 """
 
-include "_recurrence_impl.pxi"
+include "recurrence_impl.pxi"
 
 
 cdef extern from *:

@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-from rnnfast.optim import clip_grad_norm, clip_grad_value
-from rnnfast.parts import softmax_cross_entropy
-from rnnfast.streams import TokenStreams
+from rnnfast.train.optim import clip_grad_norm, clip_grad_value
+from rnnfast.nn.parts import softmax_cross_entropy
+from rnnfast.train.streams import TokenStreams
 
 __all__ = ["NonFiniteError", "TBPTTTrainer", "evaluate"]
 

@@ -11,7 +11,7 @@ input in place between a layer's ``forward`` and ``backward``.
 """
 import numpy as np
 
-from rnnfast._validation import (as_int_array, check_allocation, check_float_dtype,
+from rnnfast.utils.validation import (as_int_array, check_allocation, check_float_dtype,
                                  check_shape, check_size, contiguous, copy_size, float_array,
                                  load_parameters, native_dtype, random_generator)
 

@@ -19,7 +19,7 @@ Nothing here prints; ``rnnfast diagnose`` (rnnfast/_diagnose_command.py) is the 
 import numpy as np
 
 from rnnfast import functional
-from rnnfast._validation import as_float_array, check_choice, check_shape, check_size
+from rnnfast.utils.validation import as_float_array, check_choice, check_shape, check_size
 
 __all__ = ["spectral_radius", "largest_singular_value", "jacobian_norms", "saturation",
            "layer_jacobian_norms", "layer_states", "resolve_jacobian_method", "JACOBIAN_METHODS",
@@ -276,7 +276,7 @@ def _layer_runs(rnn, x, h0):
     """Run ``rnn`` without dropout, layer by layer: a list, for every (layer, direction), of
     (layer, direction, the arguments of rnn_forward that direction ran with (its input in its
     own time order), its states (in its own time order))."""
-    from rnnfast.rnn import RNN  # the layers sit above this module's functional base
+    from rnnfast.nn.rnn import RNN  # the layers sit above this module's functional base
 
     if not isinstance(rnn, RNN):
         raise TypeError(f"rnn must be an rnnfast.RNN; got {type(rnn).__name__}")

@@ -9,8 +9,8 @@ import numbers
 
 import numpy as np
 
-from rnnfast._threads import resolve_n_threads
-from rnnfast._validation import (check_allocation, check_bool, check_choice, check_float_dtype,
+from rnnfast.utils.threads import resolve_n_threads
+from rnnfast.utils.validation import (check_allocation, check_bool, check_choice, check_float_dtype,
                                  check_lengths, check_shape, check_size, contiguous, copy_size,
                                  float_array, load_parameters, native_dtype, random_generator)
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward

@@ -10,11 +10,11 @@ import numbers
 
 import numpy as np
 
-from rnnfast import checkpoint
-from rnnfast._validation import as_float_array, check_float_dtype, check_size, load_parameters
-from rnnfast.parts import Embedding, Linear
-from rnnfast.rnn import RNN
-from rnnfast.text import Vocabulary
+from rnnfast.train import checkpoint
+from rnnfast.utils.validation import as_float_array, check_float_dtype, check_size, load_parameters
+from rnnfast.nn.parts import Embedding, Linear
+from rnnfast.nn.rnn import RNN
+from rnnfast.charlm.text import Vocabulary
 
 __all__ = ["CharRNN", "generate", "model_checkpoint", "load_model"]
 

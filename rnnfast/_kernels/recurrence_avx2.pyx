@@ -1,6 +1,6 @@
 """The recurrence kernels, compiled with AVX2 and FMA (x86-64 only; chosen at run time).
 
-See _recurrence_impl.pxi for what they compute.
+See recurrence_impl.pxi for what they compute.
 """
 
-include "_recurrence_impl.pxi"
+include "recurrence_impl.pxi"

@@ -1,5 +1,5 @@
-# The recurrence kernels, included by _recurrence.pyx (built for the baseline instruction set)
-# and _recurrence_avx2.pyx (built with AVX2 and FMA): one source, two compilations.
+# The recurrence kernels, included by recurrence.pyx (built for the baseline instruction set)
+# and recurrence_avx2.pyx (built with AVX2 and FMA): one source, two compilations.
 #
 # They are a whole forward pass and a whole backward pass, each one call
 # without the GIL.
@@ -11,22 +11,22 @@
 #     da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t)
 # then the weight gradients, dx and dh0 as single GEMMs over all T*B rows. On request it also
 # measures norms[t, b] = ||dout_t + da_{t+1} @ W_hh|| (= ||dL/dh_t||) for each row, in the step's
-# epilogue, before the multiply by act' (rnnfast/_step.pxd, finish_rows).
+# epilogue, before the multiply by act' (rnnfast/_kernels/step.pxd, finish_rows).
 #
 # Both steps are "C = finish(init + X @ M)" with M = W_hh^T forward and M = W_hh backward, so
-# one micro-kernel and one BLAS path (rnnfast/_step.pxd) serve both directions. M is a scratch
+# one micro-kernel and one BLAS path (rnnfast/_kernels/step.pxd) serve both directions. M is a scratch
 # copy whose rows are zero-padded to a multiple of COLUMN_PAD, so the micro-kernel always reads
 # whole column blocks; for the micro-kernel it is also packed in column panels. Nothing here allocates, validates or touches a Python object: the caller
-# (rnnfast/_cython_backend.py) allocated and checked everything.
+# (rnnfast/_kernels/backend.py) allocated and checked everything.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
-from rnnfast._activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue, FORWARD_RELU,
+from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue, FORWARD_RELU,
                                   FORWARD_TANH)
-from rnnfast._blas cimport gemm
-from rnnfast._step cimport (VECTOR_BYTES, blas_step, block_columns, finish_rows, small_step,
+from rnnfast._kernels.blas cimport gemm
+from rnnfast._kernels.step cimport (VECTOR_BYTES, blas_step, block_columns, finish_rows, small_step,
                             small_step_block)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.

@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from rnnfast._validation import as_int_array, check_size
+from rnnfast.utils.validation import as_int_array, check_size
 
 __all__ = ["TokenStreams"]
 

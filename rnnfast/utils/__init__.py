@@ -1,0 +1,1 @@
+"""What every layer of the package uses: input checks (validation) and thread counts (threads)."""
