@@ -6,7 +6,7 @@ import pytest
 
 from rnnfast.train import checkpoint
 from rnnfast.charlm.model import CharRNN, generate, load_model, model_checkpoint
-from rnnfast.nn.parts import softmax_cross_entropy
+from rnnfast.nn import softmax_cross_entropy
 from rnnfast.charlm.text import Vocabulary
 from rnn_helpers import FD_EPS, TOL, assert_close
 
@@ -126,10 +126,12 @@ VOCAB = Vocabulary("abcdef")
 
 def test_greedy_generation_equals_argmax_of_the_whole_sequence():
     """Generating one character at a time carries the state correctly: reading the prime and
-    the generated text as one sequence predicts each generated character as its argmax."""
+    the generated text as one sequence predicts each generated character as its argmax. The
+    result starts with the prime (as `rnnfast sample` prints it)."""
     model = tiny_model()
     text = generate(model, VOCAB, 12, prime="abca", temperature=0)
-    ids = VOCAB.encode("abca" + text)
+    assert text.startswith("abca") and len(text) == 4 + 12
+    ids = VOCAB.encode(text)
     logits, _ = model.forward(ids[:-1].reshape(-1, 1))
     predicted = np.argmax(logits[:, 0], axis=1)[3:]
     assert np.array_equal(predicted, ids[4:])
@@ -138,10 +140,13 @@ def test_greedy_generation_equals_argmax_of_the_whole_sequence():
 def test_generation_is_seeded_and_restores_training_mode():
     model = tiny_model(dropout=0.5)
     a = generate(model, VOCAB, 40, prime="ab", temperature=1.0, seed=7)
-    assert model.rnn.training  # dropout was off while sampling, on again after
+    assert model.training and model.rnn.training  # dropout was off while sampling, on after
     b = generate(model, VOCAB, 40, prime="ab", temperature=1.0, seed=7)
     c = generate(model, VOCAB, 40, prime="ab", temperature=1.0, seed=8)
-    assert a == b and len(a) == 40 and set(a) <= set(VOCAB.chars)
+    assert a == b and len(a) == 2 + 40 and set(a) <= set(VOCAB.chars)
+    model.eval()
+    generate(model, VOCAB, 5, prime="ab", seed=7)
+    assert not model.training and not model.rnn.training  # evaluation mode is kept too
     assert a != c
 
 

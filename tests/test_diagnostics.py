@@ -202,7 +202,7 @@ def test_auto_is_exact_for_small_problems_and_probes_for_large_ones():
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"method": "svd"}, ValueError, "method must be one of 'auto', 'exact', 'probes'"),
-    ({"n_probes": 0}, ValueError, "n_probes must be between 1"),
+    ({"n_probes": 0}, ValueError, "n_probes must be an integer from 1 to"),
     ({"n_probes": 2.5}, TypeError, "n_probes must be an int"),
     ({"nonlinearity": "sigmoid"}, ValueError, "nonlinearity must be one of"),
 ])

@@ -9,7 +9,7 @@ size names one dimension only.
 import numpy as np
 import pytest
 
-from rnnfast.nn.parts import Embedding, Linear, softmax_cross_entropy
+from rnnfast.nn import Embedding, Linear, softmax_cross_entropy
 from rnn_helpers import FD_EPS, TOL, assert_close
 
 T, B, H, O, V, E = 3, 2, 4, 5, 7, 3

@@ -265,3 +265,59 @@ def test_lengths_are_validated():
     rnn = RNN(3, 4, dtype=np.float64)
     with pytest.raises(ValueError, match="lengths"):
         rnn.forward(np.zeros((5, 2, 3)), lengths=[6, 1])
+
+
+# -- one direction's weights and runs ----------------------------------------------------------
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_direction_weights_are_the_layers_own_arrays_under_torchs_names(config):
+    """direction_weights(l, d) is what direction d of layer l runs with: running rnn_forward on
+    them reproduces that direction's states, and writing into W_hh changes the layer."""
+    import rnnfast
+
+    rnn = make_rnn(config)
+    x, h0 = make_inputs(rnn)
+    runs = rnn.direction_runs(x, h0)
+    assert [(layer, d) for layer, d, _, _ in runs] == [
+        (layer, d) for layer in range(rnn.num_layers) for d in range(rnn.num_directions)]
+    params = rnn.parameters()
+    for layer, direction, args, out in runs:
+        W_xh, W_hh, b = rnn.direction_weights(layer, direction)
+        suffix = "_reverse" if direction else ""
+        assert W_xh is params[f"weight_ih_l{layer}{suffix}"]
+        assert W_hh is params[f"weight_hh_l{layer}{suffix}"]
+        if rnn.bias:
+            assert_close(b, params[f"bias_ih_l{layer}{suffix}"]
+                         + params[f"bias_hh_l{layer}{suffix}"], 0)
+        else:
+            assert b is None
+        expected, _ = rnnfast.rnn_forward(args[0], args[1], W_xh, W_hh, b,
+                                          nonlinearity=rnn.nonlinearity)
+        assert_close(out, expected, TOL["float64"])
+    _, W_hh, _ = rnn.direction_weights(rnn.num_layers - 1, rnn.num_directions - 1)
+    W_hh[...] = 0.0
+    suffix = "_reverse" if rnn.bidirectional else ""
+    assert not params[f"weight_hh_l{rnn.num_layers - 1}{suffix}"].any()
+
+
+def test_direction_runs_leave_the_state_for_backward_and_the_mode_alone():
+    """A diagnostic run between a forward and its backward pass changes nothing of either."""
+    rnn = RNN(3, 4, num_layers=2, dtype=np.float64, seed=0)
+    x = np.random.default_rng(2).standard_normal((5, 2, 3))
+    out, _ = rnn.forward(x)
+    expected = rnn.backward(np.ones_like(out))[0]
+    rnn.forward(x)
+    rnn.direction_runs(x[:3, :1])  # another shape: its caches must not be kept
+    assert rnn.training
+    assert_close(rnn.backward(np.ones_like(out))[0], expected, 0)
+    rnn.eval()
+    rnn.direction_runs(x)
+    assert not rnn.training
+
+
+@pytest.mark.parametrize("layer, direction, error", [(2, 0, ValueError), (0, 1, ValueError),
+                                                     (-1, 0, ValueError), (0.5, 0, TypeError)])
+def test_direction_weights_reject_a_layer_or_direction_the_rnn_does_not_have(layer, direction,
+                                                                             error):
+    with pytest.raises(error, match="layer|direction"):
+        RNN(3, 4, num_layers=2).direction_weights(layer, direction)

@@ -6,9 +6,9 @@ import pytest
 
 from rnnfast.charlm.model import CharRNN
 from rnnfast.train.optim import SGD, Adam
-from rnnfast.nn.parts import softmax_cross_entropy
+from rnnfast.nn import softmax_cross_entropy
 from rnnfast.train.streams import TokenStreams
-from rnnfast.train.trainer import NonFiniteError, TBPTTTrainer, evaluate
+from rnnfast.train import NonFiniteError, TBPTTTrainer, evaluate
 from rnn_helpers import FD_EPS, TOL, assert_close
 
 V, H, E = 5, 4, 3

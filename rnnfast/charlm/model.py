@@ -2,24 +2,22 @@
 
     ids (T, B) -> Embedding -> x (T, B, E) -> RNN -> h (T, B, H) -> Linear -> logits (T, B, V)
 
-trained with softmax cross-entropy against the next character (rnnfast.training). Parameters are
+trained with softmax cross-entropy against the next character (rnnfast.train). Parameters are
 named "<part>.<name>" ("embedding.weight", "rnn.weight_hh_l0", "output.bias"), like the state
 dict of the equivalent torch module with submodules embedding, rnn and output.
 """
-import numbers
-
 import numpy as np
 
-from rnnfast.train import checkpoint
-from rnnfast.utils.validation import as_float_array, check_float_dtype, check_size, load_parameters
-from rnnfast.nn.parts import Embedding, Linear
-from rnnfast.nn.rnn import RNN
 from rnnfast.charlm.text import Vocabulary
+from rnnfast.nn import RNN, Composite, Embedding, Linear
+from rnnfast.train import checkpoint
+from rnnfast.utils.validation import (as_float_array, check_float_dtype, check_real, check_size,
+                                      random_generator)
 
 __all__ = ["CharRNN", "generate", "model_checkpoint", "load_model"]
 
 
-class CharRNN:
+class CharRNN(Composite):
     """A character-level (or any token-level) RNN language model.
 
     Parameters
@@ -36,7 +34,7 @@ class CharRNN:
     dropout : float
         Dropout between RNN layers, in training mode (as torch.nn.RNN).
     dtype : float32 or float64
-    seed : int or None
+    seed : int, numpy Generator or None
         Seeds the initialisation of every part and the dropout masks.
     n_threads : int or None
         Threads for the RNN kernels (None: every core).
@@ -55,11 +53,8 @@ class CharRNN:
             "dropout": dropout,
             "dtype": check_float_dtype(dtype).name,
         }
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"seed must be an int or None; got {type(seed).__name__} {seed!r}")
         # One independent generator per part, so each part's draws do not depend on the others'.
-        embedding_rng, rnn_rng, output_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+        embedding_rng, rnn_rng, output_rng = random_generator(seed).spawn(3)
         c = self.config
         self.embedding = Embedding(c["vocab_size"], c["embedding_dim"], dtype=c["dtype"],
                                    seed=embedding_rng)
@@ -80,29 +75,6 @@ class CharRNN:
     def state_shape(self):
         """The shape of the hidden state for one sequence: (num_layers, H)."""
         return (self.config["num_layers"], self.config["hidden_size"])
-
-    # -- parameters --------------------------------------------------------------------------
-
-    def parameters(self):
-        """name -> array (the model's own arrays, which an optimizer updates in place)."""
-        return {f"{part}.{name}": array for part in self.PARTS
-                for name, array in getattr(self, part).parameters().items()}
-
-    def state_dict(self):
-        """name -> a copy of each parameter."""
-        return {name: array.copy() for name, array in self.parameters().items()}
-
-    def load_state_dict(self, state):
-        """Copy parameters in from ``state`` (the keys and shapes of ``state_dict()``; float
-        values, cast to the model's dtype). Nothing is loaded if anything does not match."""
-        load_parameters(self.parameters(), state)
-
-    def train(self, mode=True):
-        self.rnn.train(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
 
     # -- passes ------------------------------------------------------------------------------
 
@@ -135,8 +107,7 @@ class CharRNN:
         dh = self.output.backward(dlogits)
         dx, _ = self.rnn.backward(dh)
         self.embedding.backward(dx)
-        return {f"{part}.{name}": grad for part in self.PARTS
-                for name, grad in getattr(self, part).grads.items()}
+        return self.grads
 
     def initial_state(self, batch_size):
         """Zeros of shape (num_layers, B, H)."""
@@ -192,7 +163,8 @@ def load_model(source, n_threads=None):
 
 
 def generate(model, vocab, length, *, prime="", temperature=1.0, seed=None, h0=None):
-    """Sample text from a language model, one character at a time.
+    """Sample text from a language model, one character at a time: the prime, then ``length``
+    characters drawn from the model after it (``rnnfast sample`` prints the same).
 
     Parameters
     ----------
@@ -202,9 +174,10 @@ def generate(model, vocab, length, *, prime="", temperature=1.0, seed=None, h0=N
     length : int
         Characters to generate (after the prime).
     prime : str
-        Text the model reads first (its characters must be in the vocabulary). Empty: the first
-        character is drawn from the model's prediction after a zero state and a random
-        character of the vocabulary.
+        Text the model reads first (its characters must be in the vocabulary); the result
+        starts with it. Empty: the first character is drawn from the model's prediction after
+        a zero state and a random character of the vocabulary (which is not part of the
+        result).
     temperature : float
         Divides the logits before the softmax: below 1 sharper (more likely, more repetitive),
         above 1 flatter (more varied, more errors). 0 takes the most likely character.
@@ -214,7 +187,7 @@ def generate(model, vocab, length, *, prime="", temperature=1.0, seed=None, h0=N
     Returns
     -------
     str
-        The generated characters (without the prime).
+        ``prime`` followed by the ``length`` generated characters.
     """
     if not isinstance(vocab, Vocabulary):
         raise TypeError(f"vocab must be a Vocabulary; got {type(vocab).__name__}")
@@ -222,15 +195,14 @@ def generate(model, vocab, length, *, prime="", temperature=1.0, seed=None, h0=N
         raise ValueError(f"vocab has {len(vocab)} characters but the model was built for "
                          f"vocab_size = {model.config['vocab_size']}")
     length = check_size(length, "length")
-    if not isinstance(temperature, numbers.Real) or not 0 <= temperature < np.inf:
-        raise ValueError(f"temperature must be a finite number >= 0; got {temperature!r}")
+    temperature = check_real(temperature, "temperature", 0.0)
     if not isinstance(prime, str):
         raise TypeError(f"prime must be a str; got {type(prime).__name__}")
-    rng = np.random.default_rng(seed)
+    rng = random_generator(seed)
     state = model.initial_state(1) if h0 is None else as_float_array(h0, "h0", ("L", "B", "H"))
     ids = vocab.encode(prime, "prime") if prime else rng.integers(len(vocab), size=1)
 
-    was_training = model.rnn.training
+    was_training = model.training
     model.eval()
     try:
         logits, state = model.forward(ids.reshape(-1, 1), state)
@@ -240,7 +212,7 @@ def generate(model, vocab, length, *, prime="", temperature=1.0, seed=None, h0=N
             logits, state = model.forward(generated[i:i + 1].reshape(1, 1), state)
     finally:
         model.train(was_training)
-    return vocab.decode(generated)
+    return prime + vocab.decode(generated)
 
 
 def _draw(logits, temperature, rng):

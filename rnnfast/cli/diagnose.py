@@ -36,7 +36,7 @@ from rnnfast.diagnostics import gradient_flow as diagnostics
 from rnnfast.train import optim
 from rnnfast.cli.arguments import (non_negative_float, non_negative_int, positive_float,
                                 positive_int)
-from rnnfast.nn.parts import Linear
+from rnnfast.nn import Linear
 from rnnfast.nn.rnn import RNN
 
 # Everything the defaults and --quick set, option by option (an explicit option wins).
@@ -600,7 +600,7 @@ class CheckpointReport:
 
 def _diagnose_model(model, ids, warm, T):
     """The measurements on a CharRNN over ids (warm + T + 1, B)."""
-    from rnnfast.nn.parts import softmax_cross_entropy
+    from rnnfast.nn import softmax_cross_entropy
 
     from rnnfast.charlm.model import CharRNN
 
@@ -614,7 +614,7 @@ def _diagnose_model(model, ids, warm, T):
     inputs = model.embedding.forward(ids[warm:warm + T])
     layers = []
     method = None
-    for layer, direction, args, out in diagnostics._layer_runs(rnn, inputs, h0):
+    for layer, direction, args, out in rnn.direction_runs(inputs, h0):
         jacobian, method = _jacobian_curve(*args, rnn.nonlinearity, rnn.n_threads)
         W_hh = args[3]
         layers.append({

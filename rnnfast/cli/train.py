@@ -23,7 +23,7 @@ from rnnfast.charlm.model import CharRNN, generate, load_model, model_checkpoint
 from rnnfast.train.streams import TokenStreams
 from rnnfast.charlm.text import (Vocabulary, default_corpus, fingerprint, read_text, split_tail,
                           unigram_cross_entropy)
-from rnnfast.train.trainer import NonFiniteError, TBPTTTrainer, evaluate
+from rnnfast.train import NonFiniteError, TBPTTTrainer, evaluate
 
 DEFAULT_CHECKPOINT = "rnnfast-charlm.npz"
 DEFAULT_MINUTES = 2.0
@@ -283,12 +283,12 @@ class _Run:
         sys.stdout.flush()
 
     def sample(self, label):
-        text = generate(self.model, self.vocab, self.args.sample_length,
-                        prime="\n" if "\n" in self.vocab.chars else "",
+        prime = "\n" if "\n" in self.vocab.chars else ""  # start as at the start of a line
+        text = generate(self.model, self.vocab, self.args.sample_length, prime=prime,
                         temperature=self.args.temperature,
-                        seed=[self.settings["seed"], self.trainer.steps])
+                        seed=np.random.default_rng([self.settings["seed"], self.trainer.steps]))
         print(f"----- sample {label} (temperature {self.args.temperature:g}) -----")
-        print(text)
+        print(text[len(prime):])
         print("-----", flush=True)
 
     # -- state --
@@ -401,5 +401,5 @@ def run_sample(args):
     except (checkpoint.CheckpointError, ValueError) as exc:
         print(f"rnnfast sample: error: {exc}", file=sys.stderr)
         return 2
-    print(args.prime + text)
+    print(text)
     return 0

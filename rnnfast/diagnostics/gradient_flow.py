@@ -14,11 +14,12 @@ W_hh (``spectral_radius``, ``largest_singular_value``) and the derivative of the
 ``layer_jacobian_norms`` and ``layer_states`` do the same for each layer of an ``rnnfast.RNN``.
 See docs/gradient-flow.md for the math, measured curves and what helps.
 
-Nothing here prints; ``rnnfast diagnose`` (rnnfast/_diagnose_command.py) is the command line.
+Nothing here prints; ``rnnfast diagnose`` (rnnfast/cli/diagnose.py) is the command line.
 """
 import numpy as np
 
 from rnnfast import functional
+from rnnfast.nn import RNN
 from rnnfast.utils.validation import as_float_array, check_choice, check_shape, check_size
 
 __all__ = ["spectral_radius", "largest_singular_value", "jacobian_norms", "saturation",
@@ -273,48 +274,10 @@ def saturation(out, nonlinearity="tanh", *, per_sequence=False):
 # The layers of an rnnfast.RNN
 # --------------------------------------------------------------------------------------------
 def _layer_runs(rnn, x, h0):
-    """Run ``rnn`` without dropout, layer by layer: a list, for every (layer, direction), of
-    (layer, direction, the arguments of rnn_forward that direction ran with (its input in its
-    own time order), its states (in its own time order))."""
-    from rnnfast.nn.rnn import RNN  # the layers sit above this module's functional base
-
+    """``rnn.direction_runs(x, h0)``, for an ``rnnfast.RNN`` only."""
     if not isinstance(rnn, RNN):
         raise TypeError(f"rnn must be an rnnfast.RNN; got {type(rnn).__name__}")
-    x = as_float_array(x, "x", ("B", "T", "D") if rnn.batch_first else ("T", "B", "D"))
-    if x.dtype != rnn.dtype:
-        raise TypeError(f"x must have the layer's dtype, {rnn.dtype}; got {x.dtype}")
-    if rnn.batch_first:
-        x = np.ascontiguousarray(x.transpose(1, 0, 2))
-    T, B, D = x.shape
-    if D != rnn.input_size:
-        raise ValueError(f"x must have input_size = {rnn.input_size} features; got {D} "
-                         f"(shape {x.shape})")
-    H, L, N = rnn.hidden_size, rnn.num_layers, rnn.num_directions
-    if h0 is not None:
-        h0 = as_float_array(h0, "h0", ("L", "B", "H"))
-        check_shape(h0, "h0", ("num_layers * num_directions", "B", "H"), (L * N, B, H),
-                    "(B from x)")
-        if h0.dtype != rnn.dtype:
-            raise TypeError(f"h0 must have the layer's dtype, {rnn.dtype}; got {h0.dtype}")
-    params = rnn.parameters()
-    runs = []
-    layer_input = x
-    for layer in range(L):
-        outputs = []
-        for direction, suffix in enumerate(["", "_reverse"][:N]):
-            inputs = layer_input[::-1] if direction else layer_input
-            b = None
-            if rnn.bias:
-                b = params[f"bias_ih_l{layer}{suffix}"] + params[f"bias_hh_l{layer}{suffix}"]
-            args = (np.ascontiguousarray(inputs), None if h0 is None else h0[layer * N + direction],
-                    params[f"weight_ih_l{layer}{suffix}"], params[f"weight_hh_l{layer}{suffix}"],
-                    b)
-            out, _ = functional.rnn_forward(*args, nonlinearity=rnn.nonlinearity,
-                                            n_threads=rnn.n_threads)
-            runs.append((layer, direction, args, out))
-            outputs.append(out[::-1] if direction else out)
-        layer_input = outputs[0] if N == 1 else np.concatenate(outputs, axis=2)
-    return runs
+    return rnn.direction_runs(x, h0)
 
 
 def layer_states(rnn, x, h0=None):

@@ -5,17 +5,27 @@ Each (layer, direction) is one call of the functional kernels (rnnfast.functiona
 direction runs the same kernels on the time-reversed sequence (with `lengths`, each sequence is
 reversed within its own length, as PyTorch's packed sequences do).
 """
-import numbers
-
 import numpy as np
 
-from rnnfast.utils.threads import resolve_n_threads
-from rnnfast.utils.validation import (check_allocation, check_bool, check_choice, check_float_dtype,
-                                 check_lengths, check_shape, check_size, contiguous, copy_size,
-                                 float_array, load_parameters, native_dtype, random_generator)
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
+from rnnfast.nn.module import Module
+from rnnfast.utils.threads import resolve_n_threads
+from rnnfast.utils.validation import (check_allocation, check_bool, check_choice,
+                                      check_float_dtype, check_int, check_lengths, check_real,
+                                      check_shape, check_size, contiguous, copy_size, float_array,
+                                      random_generator)
 
-__all__ = ["RNN"]
+__all__ = ["RNN", "parameter_names"]
+
+PARAMETER_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def parameter_names(layer, direction):
+    """The names of one direction's parameters, as torch.nn.RNN names them: kind -> name, e.g.
+    {"weight_ih": "weight_ih_l1_reverse", "weight_hh": "weight_hh_l1_reverse", ...} for
+    layer 1, direction 1 (the reverse one)."""
+    suffix = "_reverse" if direction else ""
+    return {kind: f"{kind}_l{layer}{suffix}" for kind in PARAMETER_KINDS}
 
 
 class _Steps:
@@ -50,7 +60,7 @@ class _Steps:
         return out[0]
 
 
-class RNN:
+class RNN(Module):
     """A multi-layer Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), as torch.nn.RNN.
 
     Parameters
@@ -89,21 +99,15 @@ class RNN:
         self.hidden_size = check_size(hidden_size, "hidden_size")
         self.num_layers = check_size(num_layers, "num_layers")
         self.nonlinearity = check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
-        if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, numbers.Real):
-            raise TypeError(f"dropout must be a number in [0, 1); got {type(dropout).__name__} "
-                            f"{dropout!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
+        self.dropout = check_real(dropout, "dropout", 0.0, 1.0)
         self.dtype = check_float_dtype(dtype)
         self.bias = check_bool(bias, "bias")
         self.batch_first = check_bool(batch_first, "batch_first")
-        self.dropout = float(dropout)
         self.bidirectional = check_bool(bidirectional, "bidirectional")
         self.num_directions = 2 if self.bidirectional else 1
         if n_threads is not None:
             resolve_n_threads(n_threads)  # checked now; kept as given (None: every core)
         self.n_threads = n_threads
-        self.training = True
         self.rng = random_generator(seed)
         self._check_parameter_memory()
         self._params = self._initial_parameters()
@@ -112,9 +116,6 @@ class RNN:
 
     # -- parameters --------------------------------------------------------------------------
 
-    def _suffixes(self):
-        return ["", "_reverse"][: self.num_directions]
-
     def _layer_input_size(self, layer):
         return self.input_size if layer == 0 else self.hidden_size * self.num_directions
 
@@ -122,12 +123,13 @@ class RNN:
         H = self.hidden_size
         shapes = {}
         for layer in range(self.num_layers):
-            for suffix in self._suffixes():
-                shapes[f"weight_ih_l{layer}{suffix}"] = (H, self._layer_input_size(layer))
-                shapes[f"weight_hh_l{layer}{suffix}"] = (H, H)
+            for direction in range(self.num_directions):
+                names = parameter_names(layer, direction)
+                shapes[names["weight_ih"]] = (H, self._layer_input_size(layer))
+                shapes[names["weight_hh"]] = (H, H)
                 if self.bias:
-                    shapes[f"bias_ih_l{layer}{suffix}"] = (H,)
-                    shapes[f"bias_hh_l{layer}{suffix}"] = (H,)
+                    shapes[names["bias_ih"]] = (H,)
+                    shapes[names["bias_hh"]] = (H,)
         return shapes
 
     def _check_parameter_memory(self):
@@ -151,28 +153,25 @@ class RNN:
         return {name: self.rng.uniform(-bound, bound, shape).astype(self.dtype)
                 for name, shape in self._shapes().items()}
 
-    def parameters(self):
-        """The parameter arrays by name (the layer's own arrays: update them in place)."""
-        return self._params
+    def direction_weights(self, layer, direction=0):
+        """The weights one direction of one layer runs with: (W_xh, W_hh, b), the arguments of
+        ``rnn_forward``.
 
-    def state_dict(self):
-        """Copies of the parameters by name, as torch.nn.RNN names them."""
-        return {name: array.copy() for name, array in self._params.items()}
+        W_xh (H, D or num_directions * H) and W_hh (H, H) are the layer's own arrays
+        (``weight_ih_l{layer}``, ``weight_hh_l{layer}``, with "_reverse" for direction 1):
+        writing into them changes the layer. b (H,) is the sum bias_ih + bias_hh, a new array,
+        or None without bias.
+        """
+        layer = check_int(layer, "layer", low=0, high=self.num_layers - 1)
+        direction = check_int(direction, "direction", low=0, high=self.num_directions - 1)
+        return self._weights(layer, direction)
 
-    def load_state_dict(self, state):
-        """Copy parameters in from ``state`` (name -> array-like), e.g. a torch.nn.RNN state dict
-        converted to NumPy. Names and shapes must match exactly; real values (floats or
-        integers) are cast to the layer's dtype. Nothing is loaded when anything is wrong."""
-        load_parameters(self._params, state)
-
-    def train(self, mode=True):
-        """Training mode (dropout on) or, with mode=False, evaluation mode."""
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        """Evaluation mode: no dropout."""
-        return self.train(False)
+    def _weights(self, layer, direction):
+        names = parameter_names(layer, direction)
+        b = None
+        if self.bias:
+            b = self._params[names["bias_ih"]] + self._params[names["bias_hh"]]
+        return self._params[names["weight_ih"]], self._params[names["weight_hh"]], b
 
     # -- forward -----------------------------------------------------------------------------
 
@@ -198,8 +197,7 @@ class RNN:
         # Checked as given (not copied) first: see functional.rnn_forward.
         x_layout = ("B", "T", "D") if self.batch_first else ("T", "B", "D")
         x = float_array(x, "x", x_layout)
-        if native_dtype(x) != self.dtype:
-            raise TypeError(f"x must have the layer's dtype, {self.dtype}; got {x.dtype}")
+        self._check_dtype(x, "x")
         T, B, D = (x.shape[1], x.shape[0], x.shape[2]) if self.batch_first else x.shape
         if D != self.input_size:
             raise ValueError(f"x must have input_size = {self.input_size} features; got {D} "
@@ -209,8 +207,7 @@ class RNN:
             h0 = float_array(h0, "h0", ("L", "B", "H"))
             check_shape(h0, "h0", ("num_layers * num_directions", "B", "H"),
                         (states, B, self.hidden_size), "(B from x)")
-            if native_dtype(h0) != self.dtype:
-                raise TypeError(f"h0 must have the layer's dtype, {self.dtype}; got {h0.dtype}")
+            self._check_dtype(h0, "h0")
         if lengths is not None:
             lengths = check_lengths(lengths, B, T)
         x_copy = (("a contiguous copy of x (T, B, D)", (T, B, D), self.dtype) if self.batch_first
@@ -229,11 +226,11 @@ class RNN:
         caches, masks, h_n = [], [], []
         for layer in range(self.num_layers):
             outputs = []
-            for direction, suffix in enumerate(self._suffixes()):
+            for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
                 reverse = direction == 1
                 out, cache = self._run_direction(layer_input, None if h0 is None else h0[index],
-                                                 layer, suffix, steps, reverse)
+                                                 layer, direction, steps)
                 outputs.append(out)
                 caches.append(cache)
                 h_n.append(steps.first_states(out) if reverse else steps.last_states(out))
@@ -278,20 +275,49 @@ class RNN:
             buffers.append(("out in (B, T, num_directions * H)", (B, T, width), self.dtype))
         return buffers
 
-    def _bias(self, layer, suffix):
-        if not self.bias:
-            return None
-        return self._params[f"bias_ih_l{layer}{suffix}"] + self._params[f"bias_hh_l{layer}{suffix}"]
-
-    def _run_direction(self, layer_input, h0, layer, suffix, steps, reverse):
+    def _run_direction(self, layer_input, h0, layer, direction, steps):
         """Run one direction of one layer; returns its states in time order and its cache."""
+        reverse = direction == 1
         if reverse:
             layer_input = steps.reverse(layer_input)
-        out, cache = rnn_forward(layer_input, h0, self._params[f"weight_ih_l{layer}{suffix}"],
-                                 self._params[f"weight_hh_l{layer}{suffix}"],
-                                 self._bias(layer, suffix), nonlinearity=self.nonlinearity,
-                                 n_threads=self.n_threads, lengths=steps.lengths)
+        out, cache = rnn_forward(layer_input, h0, *self._weights(layer, direction),
+                                 nonlinearity=self.nonlinearity, n_threads=self.n_threads,
+                                 lengths=steps.lengths)
         return (steps.reverse(out) if reverse else out), cache
+
+    def direction_runs(self, x, h0=None):
+        """Run the layer in evaluation mode (no dropout) and return what each direction of
+        each layer ran on, for diagnostics that look at one recurrence at a time.
+
+        Parameters
+        ----------
+        x, h0
+            As in ``forward`` (no ``lengths``).
+
+        Returns
+        -------
+        list of (layer, direction, args, out), for every layer and direction in order
+            ``args`` = (x, h0, W_xh, W_hh, b): the arguments of ``rnn_forward`` that direction
+            ran with, its input (T, B, D or num_directions * H) in its own time order (reversed
+            for direction 1); ``out`` (T, B, H): its states, in the same order.
+
+        The state kept for ``backward`` and the training mode are left as they were.
+        """
+        saved, training = self._saved, self.training
+        self.training = False
+        try:
+            self.forward(x, h0)
+            caches = self._saved[0]
+        finally:
+            self._saved, self.training = saved, training
+        runs = []
+        for layer in range(self.num_layers):
+            for direction in range(self.num_directions):
+                cache = caches[layer * self.num_directions + direction]
+                b = self._weights(layer, direction)[2]
+                runs.append((layer, direction, (cache.x, cache.h0, cache.W_xh, cache.W_hh, b),
+                             cache.out))
+        return runs
 
     # -- backward ----------------------------------------------------------------------------
 
@@ -339,9 +365,8 @@ class RNN:
             check_shape(dh_n, "dh_n", ("num_layers * num_directions", "B", "H"), (states, B, H),
                         "(the shape of h_n)")
         for name, array in (("dout", dout), ("dh_n", dh_n)):
-            if array is not None and native_dtype(array) != self.dtype:
-                raise TypeError(f"{name} must have the layer's dtype, {self.dtype}; "
-                                f"got {array.dtype}")
+            if array is not None:
+                self._check_dtype(array, name)
         dout_copy = (("a contiguous copy of dout (T, B, num_directions * H)", (T, B, width),
                       self.dtype) if self.batch_first else copy_size(dout, "dout", dout_layout))
         dh_n_copy = None if dh_n is None else copy_size(dh_n, "dh_n", ("L", "B", "H"))
@@ -359,7 +384,8 @@ class RNN:
             if masks[layer] is not None:
                 d_output = d_output * masks[layer]
             d_input = None
-            for direction, suffix in enumerate(self._suffixes()):
+            for direction in range(self.num_directions):
+                names = parameter_names(layer, direction)
                 index = layer * self.num_directions + direction
                 d_states = d_output[:, :, direction * H:(direction + 1) * H]
                 reverse = direction == 1
@@ -376,11 +402,11 @@ class RNN:
                 dx = steps.reverse(layer_grads.dx) if reverse else layer_grads.dx
                 d_input = dx if d_input is None else d_input + dx
                 dh0[index] = layer_grads.dh0
-                grads[f"weight_ih_l{layer}{suffix}"] = layer_grads.dW_xh
-                grads[f"weight_hh_l{layer}{suffix}"] = layer_grads.dW_hh
+                grads[names["weight_ih"]] = layer_grads.dW_xh
+                grads[names["weight_hh"]] = layer_grads.dW_hh
                 if self.bias:  # b = b_ih + b_hh: both receive the gradient of b
-                    grads[f"bias_ih_l{layer}{suffix}"] = layer_grads.db
-                    grads[f"bias_hh_l{layer}{suffix}"] = layer_grads.db.copy()
+                    grads[names["bias_ih"]] = layer_grads.db
+                    grads[names["bias_hh"]] = layer_grads.db.copy()
             d_output = d_input
         self.grads = grads
         dx = d_output

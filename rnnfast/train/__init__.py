@@ -1,7 +1,11 @@
-"""Training: optimizers and gradient clipping (optim), token streams for truncated BPTT
-(streams), the TBPTT trainer (trainer) and atomic checkpoints (checkpoint)."""
+"""Training: optimizers and gradient clipping (optim), one checked update of the parameters
+(update), token streams for truncated BPTT (streams), the TBPTT trainer (trainer) and atomic
+checkpoints (checkpoint)."""
 from rnnfast.train import checkpoint, optim
+from rnnfast.train.checkpoint import CheckpointError
 from rnnfast.train.streams import TokenStreams
-from rnnfast.train.trainer import NonFiniteError, TBPTTTrainer, evaluate
+from rnnfast.train.trainer import TBPTTTrainer, evaluate
+from rnnfast.train.update import NonFiniteError, apply_gradients, check_loss
 
-__all__ = ["optim", "checkpoint", "TokenStreams", "TBPTTTrainer", "NonFiniteError", "evaluate"]
+__all__ = ["optim", "checkpoint", "CheckpointError", "TokenStreams", "TBPTTTrainer", "evaluate",
+           "NonFiniteError", "apply_gradients", "check_loss"]

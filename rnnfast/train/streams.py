@@ -10,11 +10,9 @@ epoch ends and reading starts again at the segment starts (with a fresh state).
     chunk k: rows b = 0..B-1 read tokens[start_b + k*T : start_b + (k+1)*T] (inputs) and the same
              shifted by one (targets)
 """
-import numbers
-
 import numpy as np
 
-from rnnfast.utils.validation import as_int_array, check_size
+from rnnfast.utils.validation import as_int_array, check_int, check_size, unwrap_scalar
 
 __all__ = ["TokenStreams"]
 
@@ -97,8 +95,4 @@ class TokenStreams:
 def _int_entry(state, key):
     if key not in state:
         raise ValueError(f"state is missing the key {key!r}")
-    value = state[key]
-    value = value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"state[{key!r}] must be an int; got {type(value).__name__}")
-    return int(value)
+    return check_int(unwrap_scalar(state[key], f"state[{key!r}]"), f"state[{key!r}]")

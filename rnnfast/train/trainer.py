@@ -1,23 +1,17 @@
 """Training a language model with truncated backpropagation through time (TBPTT).
 
-Each step reads the next chunk of every stream (rnnfast.streams), runs the model from the state
+Each step reads the next chunk of every stream (rnnfast.train.streams), runs the model from the state
 the previous chunk ended in, and backpropagates through this chunk only: the carried state is a
 constant of the step, so the gradient stops at the boundary. Memory and time per step are
 bounded by the chunk, however long the stream.
 """
-import math
-
 import numpy as np
 
-from rnnfast.train.optim import clip_grad_norm, clip_grad_value
-from rnnfast.nn.parts import softmax_cross_entropy
+from rnnfast.nn import softmax_cross_entropy
 from rnnfast.train.streams import TokenStreams
+from rnnfast.train.update import apply_gradients, check_loss
 
-__all__ = ["NonFiniteError", "TBPTTTrainer", "evaluate"]
-
-
-class NonFiniteError(FloatingPointError):
-    """Training produced NaN or inf; the message says at which step and in which tensor."""
+__all__ = ["TBPTTTrainer", "evaluate"]
 
 
 class TBPTTTrainer:
@@ -27,7 +21,8 @@ class TBPTTTrainer:
     ----------
     model : CharRNN
         Anything with forward(ids, h0) -> (logits, h_n), backward(dlogits) -> grads,
-        parameters() and initial_state(B).
+        parameters(), initial_state(B), train(mode), eval() and training (an
+        ``rnnfast.nn.Composite`` of token layers).
     optimizer : rnnfast.optim.Optimizer
         Built on ``model.parameters()``.
     streams : TokenStreams
@@ -70,22 +65,10 @@ class TBPTTTrainer:
         with np.errstate(over="ignore", invalid="ignore"):
             logits, h_n = self.model.forward(inputs, self.state)
             loss, dlogits = softmax_cross_entropy(logits, targets)
-            if not math.isfinite(loss):
-                raise NonFiniteError(f"step {step}: the loss is {loss} ("
-                                     f"{_first_non_finite(self.model.parameters(), 'parameter')})")
+            check_loss(loss, step, self.model.parameters())
             grads = self.model.backward(dlogits)
-            if self.clip_value is not None:
-                clip_grad_value(grads, self.clip_value)
-            norm = clip_grad_norm(grads, math.inf if self.clip_norm is None else self.clip_norm)
-            if not math.isfinite(norm):
-                raise NonFiniteError(f"step {step}: the gradient norm is {norm} "
-                                     f"({_first_non_finite(grads, 'gradient')})")
-            self.optimizer.step(grads)
-        params = self.model.parameters()
-        if not all(np.isfinite(p).all() for p in params.values()):
-            raise NonFiniteError(f"step {step}: the optimizer's update overflowed ("
-                                 f"{_first_non_finite(params, 'parameter')}); the learning rate "
-                                 f"is too large")
+        norm = apply_gradients(self.optimizer, self.model.parameters(), grads, step,
+                               clip_norm=self.clip_norm, clip_value=self.clip_value)
         self.state = h_n
         self.steps = step
         self.last_grad_norm = norm
@@ -110,15 +93,6 @@ class TBPTTTrainer:
         self.state = carried.astype(expected.dtype)
 
 
-def _first_non_finite(arrays, kind):
-    for name, array in arrays.items():
-        bad = ~np.isfinite(array)
-        if bad.any():
-            return (f"{kind} {name} has {int(bad.sum())} non-finite entries of {array.size}, "
-                    f"first {array.flat[int(np.argmax(bad))]}")
-    return f"every {kind} is finite"
-
-
 def evaluate(model, tokens, *, batch_size=16, seq_len=256):
     """Mean cross-entropy of the next token over ``tokens``, in nats per token.
 
@@ -127,7 +101,7 @@ def evaluate(model, tokens, *, batch_size=16, seq_len=256):
     stream is predicted once.
     """
     streams = TokenStreams(tokens, min(batch_size, len(tokens) - 1), seq_len)
-    was_training = model.rnn.training
+    was_training = model.training
     model.eval()
     try:
         state, total, count = model.initial_state(streams.batch_size), 0.0, 0

@@ -5,9 +5,10 @@ the big GEMMs run in BLAS, whose own thread pool is set through threadpoolctl, o
 caller asks for fewer threads than BLAS would use: the default (all cores) costs nothing.
 """
 import functools
-import operator
 import os
 import threading
+
+from rnnfast.utils.validation import check_int
 
 _controller = None  # threadpoolctl's controllers of the loaded BLAS libraries, on first use
 
@@ -25,16 +26,7 @@ def resolve_n_threads(n_threads):
     """n_threads as a positive int; None means every available core."""
     if n_threads is None:
         return available_cores()
-    if isinstance(n_threads, bool):
-        raise TypeError(f"n_threads must be a positive int or None; got {n_threads!r}")
-    try:
-        n = operator.index(n_threads)
-    except TypeError:
-        raise TypeError(f"n_threads must be a positive int or None; "
-                        f"got {type(n_threads).__name__} {n_threads!r}") from None
-    if n < 1:
-        raise ValueError(f"n_threads must be at least 1; got {n}")
-    return n
+    return check_int(n_threads, "n_threads", low=1)
 
 
 def _blas_libraries():

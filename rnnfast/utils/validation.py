@@ -1,6 +1,8 @@
 """Checks at the API edge. The kernels run without bounds checks, so everything is checked here,
 once, with messages that name the argument, what was expected and what was given."""
 import functools
+import math
+import numbers
 import operator
 import os
 from collections.abc import Mapping
@@ -113,6 +115,9 @@ def check_same_dtype(named_arrays):
     return dtypes.pop()
 
 
+# ---------------------------------------------------------------------------------------------
+# Scalars: the one set of checks every module uses for its int, real, bool and seed arguments.
+# ---------------------------------------------------------------------------------------------
 def check_bool(value, name):
     """Return value as a bool if it is one (Python's or NumPy's), else raise TypeError naming it.
 
@@ -125,30 +130,85 @@ def check_bool(value, name):
     return bool(value)
 
 
-def check_size(value, name):
-    """Return value as an int >= 1, or raise TypeError/ValueError naming it."""
+def int_range_text(low=None, high=None):
+    """How check_int words its range: "an integer >= 1", "an integer from 1 to 9"."""
+    if low is not None and high is not None:
+        return f"an integer from {low} to {high}"
+    if low is not None:
+        return f"an integer >= {low}"
+    return "an integer" if high is None else f"an integer <= {high}"
+
+
+def check_int(value, name, low=None, high=None):
+    """Return value as a Python int in [low, high] (None: no bound), or raise naming it.
+
+    TypeError unless value is an integer (Python's or NumPy's; bools are not); ValueError when
+    it is out of range.
+    """
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int; got {value!r}")
     try:
-        size = operator.index(value)
+        number = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}") from None
-    if not 1 <= size <= MAX_DIM:
-        raise ValueError(f"{name} must be between 1 and {MAX_DIM}; got {size}")
-    return size
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ValueError(f"{name} must be {int_range_text(low, high)}; got {number}")
+    return number
+
+
+def check_size(value, name):
+    """Return value as an int from 1 to MAX_DIM (a dimension BLAS can take), or raise."""
+    return check_int(value, name, low=1, high=MAX_DIM)
+
+
+def real_range_text(low=-math.inf, high=math.inf, include_low=True, include_high=False):
+    """How check_real words its range: "a finite number > 0", "a number in [0, 1)"."""
+    if high == math.inf and not include_high:
+        if low == -math.inf:
+            return "a finite number"
+        return f"a finite number {'>=' if include_low else '>'} {low:g}"
+    if high == math.inf:
+        return f"a number {'>=' if include_low else '>'} {low:g} (inf allowed)"
+    return (f"a number in {'[' if include_low else '('}{low:g}, {high:g}"
+            f"{']' if include_high else ')'}")
+
+
+def check_real(value, name, low=-math.inf, high=math.inf, include_low=True, include_high=False):
+    """Return value as a Python float in the range from low to high, or raise naming it.
+
+    The bounds are included or not as include_low and include_high say; the defaults accept
+    every finite number (NaN and -inf never pass; inf only where high is inf and include_high).
+    TypeError unless value is a real number (Python's or NumPy's; bools are not).
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
+    number = float(value)
+    above = (number >= low if include_low else number > low) and number != -math.inf
+    below = number <= high if include_high else number < high
+    if not (above and below):
+        text = real_range_text(low, high, include_low, include_high)
+        raise ValueError(f"{name} must be {text}; got {number!r}")
+    return number
+
+
+def check_seed(seed, allow_generator=True):
+    """Return seed if it is None, an int >= 0 or (with allow_generator) a numpy Generator, else
+    raise TypeError/ValueError naming it (NumPy's seed sequences take no negative numbers)."""
+    if seed is None or (allow_generator and isinstance(seed, np.random.Generator)):
+        return seed
+    kinds = "an int, None or a numpy.random.Generator" if allow_generator else "an int or None"
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be {kinds}; got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0; got {seed}")
+    return int(seed)
 
 
 def random_generator(seed):
     """np.random.Generator from an int seed >= 0, None (fresh entropy) or a Generator (used as
     is), or raise TypeError/ValueError naming seed."""
-    if seed is None or isinstance(seed, np.random.Generator):
-        return np.random.default_rng(seed)
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, None or a numpy.random.Generator; "
-                        f"got {type(seed).__name__} {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0; got {seed}")
-    return np.random.default_rng(seed)
+    seed = check_seed(seed)
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def check_float_dtype(dtype):
@@ -192,6 +252,21 @@ def as_int_array(value, name, layout):
             raise ValueError(f"{name} has {label} = 0 (shape {array.shape}); every dimension "
                              f"must be at least 1")
     return array
+
+
+def check_index_range(array, name, upper, upper_name, where=None):
+    """Raise ValueError, naming the first bad value and its position, unless every entry of the
+    integer array lies in [0, upper) (upper_name says what upper is, for the message).
+
+    Only the positions where ``where`` is True are checked (all when where is None).
+    """
+    bad = (array < 0) | (array >= upper)
+    if where is not None:
+        bad &= where
+    if bad.any():
+        position = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
+        raise ValueError(f"{name} must lie in [0, {upper_name}) = [0, {upper}); got "
+                         f"{array[position]} at position {position}")
 
 
 def check_lengths(lengths, B, T):
@@ -334,6 +409,65 @@ def may_overlap_itself(array):
     return False
 
 
+def unwrap_scalar(value, name):
+    """A Python scalar from value, which may be one already, a NumPy scalar or a 0-d array (what
+    np.load gives back for a scalar saved with np.savez); TypeError naming it for a larger
+    array."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 0:
+            raise TypeError(f"{name} must be a scalar; got an array of shape {value.shape}")
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def check_entries(state, shapes, label, kinds="fiu",
+                  kind_text="real numbers (a float or integer dtype)"):
+    """The arrays ``state[key]`` for every key of ``shapes`` (key -> expected shape), each
+    converted with np.asarray (not copied) and checked: a dtype of one of the NumPy ``kinds``
+    and the expected shape. For state dicts, which are checked in full before anything is
+    loaded. ``label`` names the mapping in messages.
+
+    Raises ValueError if an entry cannot be converted or has another shape, TypeError if its
+    dtype is of another kind.
+    """
+    arrays = {}
+    for key, shape in shapes.items():
+        try:
+            array = np.asarray(state[key])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{label}[{key!r}] could not be converted to an array: "
+                             f"{exc}") from None
+        if array.dtype.kind not in kinds:
+            raise TypeError(f"{label}[{key!r}] must hold {kind_text}; got {array.dtype}")
+        if array.shape != shape:
+            raise ValueError(f"{label}[{key!r}] must have shape {shape}; got {array.shape}")
+        arrays[key] = array
+    return arrays
+
+
+def check_writable_float_arrays(arrays, label, action):
+    """dict name -> array of ``arrays``, each checked to be a writable float32/float64 ndarray
+    (``action``: what is done to it in place, for the messages)."""
+    checked = {}
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"{label}[{name!r}] must be a NumPy array (it is {action} in place); "
+                            f"got {type(array).__name__}")
+        if array.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{label}[{name!r}] must have dtype float32 or float64 (native byte "
+                            f"order); got {array.dtype}")
+        if not array.flags.writeable:
+            raise ValueError(f"{label}[{name!r}] is read-only; it is {action} in place")
+        if may_overlap_itself(array):  # each element would be updated once per alias
+            raise ValueError(f"{label}[{name!r}] has elements that share memory (strides "
+                             f"{array.strides} for shape {array.shape}, as np.broadcast_to or "
+                             f"as_strided make); it is {action} in place, element by element")
+        checked[name] = array
+    return checked
+
+
 def load_parameters(params, state):
     """Copy ``state`` (name -> array-like) into the arrays of ``params`` (name -> ndarray), in
     place, as torch's load_state_dict does: exactly the same keys and shapes, real values (float
@@ -347,19 +481,8 @@ def load_parameters(params, state):
         raise TypeError(f"state_dict must be a mapping of parameter names to arrays; "
                         f"got {type(state).__name__}")
     check_keys(state, params, "state_dict")
-    arrays = {}
-    for name, param in params.items():
-        try:
-            array = np.asarray(state[name])
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"state_dict[{name!r}] could not be converted to an array: "
-                             f"{exc}") from None
-        if array.dtype.kind not in "fiu":
-            raise TypeError(f"state_dict[{name!r}] must hold real numbers (a float or integer "
-                            f"dtype, cast to the parameter's {param.dtype}); got {array.dtype}")
-        if array.shape != param.shape:
-            raise ValueError(f"state_dict[{name!r}] must have shape {param.shape}; got "
-                             f"{array.shape}")
-        arrays[name] = array
+    arrays = check_entries(state, {name: param.shape for name, param in params.items()},
+                           "state_dict", kind_text=f"real numbers (a float or integer dtype, "
+                                                   f"cast to the parameter's dtype)")
     for name, array in arrays.items():
         params[name][...] = array
