@@ -5,7 +5,8 @@ OpenBLAS on this machine's processors):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench --benchmark-group-by=group
 
-BLAS, OpenMP, PyTorch and rnnfast run on one thread, or on RNNFAST_BENCH_THREADS threads.
+BLAS, OpenMP, PyTorch and rnnfast run on one thread, with the process pinned to one core, or on
+RNNFAST_BENCH_THREADS threads.
 pytest-benchmark times one test after another, so its ratios can be skewed by this machine's slow
 phases; `rnnfast bench`, which interleaves the candidates, is the figure of record.
 """
@@ -13,8 +14,8 @@ import os
 
 import pytest
 
-from rnnfast.cli.bench import SUBJECT, import_torch
-from rnnfast.cli.bench import machine_info as rnnfast_machine_info
+from rnnfast.benchmarking import SUBJECT, import_torch, pinned_to_one_core
+from rnnfast.benchmarking import machine_info as rnnfast_machine_info
 
 try:
     import threadpoolctl
@@ -38,13 +39,19 @@ def bench_threads():
 
 @pytest.fixture(scope="session", autouse=True)
 def pinned_threads(bench_threads):
-    """Limit every BLAS and OpenMP library in the process to ``bench_threads``."""
+    """Limit every BLAS and OpenMP library in the process to ``bench_threads``; on one thread,
+    pin the process to one core too (as `rnnfast bench` does)."""
     if threadpoolctl is None:
         pytest.skip("the benchmarks need threadpoolctl: pip install threadpoolctl")
     import_torch()  # loaded first, so that its OpenMP runtime is limited as well
     with threadpoolctl.threadpool_limits(limits=bench_threads):
         _MEASURED_ON.update(rnnfast_machine_info())
-        yield
+        if bench_threads == 1:
+            with pinned_to_one_core() as core:
+                _MEASURED_ON["pinned_core"] = core
+                yield
+        else:
+            yield
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -14,16 +14,13 @@ prints medians and the median of the per-round ratios, the figure the README quo
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_charlm.py [--rounds N]
 """
 import argparse
-import time
 
 import numpy as np
 import pytest
 
-from rnnfast.train import optim
-from rnnfast.cli.bench import import_torch
-from rnnfast.charlm.model import CharRNN
-from rnnfast.train.streams import TokenStreams
-from rnnfast.train.trainer import TBPTTTrainer
+from rnnfast.benchmarking import import_torch, paired_ratio, pinned_to_one_core, time_interleaved
+from rnnfast.charlm import CharRNN
+from rnnfast.train import TBPTTTrainer, TokenStreams, optim
 
 VOCAB, EMBEDDING, BATCH, SEQ_LEN = 163, 64, 32, 64  # rnnfast train's defaults on its corpus
 HIDDEN_SIZES = (128, 256, 512)
@@ -93,22 +90,19 @@ def test_charlm_training_step(benchmark, bench_threads, hidden, dtype, impl):
 
 def _interleaved(hidden, rounds):
     """Median seconds per step of each implementation and of the torch/rnnfast ratio, timed
-    round-robin on one thread so that a slow phase of the machine hits both alike."""
+    round-robin (one step per window) on one thread and one core, so that a slow phase of the
+    machine hits both alike."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):
+    with threadpool_limits(1), pinned_to_one_core():
         steps = {impl: make(hidden, "float32", 1) for impl, make in MAKERS.items()}
         for step in steps.values():
             for _ in range(3):
                 step()
-        times = {impl: [] for impl in steps}
-        for _ in range(rounds):
-            for impl, step in steps.items():
-                start = time.perf_counter()
-                step()
-                times[impl].append(time.perf_counter() - start)
-    ratio = np.median(np.array(times["torch"]) / np.array(times["rnnfast"]))
-    return {impl: float(np.median(t)) for impl, t in times.items()}, float(ratio)
+        times, _ = time_interleaved(steps, budget_s=0.0, min_windows=rounds,
+                                    max_windows=rounds, window_s=0.0)
+    ratio = paired_ratio(times["torch"], times["rnnfast"])
+    return {impl: float(np.median(t)) for impl, t in times.items()}, ratio
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Forward and forward+backward over the grid of issue 3: rnnfast's Cython backend against its
+"""Forward and forward+backward over the grid of `rnnfast bench`: rnnfast's Cython backend against its
 NumPy reference, the batched NumPy peer and torch.nn.RNN (skipped when PyTorch is not
 installed). One benchmark group per (pass, shape, dtype). And the cost of the per-step gradient
 norms: the backward pass alone, without and with return_norms=True, one group per (shape, dtype)
@@ -7,7 +7,7 @@ norms: the backward pass alone, without and with return_norms=True, one group pe
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench --benchmark-group-by=group
 
 The problems, the peers and the FLOP count are those of `rnnfast bench`
-(rnnfast/cli/bench.py). Each benchmark's extra_info carries its GFLOP/s; with
+(rnnfast.benchmarking). Each benchmark's extra_info carries its GFLOP/s; with
 --benchmark-json, also the speed-up of the Cython backend over it (see conftest.py).
 """
 import time
@@ -15,8 +15,8 @@ import time
 import pytest
 
 import rnnfast
-from rnnfast.cli.bench import (DTYPES, IMPLEMENTATIONS, PASSES, SHAPES, SUBJECT, flops,
-                                    import_torch, make_problem, make_runner)
+from rnnfast.benchmarking import (DTYPES, IMPLEMENTATIONS, PASSES, PEERS, SHAPES, SUBJECT, flops,
+                                  make_problem, make_runner)
 
 # The NumPy reference is skipped where one call takes longer than this (measured on the spot,
 # so it depends on the machine; on the 2-core development VM its slowest row, 50,64,512,512
@@ -48,8 +48,8 @@ def _skip_slow_reference(seconds):
 @pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
 @pytest.mark.parametrize("pass_name", PASSES)
 def test_rnn(benchmark, bench_threads, pass_name, shape, dtype, impl):
-    if impl == "torch" and import_torch() is None:
-        pytest.skip("PyTorch is not installed")
+    if not PEERS[impl].available():
+        pytest.skip(f"{impl} is not installed")
     run = make_runner(impl, make_problem(shape, dtype), pass_name, bench_threads)
     seconds = _warm_up(run)
     if impl == "numpy":

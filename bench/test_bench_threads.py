@@ -13,13 +13,13 @@ a script, which interleaves the two and prints medians and the speed-up:
 """
 import argparse
 import statistics
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import rnnfast
+from rnnfast.benchmarking import paired_ratio, time_interleaved
 
 N_CALLS = 8
 # A long thin sequence (micro-kernel, GEMV-like steps), a mid-sized batch, and a batch whose
@@ -87,17 +87,10 @@ def main():
             calls = make_calls(shape, args.calls)
             candidates = {"sequential": lambda: sequential(calls),
                           "threaded": lambda: threaded(executor, calls)}
-            times = {name: [] for name in candidates}
-            for run in candidates.values():
-                run()  # warm-up
-            for _ in range(args.rounds):
-                for name, run in candidates.items():
-                    start = time.perf_counter()
-                    run()
-                    times[name].append(time.perf_counter() - start)
+            times, _ = time_interleaved(candidates, budget_s=0.0, min_windows=args.rounds,
+                                        max_windows=args.rounds, window_s=0.0)
             seq, par = (statistics.median(times[name]) for name in ("sequential", "threaded"))
-            ratios = statistics.median(s / t for s, t in zip(times["sequential"],
-                                                             times["threaded"]))
+            ratios = paired_ratio(times["sequential"], times["threaded"])
             print(f"{','.join(map(str, shape)):<16} {seq * 1e3:>9.2f} ms {par * 1e3:>9.2f} ms "
                   f"{ratios:>8.2f}x")
 

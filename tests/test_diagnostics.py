@@ -3,7 +3,6 @@ against an oracle that does not use return_norms, the randomized estimate within
 spread, the size of W_hh against NumPy, saturation on constructed states, the shape of the curves
 below, at and above radius 1, and the command with and without matplotlib."""
 import io
-import math
 import re
 import sys
 
@@ -11,9 +10,9 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnnfast.diagnostics import gradient_flow as diagnostics
-from rnnfast import reference
-from rnnfast.cli import diagnose as command
+from rnnfast import diagnostics, reference
+from rnnfast.diagnostics import gradient_flow
+from rnnfast.cli import output
 from rnnfast.cli.main import main
 from rnn_helpers import FD_EPS, TOL, assert_close, make_problem
 
@@ -131,9 +130,9 @@ def test_edge_shapes(T, B, H, method):
 def test_chunks_of_the_replicated_batch_give_the_same_norms(monkeypatch):
     p = make_problem(4, 5, 3, 2, 4)
     whole = diagnostics.jacobian_norms(*p.args, method="exact")
-    monkeypatch.setattr(diagnostics, "_CHUNK_VALUES", 5 * 4 * 3)  # 3 replicas per chunk
+    monkeypatch.setattr(gradient_flow, "_CHUNK_VALUES", 5 * 4 * 3)  # 3 replicas per chunk
     assert_close(diagnostics.jacobian_norms(*p.args, method="exact"), whole, TOL["float64"])
-    monkeypatch.setattr(diagnostics, "_CHUNK_VALUES", 1)  # one replica per chunk
+    monkeypatch.setattr(gradient_flow, "_CHUNK_VALUES", 1)  # one replica per chunk
     assert_close(diagnostics.jacobian_norms(*p.args, method="exact"), whole, TOL["float64"])
 
 
@@ -244,36 +243,36 @@ def gaussian():
 
 
 def test_curve_decays_below_radius_1(gaussian):
-    curve = _curve(command.recurrent_matrix(0.5, gaussian))
+    curve = _curve(diagnostics.recurrent_matrix(0.5, gaussian))
     assert np.all(np.diff(curve[2:]) < 0)  # falls at every lag after the first few
     assert curve[-1] < 0.5 ** 11 * 10  # ||W^k||_F / sqrt(H) tracks the radius^k
     assert curve[-1] < 1e-2
 
 
 def test_curve_grows_above_radius_1(gaussian):
-    curve = _curve(command.recurrent_matrix(1.5, gaussian))
+    curve = _curve(diagnostics.recurrent_matrix(1.5, gaussian))
     # ||W^k||_F / sqrt(H) >= ||W^k||_2 / sqrt(H) >= rho^k / sqrt(H): growth beats sqrt(H)
     assert curve[-1] >= 1.5 ** 11 / np.sqrt(8) * 0.99
     assert curve[-1] > 10 * curve[0]
 
 
 def test_curve_is_flat_for_an_orthogonal_matrix(gaussian):
-    curve = _curve(command.recurrent_matrix("orthogonal", gaussian))
+    curve = _curve(diagnostics.recurrent_matrix("orthogonal", gaussian))
     np.testing.assert_allclose(curve, 1.0, rtol=1e-6)
 
 
 def test_saturated_units_shrink_the_curve_even_for_an_orthogonal_matrix(gaussian):
     """Large inputs push tanh towards +-1, where tanh' is small: the gradient then vanishes
     with an orthogonal W_hh too (what initialisation alone does not fix)."""
-    curve = _curve(command.recurrent_matrix("orthogonal", gaussian), input_scale=10.0)
+    curve = _curve(diagnostics.recurrent_matrix("orthogonal", gaussian), input_scale=10.0)
     assert curve[-1] < 1e-3
 
 
 def test_recurrent_matrix_has_the_radius_asked_for(gaussian):
     for radius in (0.5, 1.0, 1.5):
-        W = command.recurrent_matrix(radius, gaussian)
+        W = diagnostics.recurrent_matrix(radius, gaussian)
         assert diagnostics.spectral_radius(W) == pytest.approx(radius, rel=1e-12)
-    Q = command.recurrent_matrix("orthogonal", gaussian)
+    Q = diagnostics.recurrent_matrix("orthogonal", gaussian)
     np.testing.assert_allclose(Q.T @ Q, np.eye(8), atol=1e-12)
     assert np.all(np.diag(Q.T @ gaussian) > 0)  # the sign fix: R = Q^T G has a positive diagonal
 
@@ -403,25 +402,25 @@ def test_layer_functions_check_their_arguments():
 # rnnfast diagnose
 # --------------------------------------------------------------------------------------------
 def test_adding_batch_marks_one_step_in_each_half_and_sums_them():
-    x, y = command.adding_batch(10, 500, np.random.default_rng(0))
+    x, y = diagnostics.adding_batch(10, 500, np.random.default_rng(0))
     assert x.shape == (10, 500, 2) and y.shape == (500, 1) and x.dtype == np.float32
     markers = x[:, :, 1]
     assert np.all(markers.sum(axis=0) == 2)
     assert np.all(markers[:5].sum(axis=0) == 1) and np.all(markers[5:].sum(axis=0) == 1)
     np.testing.assert_allclose(y[:, 0], (x[:, :, 0] * markers).sum(axis=0), rtol=1e-6)
-    _, y = command.adding_batch(7, 20000, np.random.default_rng(1))
+    _, y = diagnostics.adding_batch(7, 20000, np.random.default_rng(1))
     # Predicting 1 scores 1/6 (the variance of a sum of two U(0, 1)); standard error ~0.0015.
-    assert np.mean((y - 1) ** 2) == pytest.approx(command.BASELINE_MSE, abs=0.006)
+    assert np.mean((y - 1) ** 2) == pytest.approx(diagnostics.BASELINE_MSE, abs=0.006)
 
 
 def test_sparkline_heights_follow_the_log_of_the_values():
-    line = command.sparkline([1.0, 1e-1, 1e-2, 1e-4, 0.0, np.nan], -4.0, 0.0)
+    line = output.sparkline([1.0, 1e-1, 1e-2, 1e-4, 0.0, np.nan], -4.0, 0.0)
     assert line == "█▇▅▁ ?"
-    assert command.sparkline(10.0 ** -np.arange(200), -10, 0, width=50) == \
-        command.sparkline(10.0 ** -np.arange(200)[np.round(np.linspace(0, 199, 50)).astype(int)],
-                          -10, 0)
-    assert len(command.sparkline(np.ones(200), 0, 0)) == command.CHART_WIDTH
-    assert command.log_range([np.array([1e-40, 1.0, 0.0])]) == (-command.CHART_DECADES, 0.0)
+    assert output.sparkline(10.0 ** -np.arange(200), -10, 0, width=50) == \
+        output.sparkline(10.0 ** -np.arange(200)[np.round(np.linspace(0, 199, 50)).astype(int)],
+                         -10, 0)
+    assert len(output.sparkline(np.ones(200), 0, 0)) == output.CHART_WIDTH
+    assert output.log_range([np.array([1e-40, 1.0, 0.0])]) == (-output.CHART_DECADES, 0.0)
 
 
 def _without_matplotlib(monkeypatch):
@@ -471,7 +470,7 @@ def test_diagnose_with_matplotlib_and_no_png_says_how_to_get_one(capsys):
 def test_diagnose_chart_falls_back_to_ascii(monkeypatch, capsys):
     _without_matplotlib(monkeypatch)
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding="ascii"))
-    assert command._bars() == command.ASCII_BARS
+    assert output.chart_bars() == output.ASCII_BARS
     assert main(QUICK + ["--spans", "6", "--steps", "0"]) == 0  # nothing unencodable printed
 
 
@@ -547,8 +546,8 @@ def test_diagnose_a_checkpoint_on_text_it_does_not_know_uses_its_own(char_checkp
     (["--radii", "inf"], "a spectral radius must be a finite number > 0"),
     (["--spans", "1,10"], "every span must be at least 2"),
     (["--spans", "10,x"], "expected comma-separated whole numbers"),
-    (["--hidden-size", "0"], "must be at least 1"),
-    (["--steps", "-1"], "must be an integer >= 0; got -1"),
+    (["--hidden-size", "0"], "--hidden-size: expected an integer >= 1; got '0'"),
+    (["--steps", "-1"], "--steps: expected an integer >= 0; got '-1'"),
 ])
 def test_diagnose_rejects_bad_options(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -575,14 +574,13 @@ def test_diagnose_unreadable_text_and_png_folder_are_clear_errors(char_checkpoin
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_training_in_diagnose_learns_the_short_span():
-    """The learning half of the command works: at T = 6, 600 steps beat the baseline of
+def test_training_on_the_adding_problem_learns_the_short_span():
+    """The learning half of `rnnfast diagnose` works: at T = 6, 600 steps beat the baseline of
     predicting the mean by far (0.006 with this seed, 0.016 at worst over three seeds; the
     longer spans are what fail)."""
-    s = dict(command.DEFAULTS, hidden_size=8, steps=600, batch_size=16, lr=1e-2)
-    rnn, head = command._adding_model(8, command.recurrent_matrix(
+    model = diagnostics.AddingModel(8, diagnostics.recurrent_matrix(
         "orthogonal", np.random.default_rng(0).standard_normal((8, 8))), seed=0)
-    outcome = command._train(rnn, head, 6, s, seed=0)
+    outcome = diagnostics.train_adding(model, 6, steps=600, batch_size=16, lr=1e-2,
+                                       clip_norm=1.0, seed=0)
     assert outcome.stopped is None and len(outcome.losses) == 600
-    assert outcome.mse_after < command.BASELINE_MSE / 5 < outcome.mse_before
-    assert math.isfinite(outcome.radius_after) and 0 < outcome.per_step_after
+    assert outcome.mse_after < diagnostics.BASELINE_MSE / 5 < outcome.mse_before

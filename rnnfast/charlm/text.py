@@ -9,6 +9,8 @@ import sysconfig
 
 import numpy as np
 
+from rnnfast.utils.validation import check_bool
+
 __all__ = ["Vocabulary", "default_corpus", "read_text", "split_tail", "unigram_cross_entropy"]
 
 # The default corpus: Python's standard library, which every Python installation carries as
@@ -76,14 +78,38 @@ class Vocabulary:
         return self._codes[ids].astype("<u4").tobytes().decode("utf-32-le")
 
 
-def read_text(path):
-    """The text of a UTF-8 file (undecodable bytes become U+FFFD), with a clear error if the file
-    cannot be read or holds fewer than two characters."""
+def read_text(path, replace_invalid=False):
+    """The text of a UTF-8 file.
+
+    Parameters
+    ----------
+    path : str or path-like
+    replace_invalid : bool
+        Read bytes that are not valid UTF-8 as U+FFFD (the replacement character) instead of
+        refusing the file: a binary file read so would train a model on noise.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read, is not valid UTF-8 (naming the first bad byte and its offset;
+        unless ``replace_invalid``), or holds fewer than two characters.
+    """
     path = pathlib.Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read the text file {str(path)!r}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if not check_bool(replace_invalid, "replace_invalid"):
+            raise ValueError(
+                f"the text file {str(path)!r} is not valid UTF-8: byte 0x{data[exc.start]:02x} at "
+                f"offset {exc.start} ({exc.reason}); give a UTF-8 text, or read such bytes as "
+                f"U+FFFD with replace_invalid=True (rnnfast train --replace-invalid-utf8)"
+            ) from None
+        text = data.decode("utf-8", errors="replace")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as open()'s
     if len(text) < 2:
         raise ValueError(f"the text file {str(path)!r} must hold at least 2 characters; it "
                          f"holds {len(text)}")

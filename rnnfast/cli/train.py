@@ -1,10 +1,9 @@
 """`rnnfast train` and `rnnfast sample`: the character-level language model on the command line.
 
-train: read a text (or the default corpus), hold out its tail, train a CharRNN with truncated
-BPTT for a time and/or step budget, showing a progress bar, validation losses and samples;
-write a checkpoint every N steps, at the end and on Ctrl-C; `--resume` continues a run exactly
-where its checkpoint left it (same results as a run that was never stopped).
-sample: generate text from a checkpoint.
+train: resolve the options against a resumed checkpoint's settings, refuse to overwrite another
+run's checkpoint, build an rnnfast.charlm.TrainingRun and train it for a time and/or step
+budget, showing a progress bar, validation losses and samples; save every N steps, at the end
+and on Ctrl-C. sample: print text generated from a checkpoint.
 """
 import os
 import signal
@@ -14,40 +13,47 @@ import time
 
 import numpy as np
 
-from rnnfast.train import checkpoint
-from rnnfast.train import optim
+from rnnfast.charlm import TrainingRun, generate, load_corpus, load_model
+from rnnfast.charlm.run import ADJUSTABLE_DEFAULTS, DEFAULT_LR, MAX_HELD_OUT, RUN_DEFAULTS
 from rnnfast.cli.arguments import (non_negative_float, non_negative_int, positive_float,
-                                positive_int)
-from rnnfast.cli.progress import Progress, format_duration
-from rnnfast.charlm.model import CharRNN, generate, load_model, model_checkpoint
-from rnnfast.train.streams import TokenStreams
-from rnnfast.charlm.text import (Vocabulary, default_corpus, fingerprint, read_text, split_tail,
-                          unigram_cross_entropy)
-from rnnfast.train import NonFiniteError, TBPTTTrainer, evaluate
+                                   positive_int, unit_interval)
+from rnnfast.cli.output import format_duration
+from rnnfast.cli.progress import Progress, budget_line
+from rnnfast.train import CheckpointError, NonFiniteError, checkpoint
 
 DEFAULT_CHECKPOINT = "rnnfast-charlm.npz"
 DEFAULT_MINUTES = 2.0
+INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C: 128 + SIGINT
 
-# The settings that define a run (model, data, optimisation). A resumed run keeps its
-# checkpoint's; given again on the command line with another value, they are an error.
-RUN_DEFAULTS = {
-    "hidden_size": 256, "num_layers": 1, "embedding_dim": 64, "nonlinearity": "tanh",
-    "dropout": 0.0, "dtype": "float32", "seq_len": 64, "batch_size": 32, "optimizer": "adam",
-    "momentum": 0.9, "seed": 0,
-}
-# Settings that may change when a run resumes: new values apply from then on.
-ADJUSTABLE_DEFAULTS = {"clip_norm": 5.0, "clip_value": 0.0}
-DEFAULT_LR = {"adam": 3e-3, "adagrad": 0.1, "sgd": 0.5}
+TRAIN_DESCRIPTION = (
+    "Train a character-level RNN language model with truncated BPTT on a text file (or, without "
+    "one, on the source of Python's standard library), for two minutes by default. Shows the "
+    "loss, validation loss and samples; saves a checkpoint every N steps, at the end and on "
+    "Ctrl-C.")
+TRAIN_EPILOG = f"""\
+checkpoints:
+  A fresh run does not overwrite an existing checkpoint ({DEFAULT_CHECKPOINT}
+  in the current folder by default): it stops with an error before any work.
+  Continue that run with --resume FILE, save the new one elsewhere with
+  --checkpoint NEW.npz, or replace the file with --overwrite.
+
+Ctrl-C and exit status:
+  The first Ctrl-C finishes the current step, saves and stops; a second one
+  aborts at once (the checkpoint keeps its last save). Exit status: 0 when the
+  budget was used up, 130 after Ctrl-C, 1 when training stopped on NaN or inf,
+  2 for bad options or files."""
 
 
 # -- argument parsing ------------------------------------------------------------------------
 
-
 def configure_train_parser(parser):
     parser.add_argument("text_file", nargs="?", metavar="TEXT_FILE",
-                        help="UTF-8 text to train on (default: the source of Python's standard "
-                             "library, up to 4 million characters). Its last 5%% (at most 50,000 "
-                             "characters) is held out for validation.")
+                        help=f"UTF-8 text to train on (default: the source of Python's standard "
+                             f"library, up to 4 million characters). Its last 5%% (at most "
+                             f"{MAX_HELD_OUT:,} characters) is held out for validation.")
+    parser.add_argument("--replace-invalid-utf8", action="store_true",
+                        help="read bytes of TEXT_FILE that are not valid UTF-8 as U+FFFD "
+                             "instead of refusing the file")
     budget = parser.add_argument_group("how long")
     budget.add_argument("--minutes", type=non_negative_float, default=None,
                         help=f"stop after this many minutes of training (default "
@@ -66,7 +72,7 @@ def configure_train_parser(parser):
                             f"(default {RUN_DEFAULTS['embedding_dim']})")
     model.add_argument("--nonlinearity", choices=("tanh", "relu"),
                        help="the RNN's activation (default tanh)")
-    model.add_argument("--dropout", type=non_negative_float,
+    model.add_argument("--dropout", type=unit_interval,
                        help="dropout between stacked layers, in [0, 1) (default 0)")
     model.add_argument("--dtype", choices=("float32", "float64"),
                        help="precision of parameters and computation (default float32)")
@@ -96,14 +102,16 @@ def configure_train_parser(parser):
                            "seed, settings and --threads give the same run (other thread "
                            "counts round sums differently)")
     data.add_argument("--threads", type=positive_int, default=1,
-                      help="threads for the kernels (default 1: on this project's 2-core "
-                           "machine a training step ran ~12%% slower on 2 threads, whose "
-                           "per-step barriers and NumPy's BLAS threads compete for the cores; "
-                           "try more on a machine with more, idle, cores)")
+                      help="threads for the kernels (default 1: a step's per-step barriers and "
+                           "NumPy's BLAS threads compete for the cores, so more threads pay only "
+                           "where more cores are idle)")
     output = parser.add_argument_group("output")
     output.add_argument("--checkpoint", default=None,
                         help=f"where to save (default {DEFAULT_CHECKPOINT}, or the --resume "
-                             f"file); written atomically")
+                             f"file); written atomically; an existing file is not overwritten "
+                             f"without --overwrite")
+    output.add_argument("--overwrite", action="store_true",
+                        help="let a fresh run replace an existing checkpoint file")
     output.add_argument("--checkpoint-every", type=positive_int, default=1000, metavar="N",
                         help="also save every N steps (default 1000)")
     output.add_argument("--eval-every", type=positive_int, default=500, metavar="N",
@@ -122,17 +130,23 @@ def configure_train_parser(parser):
 def configure_sample_parser(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint of rnnfast train")
     parser.add_argument("--length", type=positive_int, default=500,
-                        help="characters to generate (default 500)")
+                        help="characters to generate after the prime (default 500)")
     parser.add_argument("--temperature", type=non_negative_float, default=0.8,
                         help="below 1: safer and more repetitive; above 1: more varied; "
                              "0: always the most likely character (default 0.8)")
     parser.add_argument("--prime", default="",
-                        help="text the model reads before generating (default: none)")
+                        help="text the model reads before generating; the output starts with "
+                             "it (default: none)")
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="seed of the sampling (default: a different sample each time)")
 
 
 # -- the run's settings ----------------------------------------------------------------------
+
+def _option(key):
+    return "--" + {"num_layers": "layers", "embedding_dim": "embedding-size"}.get(
+        key, key.replace("_", "-"))
+
 
 def _settings(args, saved):
     """The run settings: the checkpoint's on resume (explicit conflicting options are an
@@ -143,55 +157,37 @@ def _settings(args, saved):
         settings["lr"] = args.lr if args.lr is not None else DEFAULT_LR[settings["optimizer"]]
     else:
         settings = dict(saved)
-        conflicts = [f"--{key.replace('_', '-')} {value} (the checkpoint has {saved[key]})"
+        conflicts = [f"{_option(key)} {value} (the checkpoint has {saved[key]})"
                      for key, value in given.items() if key in saved and saved[key] != value]
         if conflicts:
-            raise SystemExit(f"rnnfast train: error: a resumed run keeps its checkpoint's "
-                             f"settings; drop or fix: {', '.join(conflicts)}")
+            raise ValueError(f"a resumed run keeps its checkpoint's settings; drop or fix: "
+                             f"{', '.join(conflicts)}")
         if args.lr is not None:
             settings["lr"] = args.lr
     for key, default in ADJUSTABLE_DEFAULTS.items():
         value = getattr(args, key)
         settings[key] = value if value is not None else settings.get(key, default)
-    if not 0 <= settings["dropout"] < 1:
-        raise SystemExit(f"rnnfast train: error: --dropout must be in [0, 1); got "
-                         f"{settings['dropout']}")
     return settings
 
 
-def _build_optimizer(settings, params):
-    name, lr = settings["optimizer"], settings["lr"]
-    if name == "adam":
-        return optim.Adam(params, lr=lr)
-    if name == "adagrad":
-        return optim.Adagrad(params, lr=lr)
-    return optim.SGD(params, lr=lr, momentum=settings["momentum"])
-
-
-def _load_text(args, saved_corpus):
-    """(text, corpus record) for a new run, or the same text as the checkpoint's run."""
-    path = args.text_file
-    if path is None and saved_corpus is not None:
-        path = saved_corpus["path"]
-    if path is None:
-        text, description = default_corpus()
-    else:
-        text = read_text(path)
-        description = f"{len(text):,} characters of {path}"
-        path = os.path.abspath(path)
-    corpus = {"path": path, "fingerprint": fingerprint(text), "description": description}
-    if saved_corpus is not None and corpus["fingerprint"] != saved_corpus["fingerprint"]:
-        raise SystemExit(f"rnnfast train: error: the text ({description}) is not the text the "
-                         f"checkpoint was trained on ({saved_corpus['description']}); give "
-                         f"that text to continue the run")
-    return text, corpus
+def _overwrite_problem(args, target):
+    """Why this run may not write ``target``, or None: a fresh run (or a resumed one saving
+    elsewhere) would replace another run's checkpoint."""
+    if args.overwrite or not os.path.exists(target):
+        return None
+    if args.resume and os.path.exists(args.resume) and os.path.samefile(args.resume, target):
+        return None
+    what = "a fresh run" if not args.resume else f"the run resumed from {args.resume}"
+    return (f"{target} already exists and {what} would overwrite it. Continue that run with "
+            f"--resume {target}, save this one elsewhere with --checkpoint NEW.npz, or replace "
+            f"the file with --overwrite")
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------
 
 class _StopRequest:
     """While active, the first Ctrl-C asks the training loop to stop after its current step
-    (which then saves); a second one interrupts at once."""
+    (which then saves); a second one raises KeyboardInterrupt at once."""
 
     def __init__(self, announce):
         self.requested = False
@@ -216,116 +212,68 @@ class _StopRequest:
 
 # -- train -----------------------------------------------------------------------------------
 
-class _Run:
-    """One invocation of `rnnfast train`: the objects, the budget and the printed output."""
+class _Session:
+    """One invocation of `rnnfast train`: the run, the budget and the printed output."""
 
-    def __init__(self, args):
-        self.args = args
-        saved = checkpoint.load(args.resume) if args.resume else None
-        if saved is not None:
-            saved_settings, saved_corpus, self.history, self.seconds_before = saved.require(
-                "training", "corpus", "history", "seconds")
-        else:
-            saved_settings = saved_corpus = None
-            self.history, self.seconds_before = [], 0.0
-        self.settings = s = _settings(args, saved_settings)
-        self.text, self.corpus = _load_text(args, saved_corpus)
-
-        if saved is not None:
-            self.model, self.vocab = load_model(saved, n_threads=args.threads)
-        else:
-            self.vocab = Vocabulary.from_text(self.text)
-            self.model = CharRNN(len(self.vocab), s["hidden_size"], s["num_layers"],
-                                 s["embedding_dim"], s["nonlinearity"], s["dropout"],
-                                 s["dtype"], seed=s["seed"], n_threads=args.threads)
-        ids = self.vocab.encode(self.text)
-        self.train_ids, self.val_ids = split_tail(ids, max_tail=50_000)
-        self.baseline = unigram_cross_entropy(self.train_ids, self.val_ids, len(self.vocab))
-        self.optimizer = _build_optimizer(s, self.model.parameters())
-        streams = TokenStreams(self.train_ids, s["batch_size"], s["seq_len"])
-        self.trainer = TBPTTTrainer(self.model, self.optimizer, streams,
-                                    clip_norm=s["clip_norm"] or None,
-                                    clip_value=s["clip_value"] or None)
-        if saved is not None:
-            try:
-                self.optimizer.load_state_dict(saved.section("optimizer"))
-                self.trainer.load_state_dict(saved.section("trainer"))
-            except (TypeError, ValueError, KeyError) as exc:
-                raise checkpoint.CheckpointError(
-                    f"checkpoint {saved.path!r} has an unusable training state: {exc}") from None
-            self.optimizer.lr = s["lr"]
-        self.checkpoint_path = args.checkpoint or args.resume or DEFAULT_CHECKPOINT
-
+    def __init__(self, args, run, path):
+        self.args, self.run, self.path = args, run, path
         minutes = args.minutes
         if minutes is None:
             minutes = 0.0 if args.steps is not None else DEFAULT_MINUTES
         self.seconds_budget = minutes * 60 or None
         self.steps_budget = args.steps
-
-    # -- output --
-
-    def print_header(self):
-        s, model = self.settings, self.model
-        n_params = sum(p.size for p in model.parameters().values())
-        print(f"rnnfast train: {self.corpus['description']}")
-        print(f"  {len(self.vocab)} distinct characters; training on {len(self.train_ids):,}, "
-              f"validating on the last {len(self.val_ids):,}")
-        print(f"  model: embedding {s['embedding_dim']} -> {s['num_layers']} x RNN("
-              f"{s['hidden_size']}, {s['nonlinearity']}) -> {len(self.vocab)} logits; "
-              f"{n_params:,} parameters, {s['dtype']}")
-        print(f"  training: {s['batch_size']} streams x {s['seq_len']} steps per chunk, "
-              f"{s['optimizer']} lr {self.optimizer.lr:g}, clip norm {s['clip_norm'] or 'off'}, "
-              f"seed {s['seed']}")
-        print(f"  unigram baseline (character frequencies only): {self.baseline:.3f} nats/char")
-        if self.trainer.steps:
-            print(f"  resuming at step {self.trainer.steps} "
-                  f"({format_duration(self.seconds_before)} trained before)")
-        sys.stdout.flush()
-
-    def sample(self, label):
-        prime = "\n" if "\n" in self.vocab.chars else ""  # start as at the start of a line
-        text = generate(self.model, self.vocab, self.args.sample_length, prime=prime,
-                        temperature=self.args.temperature,
-                        seed=np.random.default_rng([self.settings["seed"], self.trainer.steps]))
-        print(f"----- sample {label} (temperature {self.args.temperature:g}) -----")
-        print(text[len(prime):])
-        print("-----", flush=True)
-
-    # -- state --
-
-    def save(self):
-        meta, sections = model_checkpoint(self.model, self.vocab)
-        meta.update({"training": self.settings, "corpus": self.corpus, "history": self.history,
-                     "seconds": self.seconds_before + self.elapsed()})
-        sections["optimizer"] = self.optimizer.state_dict()
-        sections["trainer"] = self.trainer.state_dict()
-        checkpoint.save(self.checkpoint_path, meta, sections)
+        self.started = time.monotonic()
 
     def elapsed(self):
         return time.monotonic() - self.started
 
-    def evaluate(self, train_loss):
-        val = evaluate(self.model, self.val_ids)
-        self.history.append({"step": self.trainer.steps,
-                             "seconds": round(self.seconds_before + self.elapsed(), 1),
-                             "train_loss": round(train_loss, 4), "val_loss": round(val, 4)})
-        return val
-
     def budget_left(self):
-        if self.steps_budget is not None and self.trainer.steps >= self.steps_budget:
+        if self.steps_budget is not None and self.run.steps >= self.steps_budget:
             return False
         return self.seconds_budget is None or self.elapsed() < self.seconds_budget
 
-    # -- the loop --
+    def print_header(self):
+        run, s = self.run, self.run.settings
+        n_params = sum(p.size for p in run.model.parameters().values())
+        print(f"rnnfast train: {run.corpus['description']}")
+        print(f"  {len(run.vocab)} distinct characters; training on {len(run.train_ids):,}, "
+              f"validating on the last {len(run.val_ids):,}")
+        print(f"  model: embedding {s['embedding_dim']} -> {s['num_layers']} x RNN("
+              f"{s['hidden_size']}, {s['nonlinearity']}) -> {len(run.vocab)} logits; "
+              f"{n_params:,} parameters, {s['dtype']}")
+        print(f"  training: {s['batch_size']} streams x {s['seq_len']} steps per chunk, "
+              f"{s['optimizer']} lr {run.optimizer.lr:g}, clip norm {s['clip_norm'] or 'off'}, "
+              f"seed {s['seed']}")
+        print(f"  unigram baseline (character frequencies only): {run.baseline:.3f} nats/char")
+        if run.steps:
+            print(f"  resuming at step {run.steps} "
+                  f"({format_duration(run.seconds_before)} trained before)")
+        sys.stdout.flush()
+
+    def sample(self, label):
+        run = self.run
+        prime = "\n" if "\n" in run.vocab.chars else ""  # start as at the start of a line
+        text = generate(run.model, run.vocab, self.args.sample_length, prime=prime,
+                        temperature=self.args.temperature,
+                        seed=np.random.default_rng([run.settings["seed"], run.steps]))
+        print(f"----- sample {label} (temperature {self.args.temperature:g}) -----")
+        print(text[len(prime):])
+        print("-----", flush=True)
 
     def train(self):
-        args = self.args
-        progress = Progress(self.seconds_budget, self.steps_budget, self.trainer.steps)
+        """The loop; returns the exit status."""
+        args, run = self.args, self.run
+        first_step = run.steps
+        progress = Progress()
         recent = []  # the last losses, for the bar's running mean
         chars = 0
         val = None
         fields = {}
         self.started = time.monotonic()
+
+        def line():
+            return budget_line(self.elapsed(), run.steps, fields, self.seconds_budget,
+                               self.steps_budget, first_step)
 
         def announce():
             progress.clear()
@@ -335,71 +283,94 @@ class _Run:
         with _StopRequest(announce) as stop:
             while self.budget_left() and not stop.requested:
                 try:
-                    loss = self.trainer.step()
+                    loss = run.step()
                 except NonFiniteError as exc:
                     progress.clear()
                     print(f"rnnfast train: stopped: {exc}. The checkpoint was not "
                           f"overwritten; try a lower --lr or --clip-norm.", file=sys.stderr)
                     return 1
-                step = self.trainer.steps
+                step = run.steps
                 recent = (recent + [loss])[-50:]
-                chars += self.trainer.last_tokens
+                chars += run.trainer.last_tokens
                 if step % args.eval_every == 0:
-                    val = self.evaluate(float(np.mean(recent)))
+                    val = run.evaluate(float(np.mean(recent)), self.elapsed())
                 fields = {"loss": f"{np.mean(recent):.3f}"}
                 if val is not None:
                     fields["val"] = f"{val:.3f}"
                 fields["chars/s"] = f"{chars / max(self.elapsed(), 1e-9) / 1e3:.1f}k"
-                progress.update(self.elapsed(), step, fields, force=step % args.eval_every == 0)
+                progress.show(line(), force=step % args.eval_every == 0)
                 if step % args.sample_every == 0:
                     progress.clear()
                     self.sample(f"at step {step}")
                 if step % args.checkpoint_every == 0:
-                    self.save()
+                    run.save(self.path, self.elapsed())
             interrupted = stop.requested
-            progress.finish(self.elapsed(), self.trainer.steps, fields)
+            progress.finish(line())
             # The final state's validation loss, unless the last step was just evaluated.
-            evaluated = self.history and self.history[-1]["step"] == self.trainer.steps
+            evaluated = run.history and run.history[-1]["step"] == run.steps
             if recent and not evaluated:
-                self.evaluate(float(np.mean(recent)))
-            self.save()
+                run.evaluate(float(np.mean(recent)), self.elapsed())
+            run.save(self.path, self.elapsed())
         self.print_summary(chars, interrupted)
-        return 0
+        return INTERRUPTED if interrupted else 0
 
     def print_summary(self, chars, interrupted):
-        elapsed = self.elapsed()
+        run, elapsed = self.run, self.elapsed()
         how = "interrupted" if interrupted else "done"
-        print(f"{how}: step {self.trainer.steps}, {format_duration(elapsed)} this run, "
+        print(f"{how}: step {run.steps}, {format_duration(elapsed)} this run, "
               f"{chars / max(elapsed, 1e-9) / 1e3:.1f}k chars/s")
-        if self.history:
+        if run.history:
             print("  step   time   train    val  (nats/char)")
-            for row in self.history[-12:]:
+            for row in run.history[-12:]:
                 print(f"  {row['step']:5d} {format_duration(row['seconds']):>6s} "
                       f"{row['train_loss']:7.3f} {row['val_loss']:6.3f}")
-            print(f"  validation {self.history[-1]['val_loss']:.3f} nats/char against the "
-                  f"unigram baseline {self.baseline:.3f}")
+            print(f"  validation {run.history[-1]['val_loss']:.3f} nats/char against the "
+                  f"unigram baseline {run.baseline:.3f}")
         self.sample("at the end")
-        print(f"checkpoint: {self.checkpoint_path}  (continue: rnnfast train --resume "
-              f"{self.checkpoint_path}; sample: rnnfast sample {self.checkpoint_path})")
+        print(f"checkpoint: {self.path}  (continue: rnnfast train --resume {self.path}; "
+              f"sample: rnnfast sample {self.path})")
+
+
+def _error(command, message):
+    print(f"rnnfast {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def run_train(args):
+    """Run `rnnfast train`; returns its exit status (see TRAIN_EPILOG)."""
+    path = args.checkpoint or args.resume or DEFAULT_CHECKPOINT
+    problem = _overwrite_problem(args, path)
+    if problem:
+        return _error("train", problem)
     try:
-        run = _Run(args)
-    except (checkpoint.CheckpointError, ValueError) as exc:
-        print(f"rnnfast train: error: {exc}", file=sys.stderr)
-        return 2
-    run.print_header()
-    return run.train()
+        saved = checkpoint.load(args.resume) if args.resume else None
+        saved_settings, saved_corpus = (saved.require("training", "corpus") if saved
+                                        else (None, None))
+        settings = _settings(args, saved_settings)
+        text, corpus = load_corpus(args.text_file, saved_corpus, args.replace_invalid_utf8)
+        run = TrainingRun(settings, text, corpus, n_threads=args.threads, saved=saved)
+    except (CheckpointError, ValueError) as exc:
+        return _error("train", exc)
+    session = _Session(args, run, path)
+    session.print_header()
+    try:
+        return session.train()
+    except KeyboardInterrupt:
+        kept = ("nothing was saved" if run.saved_steps is None else
+                f"{path} holds step {run.saved_steps}")
+        end_line = "\n" if sys.stderr.isatty() else ""  # below the progress bar
+        print(f"{end_line}rnnfast train: aborted by a second Ctrl-C at step {run.steps}; {kept}",
+              file=sys.stderr)
+        return INTERRUPTED
 
 
 def run_sample(args):
+    """Run `rnnfast sample`: print the prime and the text generated after it."""
     try:
         model, vocab = load_model(args.checkpoint)
         text = generate(model, vocab, args.length, prime=args.prime,
                         temperature=args.temperature, seed=args.seed)
-    except (checkpoint.CheckpointError, ValueError) as exc:
-        print(f"rnnfast sample: error: {exc}", file=sys.stderr)
-        return 2
+    except (CheckpointError, ValueError) as exc:
+        return _error("sample", exc)
     print(text)
     return 0

@@ -1,0 +1,199 @@
+"""A benchmark run: every (shape, dtype, pass) of a grid, each candidate checked against the
+reference and then timed interleaved with the others, between two measurements of the
+machine's GEMM throughput (the yardstick of rnnfast's GFLOP/s).
+
+``run_benchmark`` is what `rnnfast bench` measures; it returns a ``BenchmarkRun`` holding every
+figure and the raw windows (``to_json`` for the report), and prints nothing.
+"""
+import contextlib
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnfast.benchmarking.machine import machine_info
+from rnnfast.benchmarking.peers import ORACLE, SUBJECT, make_runner, result_error
+from rnnfast.benchmarking.problems import flops, make_problem
+from rnnfast.benchmarking.timing import (GEMM_LIBRARIES, WINDOW_S, gemm_throughput,
+                                         paired_ratio, pinned_to_one_core, time_interleaved)
+
+__all__ = ["Row", "BenchmarkRun", "measure_row", "run_benchmark", "timing_settings",
+           "AGREEMENT", "YARDSTICK"]
+
+# Timing: the per-row budget (seconds) and minimum number of windows per candidate, for a full
+# and a quick run; GEMM repeats for each.
+BUDGET_S, QUICK_BUDGET_S = 5.0, 0.6
+MIN_WINDOWS, QUICK_MIN_WINDOWS = 7, 3
+GEMM_REPEATS, QUICK_GEMM_REPEATS = 3, 1
+# The GEMM whose throughput rnnfast's GFLOP/s are a share of.
+YARDSTICK = "numpy"
+
+# Largest max|a - b| / max|b| against the reference for a candidate to count as agreeing: a
+# sanity check on what is timed (tests/ holds the real tolerances). float32 is loose because
+# T = 1000 steps of float32 rounding, in any summation order, drift that far.
+AGREEMENT = {"float32": 1e-3, "float64": 1e-8}
+
+
+def timing_settings(quick=False, budget_s=None, rounds=None):
+    """Keyword arguments of ``time_interleaved`` for a row: exactly ``rounds`` windows per
+    candidate, or as many as fit in ``budget_s`` (default 5 s, 0.6 s when ``quick``) with at
+    least 7 (3 when quick)."""
+    if rounds:
+        return {"budget_s": 0.0, "min_windows": rounds, "max_windows": rounds}
+    return {"budget_s": budget_s or (QUICK_BUDGET_S if quick else BUDGET_S),
+            "min_windows": QUICK_MIN_WINDOWS if quick else MIN_WINDOWS}
+
+
+@dataclass
+class Row:
+    """The measurements of one (shape, dtype, pass)."""
+
+    shape: tuple
+    dtype: str
+    pass_name: str
+    medians: dict  # impl -> seconds per call (median over windows)
+    samples: dict  # impl -> seconds per call, one per window
+    calls_per_window: dict
+    errors: dict  # impl -> relative error against the reference
+    disagreeing: list  # impls whose error exceeds AGREEMENT
+
+    @property
+    def flops(self):
+        return flops(self.shape, self.pass_name)
+
+    def speedup(self, peer):
+        """How many times faster the subject (cython) ran than ``peer``: the median over rounds
+        of peer time / subject time within a round (``paired_ratio``)."""
+        return paired_ratio(self.samples[peer], self.samples[SUBJECT])
+
+    def ratio_of_medians(self, peer):
+        """peer median / subject median: the other estimate of the speed-up."""
+        return self.medians[peer] / self.medians[SUBJECT]
+
+    def gflops(self, impl=SUBJECT):
+        return self.flops / self.medians[impl] / 1e9
+
+
+def measure_row(shape, dtype, pass_name, impls, timing, n_threads):
+    """Check every implementation against the reference, then time them interleaved."""
+    problem = make_problem(shape, dtype)
+    runners = {impl: make_runner(impl, problem, pass_name, n_threads) for impl in impls}
+    expected = runners[ORACLE]()
+    errors = {impl: result_error(run(), expected) for impl, run in runners.items()}
+    samples, calls = time_interleaved(runners, **timing)
+    return Row(shape, dtype, pass_name,
+               medians={impl: float(np.median(s)) for impl, s in samples.items()},
+               samples=samples, calls_per_window=calls, errors=errors,
+               disagreeing=[impl for impl, e in errors.items() if e > AGREEMENT[dtype]])
+
+
+def _measure_gemm(dtypes, quick):
+    """GFLOP/s as {library: {dtype: {size: GFLOP/s}}}."""
+    repeats = QUICK_GEMM_REPEATS if quick else GEMM_REPEATS
+    return {library: {dtype: gemm_throughput(np.dtype(dtype), library, repeats=repeats)
+                      for dtype in dtypes}
+            for library in GEMM_LIBRARIES}
+
+
+def _best_of(first, second):
+    """Two nested dicts of numbers of one layout merged by taking the larger number."""
+    if isinstance(first, dict):
+        return {key: _best_of(first[key], second[key]) for key in first}
+    return max(first, second)
+
+
+@dataclass
+class BenchmarkRun:
+    """What one run measured, and on what."""
+
+    info: dict  # machine_info(), read before the process was pinned to one core
+    impls: list
+    threads: int
+    pinned_core: object  # the core a one-thread run ran on, or None
+    timing: dict  # the keyword arguments of time_interleaved
+    quick: bool
+    gemm: dict  # {library: {dtype: {size: GFLOP/s}}}, the best of the start and the end
+    rows: list = field(default_factory=list)
+
+    def yardstick(self):
+        """Per dtype, the machine's GEMM throughput that rnnfast's GFLOP/s are a share of."""
+        return {dtype: max(by_size.values()) for dtype, by_size in self.gemm[YARDSTICK].items()}
+
+    def disagreeing(self):
+        """(row, impl) for every candidate that disagreed with the reference."""
+        return [(row, impl) for row in self.rows for impl in row.disagreeing]
+
+    def to_json(self, warnings=()):
+        """Everything measured, the machine and the settings, as one JSON-able dict."""
+        yardstick = self.yardstick()
+        peers = [impl for impl in self.impls if impl != SUBJECT]
+        return {
+            "machine": self.info, "warnings": list(warnings),
+            "settings": {"threads": self.threads, "pinned_core": self.pinned_core,
+                         "quick": self.quick, "window_s": WINDOW_S, **self.timing,
+                         "implementations": self.impls, "subject": SUBJECT, "oracle": ORACLE},
+            "gemm_gflops": {library: {dtype: {str(n): g for n, g in by_size.items()}
+                                      for dtype, by_size in by_dtype.items()}
+                            for library, by_dtype in self.gemm.items()},
+            "gemm_yardstick": {"library": YARDSTICK, "gflops": yardstick},
+            "rows": [{"shape": dict(zip("TBDH", row.shape)), "dtype": row.dtype,
+                      "pass": row.pass_name, "flops": row.flops, "median_s": row.medians,
+                      "speedup_of_cython": {peer: row.speedup(peer) for peer in peers},
+                      "ratio_of_medians": {peer: row.ratio_of_medians(peer) for peer in peers},
+                      "gflops": {impl: row.gflops(impl) for impl in self.impls},
+                      "gemm_share_of_cython": row.gflops() / yardstick[row.dtype],
+                      "relative_error": row.errors, "disagreeing": row.disagreeing,
+                      "calls_per_window": row.calls_per_window,
+                      "seconds_per_call_by_window": row.samples} for row in self.rows],
+        }
+
+
+def run_benchmark(shapes, dtypes, passes, impls, threads=1, timing=None, quick=False,
+                  on_row=None):
+    """Measure every (shape, dtype, pass) with every implementation in ``impls``.
+
+    Parameters
+    ----------
+    shapes : list of (T, B, D, H)
+    dtypes : list of {"float32", "float64"}
+    passes : list of {"forward", "forward+backward"}
+    impls : list of str
+        Names of ``PEERS`` (must include the subject, "cython", and the oracle, "numpy").
+    threads : int
+        Threads of BLAS and OpenMP (threadpoolctl), PyTorch and rnnfast. With 1 thread the
+        process is pinned to one core for the whole measurement.
+    timing : dict or None
+        ``timing_settings(...)``; default ``timing_settings(quick)``.
+    quick : bool
+        Fewer GEMM repeats (and the quick timing, by default).
+    on_row : callable or None
+        Called as on_row(i, n, shape, dtype, pass_name) before row i of n is measured.
+
+    Returns
+    -------
+    BenchmarkRun
+
+    Raises
+    ------
+    ImportError
+        threadpoolctl is not installed (it holds BLAS to ``threads``).
+    """
+    import threadpoolctl
+
+    timing = timing or timing_settings(quick)
+    cases = [(shape, dtype, pass_name) for shape in shapes for dtype in dtypes
+             for pass_name in passes]
+    with threadpoolctl.threadpool_limits(limits=threads):
+        if "torch" in impls:  # imported by PEERS' availability check, before the limits
+            sys.modules["torch"].set_num_threads(threads)
+        info = machine_info()
+        pinning = pinned_to_one_core() if threads == 1 else contextlib.nullcontext()
+        with pinning as core:
+            run = BenchmarkRun(info, list(impls), threads, core, timing, quick,
+                               _measure_gemm(dtypes, quick))  # at both ends of the run, so
+            for i, (shape, dtype, pass_name) in enumerate(cases, 1):  # that one slow phase
+                if on_row is not None:                                # cannot spoil it
+                    on_row(i, len(cases), shape, dtype, pass_name)
+                run.rows.append(measure_row(shape, dtype, pass_name, impls, timing, threads))
+            run.gemm = _best_of(run.gemm, _measure_gemm(dtypes, quick))
+    return run
