@@ -60,3 +60,32 @@ def test_unknown_kernel_build_is_an_import_error_naming_the_choices():
     result = _import_kernel_with("avx1024")
     assert result.returncode != 0
     assert "RNNFAST_KERNEL='avx1024'" in result.stderr and "baseline" in result.stderr
+
+
+def _typed_options():
+    """(command, option) for every option of every command whose value argparse converts."""
+    import argparse
+
+    from rnnfast.cli.main import build_parser
+
+    commands = next(action for action in build_parser()._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    return [(name, action.option_strings[-1]) for name, sub in commands.choices.items()
+            for action in sub._actions if action.type is not None and action.option_strings]
+
+
+def test_every_typed_option_is_covered():
+    options = _typed_options()
+    assert ("train", "--minutes") in options and ("bench", "--shapes") in options
+    assert ("demo", "-B") in options and ("diagnose", "--radii") in options
+
+
+@pytest.mark.parametrize("command, option", _typed_options())
+def test_a_bad_option_value_says_in_words_what_was_expected(command, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, option, "abc"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # below the usage lines
+    assert error.startswith(f"rnnfast {command}: error: argument ") and option in error
+    assert ": expected " in error  # the value expected, in words
+    assert "invalid" not in error and "'abc'" in error

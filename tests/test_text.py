@@ -57,6 +57,26 @@ def test_read_text_errors(tmp_path):
         read_text(tmp_path / "one.txt")
 
 
+def test_read_text_refuses_invalid_utf8_naming_the_first_bad_byte(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes("héllo wörld\n".encode() + b"\xc3(" + b"rest")
+    with pytest.raises(ValueError) as excinfo:
+        read_text(path)
+    message = str(excinfo.value)
+    assert str(path) in message and "not valid UTF-8" in message
+    assert "byte 0xc3 at offset 14" in message and "replace_invalid=True" in message
+    text = read_text(path, replace_invalid=True)
+    assert text == "héllo wörld\n\ufffd(rest"
+    with pytest.raises(TypeError, match="replace_invalid must be a bool"):
+        read_text(path, replace_invalid="yes")
+
+
+def test_read_text_reads_newlines_as_open_does(tmp_path):
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"a\r\nb\rc\n")
+    assert read_text(path) == "a\nb\nc\n"
+
+
 def test_split_tail():
     ids = np.arange(1000)
     head, tail = split_tail(ids, fraction=0.1, max_tail=50)

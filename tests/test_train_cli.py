@@ -179,3 +179,109 @@ def test_ctrl_c_saves_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path, 
     train(capsys, text_file, "--steps", steps + 2, "--checkpoint", whole, *SMALL,
           "--eval-every", "100000", "--layers", "2", "--dropout", "0.1")
     assert_same_run(whole, ckpt)
+
+
+# -- what a new user hit -----------------------------------------------------------------------
+
+def test_a_fresh_run_does_not_overwrite_an_existing_checkpoint(tmp_path, text_file, capsys,
+                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default checkpoint, rnnfast-charlm.npz, is written here
+    code, _, _ = train(capsys, text_file, "--steps", 2, *SMALL)
+    assert code == 0
+    default = tmp_path / "rnnfast-charlm.npz"
+    before = default.read_bytes()
+    other = tmp_path / "other.txt"
+    other.write_text("another text, another run\n" * 50)
+    code, out, err = train(capsys, other, "--steps", 2, *SMALL)  # a fresh run, same file
+    assert code == 2 and out == ""  # refused before any work
+    assert "rnnfast-charlm.npz already exists" in err
+    assert "--resume rnnfast-charlm.npz" in err and "--overwrite" in err
+    assert "--checkpoint NEW.npz" in err
+    assert default.read_bytes() == before
+    # A resumed run may write its own file, but not another run's.
+    mine = tmp_path / "mine.npz"
+    train(capsys, other, "--steps", 2, "--checkpoint", mine, *SMALL)
+    code, _, err = train(capsys, "--resume", mine, "--steps", 3, "--checkpoint", default)
+    assert code == 2 and "already exists" in err and default.read_bytes() == before
+    code, _, _ = train(capsys, "--resume", mine, "--steps", 3)
+    assert code == 0 and int(checkpoint.load(mine).section("trainer")["steps"]) == 3
+    # Asked for explicitly, a fresh run replaces the file.
+    code, _, _ = train(capsys, other, "--steps", 2, "--overwrite", *SMALL)
+    assert code == 0 and default.read_bytes() != before
+    assert checkpoint.load(default).meta["corpus"]["path"] == str(other)
+
+
+def test_train_help_says_how_checkpoints_are_kept_and_what_the_exit_status_means(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "A fresh run does not overwrite an existing checkpoint" in help_text
+    assert "--overwrite" in help_text and "--resume FILE" in help_text
+    assert "130 after Ctrl-C" in help_text
+
+
+def test_invalid_utf8_is_an_error_naming_the_file_and_the_byte_unless_replacement_is_asked(
+        tmp_path, capsys):
+    binary = tmp_path / "data.bin"
+    head = ("def f(x):\n    return x\n" * 30).encode()
+    binary.write_bytes(head + b"\x00\xff\xfe" + b"ab" * 50)  # NUL is UTF-8; 0xff is not
+    code, out, err = train(capsys, binary, "--steps", 1, "--checkpoint", tmp_path / "b.npz",
+                           *SMALL)
+    assert code == 2 and out == "" and not (tmp_path / "b.npz").exists()
+    assert str(binary) in err and "not valid UTF-8" in err
+    assert f"byte 0xff at offset {len(head) + 1}" in err and "--replace-invalid-utf8" in err
+    code, out, _ = train(capsys, binary, "--steps", 1, "--checkpoint", tmp_path / "b.npz",
+                         "--replace-invalid-utf8", *SMALL)
+    assert code == 0
+    corpus = checkpoint.load(tmp_path / "b.npz").meta["corpus"]
+    assert corpus["replace_invalid"] is True
+    code, _, _ = train(capsys, "--resume", tmp_path / "b.npz", "--steps", 2)  # read the same way
+    assert code == 0
+
+
+def test_sample_prints_what_generate_returns(tmp_path, text_file, capsys):
+    from rnnfast.charlm import generate, load_model
+
+    ckpt = tmp_path / "run.npz"
+    train(capsys, text_file, "--steps", 2, "--checkpoint", ckpt, *SMALL)
+    assert cli.main(["sample", str(ckpt), "--length", "25", "--prime", "def", "--seed", "4"]) == 0
+    printed = capsys.readouterr().out
+    model, vocab = load_model(ckpt)
+    assert printed == generate(model, vocab, 25, prime="def", temperature=0.8, seed=4) + "\n"
+    assert printed.startswith("def")
+
+
+def _start_training(tmp_path, text_file, *extra):
+    """A training run in a child process, returned once its progress line shows."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnfast", "train", str(text_file), "--minutes", "5",
+         "--checkpoint", str(tmp_path / "run.npz"), *SMALL, "--eval-every", "100000", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    line = process.stderr.readline()
+    while line and not line.startswith("step"):
+        line = process.stderr.readline()
+    assert line.startswith("step"), "training never started"
+    return process
+
+
+def test_a_second_ctrl_c_aborts_with_one_line_and_status_130(tmp_path, text_file):
+    # A long final sample keeps the run busy after the first Ctrl-C, so that the second one
+    # arrives while it still works.
+    process = _start_training(tmp_path, text_file, "--sample-every", "100000",
+                              "--sample-length", "100000")
+    try:
+        process.send_signal(signal.SIGINT)
+        line = process.stderr.readline()
+        while line and not line.startswith("Ctrl-C: stopping"):
+            line = process.stderr.readline()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert err.strip().splitlines()[-1].startswith("rnnfast train: aborted by a second Ctrl-C")
+    assert len([line for line in err.splitlines() if "aborted" in line]) == 1
+    if (tmp_path / "run.npz").exists():  # saved before the second Ctrl-C: a whole checkpoint
+        checkpoint.load(tmp_path / "run.npz")

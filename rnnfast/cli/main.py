@@ -21,7 +21,8 @@ COMMANDS = ("demo", "train", "sample", "bench", "diagnose")
 INTERRUPTED = 130  # 128 + SIGINT
 
 
-def _parser():
+def build_parser():
+    """The parser of `rnnfast` and its commands."""
     parser = argparse.ArgumentParser(
         prog="rnnfast",
         description="Fast vanilla RNNs on the CPU. Without a command, runs `demo`.",
@@ -61,7 +62,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "demo")
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return RUNNERS[args.command](args)
     except KeyboardInterrupt:
