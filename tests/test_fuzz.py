@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 
 import rnnfast
 from rnnfast.train import optim
-from rnnfast.utils.validation import MAX_DIM, memory_limit
+from rnnfast.utils.memory import memory_limit
+from rnnfast.utils.validation import MAX_DIM
 from rnn_helpers import GRAD_NAMES, PATHS, SAME_DTYPE_TOL, assert_close, force_path, make_problem
 
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-import rnnfast
+from rnnfast.functional import rnn_backward, rnn_forward
 
 __all__ = ["Peer", "PEERS", "IMPLEMENTATIONS", "SUBJECT", "ORACLE", "make_runner",
            "available_implementations", "import_torch", "batched_forward", "batched_backward",
@@ -81,10 +81,10 @@ def _rnnfast_runner(backend):
         threads = {"n_threads": n_threads} if backend == "cython" else {}
 
         def run():
-            out, cache = rnnfast.rnn_forward(*p.args, backend=backend, **threads)
+            out, cache = rnn_forward(*p.args, backend=backend, **threads)
             if not with_backward:
                 return out, None
-            return out, tuple(rnnfast.rnn_backward(p.G, cache, **threads))
+            return out, tuple(rnn_backward(p.G, cache, **threads))
 
         return run
 

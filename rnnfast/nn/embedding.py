@@ -6,8 +6,9 @@ between the two by copying the array.
 import numpy as np
 
 from rnnfast.nn.module import Module
-from rnnfast.utils.validation import (as_int_array, check_allocation, check_float_dtype,
-                                      check_index_range, check_size, random_generator)
+from rnnfast.utils.memory import check_allocation
+from rnnfast.utils.validation import (as_int_array, check_float_dtype, check_index_range,
+                                      check_size, random_generator)
 
 __all__ = ["Embedding"]
 
@@ -33,6 +34,8 @@ class Embedding(Module):
     ----------
     weight : ndarray, shape (V, E)
         The table, initialised like torch: standard normal.
+    dtype : numpy dtype
+        Of the table and of every result.
     grads : dict of str to ndarray
         After ``backward``: "weight" (V, E), the sum of the upstream gradients of every position
         that looked a row up (zero for rows not used). Each backward pass replaces it.
@@ -41,7 +44,7 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, dtype=np.float32, seed=None):
         self.num_embeddings = check_size(num_embeddings, "num_embeddings")
         self.embedding_dim = check_size(embedding_dim, "embedding_dim")
-        dtype = check_float_dtype(dtype)
+        self.dtype = dtype = check_float_dtype(dtype)
         rng = random_generator(seed)
         shape = (self.num_embeddings, self.embedding_dim)
         check_allocation("Embedding", [("weight (num_embeddings, embedding_dim)", shape, dtype),
@@ -55,11 +58,6 @@ class Embedding(Module):
     def __repr__(self):
         return (f"Embedding(num_embeddings={self.num_embeddings}, "
                 f"embedding_dim={self.embedding_dim}, dtype={self.dtype.name})")
-
-    @property
-    def dtype(self):
-        """The dtype of the table and of every result."""
-        return self.weight.dtype
 
     def forward(self, ids):
         """Look the ids up.

@@ -7,9 +7,9 @@ backward pass (not a copy): do not modify it in place between ``forward`` and ``
 import numpy as np
 
 from rnnfast.nn.module import Module
-from rnnfast.utils.validation import (check_allocation, check_bool, check_float_dtype,
-                                      check_shape, check_size, contiguous, copy_size,
-                                      float_array, random_generator)
+from rnnfast.utils.memory import check_allocation
+from rnnfast.utils.validation import (check_bool, check_float_dtype, check_shape, check_size,
+                                      contiguous, copy_size, float_array, random_generator)
 
 __all__ = ["Linear"]
 
@@ -39,6 +39,8 @@ class Linear(Module):
         W_hy. Initialised like torch: uniform on (-1/sqrt(H), 1/sqrt(H)).
     bias : ndarray, shape (O,), or None
         b_y, initialised like the weight; None when ``bias=False``.
+    dtype : numpy dtype
+        Of the parameters, of the inputs and of every result.
     grads : dict of str to ndarray
         After ``backward``: "weight" (O, H) and, with a bias, "bias" (O,). Each backward pass
         replaces them (they are not accumulated over calls).
@@ -48,7 +50,7 @@ class Linear(Module):
         self.in_features = check_size(in_features, "in_features")
         self.out_features = check_size(out_features, "out_features")
         bias = check_bool(bias, "bias")
-        dtype = check_float_dtype(dtype)
+        self.dtype = dtype = check_float_dtype(dtype)
         rng = random_generator(seed)
         shape = (self.out_features, self.in_features)
         check_allocation("Linear", [("weight (out_features, in_features)", shape, dtype),
@@ -67,11 +69,6 @@ class Linear(Module):
     def __repr__(self):
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, dtype={self.dtype.name})")
-
-    @property
-    def dtype(self):
-        """The dtype of the parameters, of the inputs and of every result."""
-        return self.weight.dtype
 
     def forward(self, h):
         """y_t = W_hy h_t + b_y for every step and sequence.

@@ -2,9 +2,9 @@
 vectorised pass (time-major, float32 or float64)."""
 import numpy as np
 
-from rnnfast.utils.validation import (as_int_array, check_allocation, check_index_range,
-                                      check_shape, contiguous, copy_size, float_array,
-                                      native_dtype)
+from rnnfast.utils.memory import check_allocation
+from rnnfast.utils.validation import (as_int_array, check_index_range, check_shape, contiguous,
+                                      copy_size, float_array, native_dtype)
 
 __all__ = ["softmax_cross_entropy"]
 

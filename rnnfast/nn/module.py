@@ -6,8 +6,9 @@ parameters in ``self._params`` (name -> array) and their last gradients in ``sel
 ``Composite`` is the base of models made of named layers (``CharRNN``), whose parameters and
 gradients are named "<part>.<name>", as in the state dict of the equivalent torch module.
 """
-from rnnfast.utils.validation import (check_allocation, check_bool, check_shape, contiguous,
-                                      copy_size, float_array, load_parameters, native_dtype)
+from rnnfast.utils.memory import check_allocation
+from rnnfast.utils.validation import (check_bool, check_shape, contiguous, copy_size, float_array,
+                                      load_parameters, native_dtype)
 
 __all__ = ["Module", "Composite"]
 

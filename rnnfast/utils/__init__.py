@@ -1,1 +1,2 @@
-"""What every layer of the package uses: input checks (validation) and thread counts (threads)."""
+"""What every layer of the package uses: input checks (validation), memory checks (memory) and
+thread counts (threads)."""

@@ -1,13 +1,15 @@
 """Checks at the API edge. The kernels run without bounds checks, so everything is checked here,
 once, with messages that name the argument, what was expected and what was given."""
-import functools
 import math
 import numbers
 import operator
-import os
 from collections.abc import Mapping
 
 import numpy as np
+
+# check_allocation is used here (a copy is checked before it is made); surely_fits is here too
+# for the modules that import both with the other checks.
+from rnnfast.utils.memory import check_allocation, surely_fits  # noqa: F401
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # BLAS takes its dimensions as 32-bit ints.
@@ -34,18 +36,26 @@ def float_array(value, name, layout):
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
+        raise _conversion_error(name, "a numeric array", exc) from None
     # Either byte order is fine (the common case first: this runs for every array of a call).
     if array.dtype not in FLOAT_DTYPES and array.dtype.newbyteorder("=") not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
     if array.ndim != len(layout):
-        raise ValueError(
-            f"{name} must be {len(layout)}-D with shape ({', '.join(layout)}); "
-            f"got a {array.ndim}-D array with shape {array.shape}"
-        )
+        raise _ndim_error(array, name, layout)
     if 0 in array.shape or max(array.shape) > MAX_DIM:
         _raise_bad_size(array, name, layout)
     return array
+
+
+# The errors of the checks below, worded once. The checks test inline and call these only to
+# raise: float_array runs for every array of every call, where a function call costs.
+def _conversion_error(name, what, exc):
+    return ValueError(f"{name} could not be converted to {what}: {exc}")
+
+
+def _ndim_error(array, name, layout):
+    return ValueError(f"{name} must be {len(layout)}-D with shape ({', '.join(layout)}); "
+                      f"got a {array.ndim}-D array with shape {array.shape}")
 
 
 def native_dtype(array):
@@ -239,14 +249,11 @@ def as_int_array(value, name, layout):
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+        raise _conversion_error(name, "an array", exc) from None
     if not np.issubdtype(array.dtype, np.integer):
         raise TypeError(f"{name} must have an integer dtype; got {array.dtype}")
     if array.ndim != len(layout):
-        raise ValueError(
-            f"{name} must be {len(layout)}-D with shape ({', '.join(layout)}); "
-            f"got a {array.ndim}-D array with shape {array.shape}"
-        )
+        raise _ndim_error(array, name, layout)
     for label, size in zip(layout, array.shape):
         if size == 0:
             raise ValueError(f"{name} has {label} = 0 (shape {array.shape}); every dimension "
@@ -281,114 +288,6 @@ def check_lengths(lengths, B, T):
         raise ValueError(f"lengths must be between 1 and T = {T}; got values from "
                          f"{array.min()} to {array.max()}")
     return array
-
-
-# ---------------------------------------------------------------------------------------------
-# Memory: a request that cannot fit fails with a MemoryError naming its size, before any work.
-# ---------------------------------------------------------------------------------------------
-def _meminfo_bytes(field):
-    """A field of /proc/meminfo (Linux) in bytes, or None."""
-    try:
-        with open("/proc/meminfo") as file:
-            for line in file:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024  # the file says kB, meaning KiB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _cgroup_limit():
-    """The memory limit of this process's control group (a container's), or None.
-
-    Read at the root of the cgroup file system, which is the container's own in a cgroup
-    namespace: v2 (memory.max) or v1 (memory/memory.limit_in_bytes, "unlimited" being a
-    number near 2**63).
-    """
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path) as file:
-                text = file.read().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 2**60:
-            return int(text)
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def memory_limit():
-    """(bytes, description): the most memory this process can ever hold, read once.
-
-    Physical memory plus swap, capped by the container's limit. Not MemAvailable: that moves
-    with whatever else runs (this machine is shared), so the same call would fail or pass by
-    chance; the total is a property of the machine, and a request beyond it can never succeed.
-    Without this check such a request does not always fail cleanly either: with Linux's
-    overcommit, np.empty of more than is free succeeds, and the process is killed when the
-    kernel first writes the pages. Requests below the total but above what is free right now
-    are left to NumPy, whose own MemoryError passes through. None where the size is unknown.
-    """
-    try:
-        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system
-        return None
-    swap = _meminfo_bytes("SwapTotal") or 0
-    limit, description = physical + swap, "of RAM + swap" if swap else "of RAM"
-    cgroup = _cgroup_limit()
-    if cgroup is not None and cgroup < limit:
-        limit, description = cgroup, "allowed by this container's memory limit"
-    return limit, description
-
-
-def format_bytes(size):
-    """size in bytes as a short decimal figure: 512 B, 3.2 MB, 4.5 TB."""
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB", "EB"):
-        if size < 1000 or unit == "EB":
-            return f"{size} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-
-
-def buffer_bytes(shape, dtype):
-    """Bytes of an array of shape (Python ints: no overflow, however large) and dtype."""
-    count = 1
-    for size in shape:
-        count *= size
-    return count * (dtype.itemsize if isinstance(dtype, np.dtype) else np.dtype(dtype).itemsize)
-
-
-def surely_fits(upper_bound):
-    """Whether upper_bound bytes fit in this machine's memory: a quick test, so that calls on
-    small problems (most calls) need not list what they allocate for check_allocation."""
-    limit = memory_limit()
-    return limit is None or upper_bound <= limit[0]
-
-
-def check_allocation(caller, buffers, advice=""):
-    """Raise MemoryError before anything is allocated if buffers cannot fit in this machine.
-
-    buffers: (description, shape, dtype) of everything the call allocates that grows with its
-    arguments (None entries are skipped); the message names the largest one and the total.
-    This runs on every call: the sum comes first, the message only when it is needed.
-    """
-    limit = memory_limit()
-    if limit is None:
-        return
-    buffers = [buffer for buffer in buffers if buffer is not None]
-    sizes = [buffer_bytes(shape, dtype) for _, shape, dtype in buffers]
-    total = sum(sizes)
-    limit_bytes, limit_description = limit
-    if total <= limit_bytes:
-        return
-    largest = max(range(len(buffers)), key=sizes.__getitem__)
-    what, shape, dtype = buffers[largest]
-    message = (f"{caller} would allocate {format_bytes(sizes[largest])} for {what} = "
-               f"{tuple(int(size) for size in shape)} {np.dtype(dtype).name}")
-    if len(buffers) > 1:
-        plural = "s" if len(buffers) > 2 else ""
-        message += (f" ({format_bytes(total)} in all, with {len(buffers) - 1} smaller "
-                    f"buffer{plural})")
-    message += f"; this machine has {format_bytes(limit_bytes)} {limit_description}"
-    raise MemoryError(message + (f": {advice}" if advice else ""))
 
 
 def may_overlap_itself(array):
@@ -437,8 +336,7 @@ def check_entries(state, shapes, label, kinds="fiu",
         try:
             array = np.asarray(state[key])
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{label}[{key!r}] could not be converted to an array: "
-                             f"{exc}") from None
+            raise _conversion_error(f"{label}[{key!r}]", "an array", exc) from None
         if array.dtype.kind not in kinds:
             raise TypeError(f"{label}[{key!r}] must hold {kind_text}; got {array.dtype}")
         if array.shape != shape:
@@ -482,7 +380,7 @@ def load_parameters(params, state):
                         f"got {type(state).__name__}")
     check_keys(state, params, "state_dict")
     arrays = check_entries(state, {name: param.shape for name, param in params.items()},
-                           "state_dict", kind_text=f"real numbers (a float or integer dtype, "
-                                                   f"cast to the parameter's dtype)")
+                           "state_dict", kind_text="real numbers (a float or integer dtype, "
+                                                   "cast to the parameter's dtype)")
     for name, array in arrays.items():
         params[name][...] = array

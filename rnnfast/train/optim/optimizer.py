@@ -20,8 +20,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from rnnfast.utils.validation import (check_allocation, check_entries, check_int, check_keys,
-                                      check_real, check_writable_float_arrays, unwrap_scalar)
+from rnnfast.utils.memory import check_allocation
+from rnnfast.utils.validation import (check_entries, check_int, check_keys, check_real,
+                                      check_writable_float_arrays, unwrap_scalar)
 
 __all__ = ["Optimizer"]
 
