@@ -1,4 +1,4 @@
-"""Checkpoint files (rnnfast.checkpoint): round trips, atomic replacement (an interrupted save
+"""Checkpoint files (rnnfast.train.checkpoint): round trips, atomic replacement (an interrupted save
 leaves the old file whole and no debris), and a clear CheckpointError for every kind of broken
 file."""
 import json

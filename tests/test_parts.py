@@ -1,4 +1,4 @@
-"""The model parts (rnnfast.parts): Linear over time, Embedding, softmax_cross_entropy.
+"""The model parts (rnnfast.nn): Linear over time, Embedding, softmax_cross_entropy.
 
 Backward passes are checked against central finite differences of the forward pass in float64,
 entry by entry on tiny shapes; forward passes against independent formulas (einsum, a loop over

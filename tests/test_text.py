@@ -1,5 +1,5 @@
-"""Text for the language model (rnnfast.text) and the streams of truncated BPTT
-(rnnfast.streams): vocabularies, the default corpus, the held-out tail, the unigram baseline,
+"""Text for the language model (rnnfast.charlm.text) and the streams of truncated BPTT
+(rnnfast.train.streams): vocabularies, the default corpus, the held-out tail, the unigram baseline,
 and which tokens each chunk holds."""
 import collections
 import math

@@ -1,4 +1,4 @@
-"""Truncated BPTT (rnnfast.training): the state is carried across chunks, the gradient is cut at
+"""Truncated BPTT (rnnfast.train): the state is carried across chunks, the gradient is cut at
 the chunk boundary, evaluation agrees with one pass over the whole text, a non-finite loss,
 gradient or update stops training with the step and tensor, and runs are reproducible."""
 import numpy as np

@@ -131,7 +131,7 @@ def load_model(source, n_threads=None):
 
     Parameters
     ----------
-    source : str, path-like or rnnfast.checkpoint.Checkpoint
+    source : str, path-like or rnnfast.train.checkpoint.Checkpoint
     n_threads : int or None
         Threads for the model's kernels.
 
@@ -143,7 +143,7 @@ def load_model(source, n_threads=None):
 
     Raises
     ------
-    rnnfast.checkpoint.CheckpointError
+    rnnfast.train.CheckpointError
         The file is not a readable checkpoint, or its parameters do not fit its own settings.
     """
     ckpt = source if isinstance(source, checkpoint.Checkpoint) else checkpoint.load(source)
