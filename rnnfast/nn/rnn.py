@@ -9,8 +9,8 @@ import numpy as np
 
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
 from rnnfast.nn.module import Module
-from rnnfast.utils.threads import resolve_n_threads
 from rnnfast.utils.memory import check_allocation
+from rnnfast.utils.threads import resolve_n_threads
 from rnnfast.utils.validation import (check_bool, check_choice, check_float_dtype, check_int,
                                       check_lengths, check_real, check_shape, check_size,
                                       contiguous, copy_size, float_array, random_generator)
