@@ -3,6 +3,7 @@ against an oracle that does not use return_norms, the randomized estimate within
 spread, the size of W_hh against NumPy, saturation on constructed states, the shape of the curves
 below, at and above radius 1, and the command with and without matplotlib."""
 import io
+import math
 import re
 import sys
 
@@ -584,3 +585,32 @@ def test_training_on_the_adding_problem_learns_the_short_span():
                                        clip_norm=1.0, seed=0)
     assert outcome.stopped is None and len(outcome.losses) == 600
     assert outcome.mse_after < diagnostics.BASELINE_MSE / 5 < outcome.mse_before
+
+
+def test_training_on_the_adding_problem_stops_at_the_first_non_finite_value():
+    """The same checked update as the TBPTT trainer: a learning rate that overflows the
+    parameters stops the run at that step, saying so, with no MSE after it."""
+    model = diagnostics.AddingModel(4, seed=0)
+    outcome = diagnostics.train_adding(model, 6, steps=5, batch_size=4, lr=1e38, clip_norm=0,
+                                       seed=0)
+    assert outcome.stopped.startswith("training stopped at step 1: the optimizer's update "
+                                      "overflowed")
+    assert outcome.losses == [] and math.isnan(outcome.mse_after)
+    assert math.isfinite(outcome.mse_before)
+
+
+def test_the_experiment_measures_every_setting_at_every_span():
+    settings = {"spans": (4, 6), "radii": (0.5, "orthogonal"), "hidden_size": 3, "steps": 2,
+                "batch_size": 2}
+    runs = []
+    experiment = diagnostics.run_adding_experiment(settings, seed=1,
+                                                   on_run=lambda r, T: runs.append((r, T)))
+    assert runs == [(0.5, 4), (0.5, 6), ("orthogonal", 4), ("orthogonal", 6)]
+    assert set(experiment.outcomes) == set(runs) and set(experiment.curves) == {0.5, "orthogonal"}
+    curves = experiment.curves[0.5]
+    assert len(curves.jacobian) == len(curves.gradient) == 6  # lags 0..5 at the longest span
+    assert curves.jacobian[0] == pytest.approx(1.0) and curves.gradient[0] == 1.0  # lag 0
+    assert curves.radius == pytest.approx(0.5, rel=1e-6)  # float32 weights measured in float64
+    for outcome in experiment.outcomes.values():
+        assert outcome.stopped is None and len(outcome.losses) == 2
+        assert math.isfinite(outcome.radius_after) and outcome.per_step_after > 0
