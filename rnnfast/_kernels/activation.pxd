@@ -97,7 +97,8 @@ cdef inline floating fast_tanh(floating x) noexcept nogil:
 
 
 # What is applied to each element after a step's matmul. Forward steps apply the activation;
-# backward steps multiply by the activation's derivative, computed from the stored output h.
+# backward steps multiply by the activation's derivative, computed from the stored act(a_t) (h_t
+# itself in the plain RNN). Leaky steps add the leak after it (leak_forward, leak_backward).
 cdef enum Epilogue:
     FORWARD_TANH = 0
     FORWARD_RELU = 1
@@ -123,3 +124,44 @@ cdef inline void finish(floating* C, const floating* h, Py_ssize_t n,
     else:
         for i in range(n):
             C[i] = C[i] * (one if h[i] > zero else zero)  # relu'(a) = [h > 0], as NumPy multiplies
+
+
+# The leak, h_t = (1 - alpha) h_{t-1} + alpha act(a_t) (+ state noise), alpha per unit. In a
+# leaky step C holds act(a_t) after `finish` (forward) and dL/dh_t before it (backward); these
+# add the two terms that do not pass through the step's matmul.
+cdef inline void leak_forward(const floating* C, const floating* h_prev, const floating* alpha,
+                              const floating* noise, floating* h, Py_ssize_t n) noexcept nogil:
+    """h[i] = (1 - alpha[i]) h_prev[i] + alpha[i] C[i] (+ noise[i], unless noise is NULL), with
+    C = act(a_t) and h_prev = h_{t-1}."""
+    cdef Py_ssize_t i
+    cdef floating one = 1
+    if noise == NULL:
+        for i in range(n):
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * C[i]
+    else:
+        for i in range(n):
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * C[i] + noise[i]
+
+
+cdef inline void leak_backward(floating* C, const floating* f, const floating* alpha,
+                               const floating* g_prev, floating* carry, Py_ssize_t n,
+                               Epilogue kind) noexcept nogil:
+    """C holds dh_t = dL/dh_t; f = act(a_t). Then
+        carry[i] = g_prev[i] + (1 - alpha[i]) dh_t[i]   (g_prev NULL: 0)
+    the part of dL/dh_{t-1} that skips W_hh (g_prev = dout_{t-1}), and
+        C[i] = alpha[i] dh_t[i] act'(a_t)[i]   = da_t,
+    act' from f (tanh' = 1 - f^2, relu' = [f > 0]). carry may be the init the step just read."""
+    cdef Py_ssize_t i
+    cdef floating zero = 0, one = 1
+    if g_prev == NULL:
+        for i in range(n):
+            carry[i] = (one - alpha[i]) * C[i]
+    else:
+        for i in range(n):
+            carry[i] = g_prev[i] + (one - alpha[i]) * C[i]
+    if kind == BACKWARD_TANH:
+        for i in range(n):
+            C[i] = alpha[i] * C[i] * (one - f[i] * f[i])
+    else:
+        for i in range(n):
+            C[i] = alpha[i] * C[i] * (one if f[i] > zero else zero)
