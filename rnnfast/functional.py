@@ -151,7 +151,7 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     if need_grad is not True:
         need_grad = check_bool(need_grad, "need_grad")
     x, h0, W_xh, W_hh, b = check_forward_inputs(x, h0, W_xh, W_hh, b)
-    dtype = x.dtype
+    dtype = native_dtype(x)  # x may still be a view in the other byte order
     T, B, D = x.shape
     H = W_hh.shape[0]
     if lengths is not None:

@@ -153,6 +153,39 @@ def make_problem(seed, T, B, D, H, dtype=np.float64, *, bias=True, h0=True, dh_n
     return p.without(*dropped).astype(dtype)
 
 
+# Leaks of the leaky tests: one for every unit, or one per unit (from 0.02, a time constant of
+# 50 steps, to exactly 1, some units not leaky at all).
+LEAK_KINDS = ("scalar", "per-unit")
+
+
+def make_dynamics(seed, H, T, B, dtype=np.float64, *, leak="per-unit", noise=True,
+                  state_noise=True):
+    """The leak, noise and state_noise keyword arguments of a leaky rnn_forward call.
+
+    leak is one of LEAK_KINDS (or None for none); the noises (T, B, H) are small beside the
+    pre-activations and states (standard deviations 0.3 and 0.1). Arrays are drawn in float64
+    and cast, as in make_problem; cast_dynamics casts them again.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    dynamics = {}
+    if leak == "scalar":
+        dynamics["leak"] = 0.2
+    elif leak == "per-unit":
+        alpha = rng.uniform(0.02, 1.0, H)
+        alpha[rng.integers(H)] = 1.0
+        dynamics["leak"] = alpha.astype(dtype)
+    if noise:
+        dynamics["noise"] = (0.3 * rng.standard_normal((T, B, H))).astype(dtype)
+    if state_noise:
+        dynamics["state_noise"] = (0.1 * rng.standard_normal((T, B, H))).astype(dtype)
+    return dynamics
+
+
+def cast_dynamics(dynamics, dtype):
+    """The same keyword arguments with every array cast to dtype (numbers stay numbers)."""
+    return {k: v.astype(dtype) if isinstance(v, np.ndarray) else v for k, v in dynamics.items()}
+
+
 def preactivations(p, nonlinearity):
     """The pre-activations a_t (T, B, H) of problem p, computed here in float64 from the math.
 

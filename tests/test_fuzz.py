@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 import rnnfast
 from rnnfast.train import optim
 from rnnfast.utils.validation import MAX_DIM, memory_limit
-from rnn_helpers import GRAD_NAMES, PATHS, SAME_DTYPE_TOL, assert_close, force_path, make_problem
+from rnn_helpers import (GRAD_NAMES, PATHS, SAME_DTYPE_TOL, assert_close, force_path,
+                         make_dynamics, make_problem)
 
 
 # NaN and inf inputs make NumPy warn (inf - inf, NaN in a matmul): expected here.
@@ -210,6 +211,18 @@ def draw_rnn_call(data):
         n_threads=data.draw(st.sampled_from(THREADS), label="n_threads"),
         lengths=lengths,
     )
+    # A leak (a number, or per unit in any layout) and the two noises, or none of them.
+    leak = data.draw(st.sampled_from(["none", "number", "per-unit"]), label="leak")
+    if leak != "none":
+        dynamics = make_dynamics(data.draw(st.integers(0, 2**16), label="leak seed"), H, T, B,
+                                 dtype, leak="scalar" if leak == "number" else "per-unit",
+                                 noise=data.draw(st.booleans(), label="noise"),
+                                 state_noise=data.draw(st.booleans(), label="state_noise"))
+        for name, value in dynamics.items():
+            if isinstance(value, np.ndarray):
+                layouts = [layout for layout in LAYOUTS if layout != "list"]
+                value = present(value, data.draw(st.sampled_from(layouts), label=name))
+            options[name] = value
     path = data.draw(st.sampled_from(PATHS), label="path")
     return p, options, path
 
@@ -261,6 +274,22 @@ def test_rnn_forward_and_backward(data):
                    ("n_threads", "a string", "2", TypeError, {"n_threads"}),
                    ("nonlinearity", "unknown", "sigmoid", ValueError, {"nonlinearity"}),
                    ("backend", "unknown", "torch", ValueError, {"backend"})]
+    H = p.W_hh.shape[0]
+    candidates += [("leak",) + s for s in spoilers(np.full(H, 0.5, p.x.dtype), "leak",
+                                                   {0: ["W_hh"]})]
+    candidates += [("leak", label, value, error, {"leak"}) for label, value, error in [
+        ("0", 0.0, ValueError), ("above 1", 1.5, ValueError), ("NaN", np.nan, ValueError),
+        ("-inf", -np.inf, ValueError), ("NaN in one unit", np.r_[np.full(H - 1, 0.5), np.nan]
+                                        .astype(p.x.dtype), ValueError),
+        ("the other float width", np.full(H, 0.5, other), TypeError),
+        ("a string", "0.5", TypeError), ("a bool", True, TypeError), ("None", None, TypeError)]]
+    for name in ("noise", "state_noise"):
+        candidates += [(name,) + s for s in spoilers(np.ones((T, B, H), p.x.dtype), name,
+                                                     {0: ["x"], 1: ["x"], 2: ["W_hh"]})]
+        candidates.append((name, "the other float width", np.ones((T, B, H), other), TypeError,
+                           {name}))
+    candidates += [("need_grad", label, value, TypeError, {"need_grad"})
+                   for label, value in [("an int", 1), ("a string", "yes"), ("None", None)]]
     fault = spoil_one(data, candidates)
     if fault is not None:
         name, label, bad, error, named = fault
@@ -1245,3 +1274,11 @@ def test_what_the_fuzzing_found_to_be_valid():
     linear = rnnfast.Linear(2, 3, seed=0)
     state = {k: v.astype(v.dtype.newbyteorder()) for k, v in linear.state_dict().items()}
     linear.load_state_dict(state)
+    # A leak given with x in the other byte order was cast to that order (the kernels refuse
+    # such arrays), and a per-unit leak of the native order was refused as another dtype.
+    p = make_problem(0, 3, 2, 4, 5, np.float32)
+    swapped = p.x.astype(p.x.dtype.newbyteorder())
+    for leak in (0.5, np.full(5, 0.5, np.float32)):
+        expected, _ = rnnfast.rnn_forward(*p.args, leak=leak)
+        out, _ = rnnfast.rnn_forward(swapped, *p.args[1:], leak=leak)
+        assert_identical(out, expected, "out")

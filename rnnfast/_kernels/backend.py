@@ -242,13 +242,17 @@ def forward_buffers(T, B, D, H, dtype, h0=True, lengths=None, leaky=False, noise
 
 def backward_buffers(T, B, D, H, dtype, lengths=None, leaky=False, return_norms=False):
     """What ``backward`` allocates (for a forward pass with these lengths and leak), as
-    (description, shape, np.dtype), the gradients it returns included."""
+    (description, shape, np.dtype), the gradients it returns included.
+
+    These lists add up buffers that are not all alive at once (a sorted copy is freed before
+    the caller's order is restored): their total is an upper bound of a pass's peak, by less
+    than their largest buffer (tests/test_memory.py measures both)."""
     buffers = [("da (T, B, H)", (T, B, H), dtype), ("dx (T, B, D)", (T, B, D), dtype),
                ("dW_xh (H, D)", (H, D), dtype), ("dW_hh (H, H)", (H, H), dtype),
                ("the step matrix (H, H padded)", step_matrix_shape(H), dtype),
                ("dh0, db, a zero state (2 * B + 1, H)", (2 * B + 1, H), dtype)]
-    if T * B * H * (D + H) >= NUMPY_WEIGHT_GRADS_MIN_FLOPS:
-        buffers.append(("a temporary of dW_hh (H, H)", (H, H), dtype))
+    # (The (H, H) temporary of the weight gradients in NumPy comes after the step matrix has
+    # been freed, in its room.)
     if leaky:
         buffers.append(("the gradient carried past W_hh (B, H)", (B, H), dtype))
     if return_norms:
