@@ -3,6 +3,7 @@
 Validation, casting to contiguous arrays and backend dispatch happen here, once; the backends
 (rnnfast.reference and the Cython kernels) trust what they receive.
 """
+import functools
 import math
 import numbers
 import operator
@@ -190,16 +191,28 @@ def check_leak(leak, H, dtype):
     if (type(leak) is float or type(leak) is int) and leak == 1:  # the default, first and fast
         return None
     if isinstance(leak, numbers.Real) and not isinstance(leak, (bool, np.bool_)):
-        value = dtype.type(leak)  # as the kernels will see it (0.1 is another number in float32)
-        check_leak_values(np.asarray(value), leak)
-        return None if value == 1 else np.full(H, value, dtype)
+        value = float(dtype.type(leak))  # as the kernels see it (0.1 differs in float32)
+        if not 0 < value <= 1:  # NaN too
+            check_leak_values(np.asarray(value), leak)  # raises, saying so
+        return None if value == 1 else _every_unit(value, H, dtype)
     array = float_array(leak, "leak", _LAYOUTS["leak"])
     check_shape(array, "leak", _LAYOUTS["leak"], (H,), "(H from W_hh)")
     if native_dtype(array) != dtype:
         raise TypeError(f"leak must have the dtype of the other arrays, {dtype}, or be a "
                         f"number; got {array.dtype}")
-    check_leak_values(array)
-    return None if np.all(array == 1) else contiguous(array)
+    # NaN if any is NaN; as Python floats, whose comparisons cost a tenth of NumPy scalars'.
+    smallest, largest = float(np.minimum.reduce(array)), float(np.maximum.reduce(array))
+    if not (0 < smallest and largest <= 1):
+        check_leak_values(array)
+    return None if smallest == 1 else contiguous(array)
+
+
+@functools.lru_cache(maxsize=64)
+def _every_unit(value, H, dtype):
+    """np.full(H, value, dtype), read-only: made once for the leaks a program uses."""
+    array = np.full(H, value, dtype)
+    array.flags.writeable = False
+    return array
 
 
 def check_leak_values(values, given=None):

@@ -126,21 +126,35 @@ cdef inline void finish(floating* C, const floating* h, Py_ssize_t n,
             C[i] = C[i] * (one if h[i] > zero else zero)  # relu'(a) = [h > 0], as NumPy multiplies
 
 
-# The leak, h_t = (1 - alpha) h_{t-1} + alpha act(a_t) (+ state noise), alpha per unit. In a
-# leaky step C holds act(a_t) after `finish` (forward) and dL/dh_t before it (backward); these
-# add the two terms that do not pass through the step's matmul.
-cdef inline void leak_forward(const floating* C, const floating* h_prev, const floating* alpha,
-                              const floating* noise, floating* h, Py_ssize_t n) noexcept nogil:
-    """h[i] = (1 - alpha[i]) h_prev[i] + alpha[i] C[i] (+ noise[i], unless noise is NULL), with
-    C = act(a_t) and h_prev = h_{t-1}."""
+# The leak, h_t = (1 - alpha) h_{t-1} + alpha act(a_t) (+ state noise), alpha per unit: the
+# epilogues of leaky steps, each one loop (per kind) over a row of the step's result C.
+cdef inline void leak_forward(floating* C, const floating* h_prev, const floating* alpha,
+                              const floating* noise, floating* h, Py_ssize_t n,
+                              Epilogue kind) noexcept nogil:
+    """C holds a_t: C[i] = f = act(C[i]) (kept for the backward pass), and the new state
+    h[i] = (1 - alpha[i]) h_prev[i] + alpha[i] f (+ noise[i], unless noise is NULL)."""
     cdef Py_ssize_t i
-    cdef floating one = 1
-    if noise == NULL:
+    cdef floating zero = 0, one = 1, f
+    if kind == FORWARD_TANH and noise == NULL:
         for i in range(n):
-            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * C[i]
+            f = fast_tanh(C[i])
+            C[i] = f
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * f
+    elif kind == FORWARD_TANH:
+        for i in range(n):
+            f = fast_tanh(C[i])
+            C[i] = f
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * f + noise[i]
+    elif noise == NULL:
+        for i in range(n):
+            f = zero if C[i] <= zero else C[i]  # NaN propagates, as in np.maximum(a, 0)
+            C[i] = f
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * f
     else:
         for i in range(n):
-            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * C[i] + noise[i]
+            f = zero if C[i] <= zero else C[i]
+            C[i] = f
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * f + noise[i]
 
 
 cdef inline void leak_backward(floating* C, const floating* f, const floating* alpha,
@@ -152,16 +166,24 @@ cdef inline void leak_backward(floating* C, const floating* f, const floating* a
         C[i] = alpha[i] dh_t[i] act'(a_t)[i]   = da_t,
     act' from f (tanh' = 1 - f^2, relu' = [f > 0]). carry may be the init the step just read."""
     cdef Py_ssize_t i
-    cdef floating zero = 0, one = 1
-    if g_prev == NULL:
+    cdef floating zero = 0, one = 1, dh
+    if kind == BACKWARD_TANH and g_prev == NULL:
         for i in range(n):
-            carry[i] = (one - alpha[i]) * C[i]
+            dh = C[i]
+            carry[i] = (one - alpha[i]) * dh
+            C[i] = alpha[i] * dh * (one - f[i] * f[i])
+    elif kind == BACKWARD_TANH:
+        for i in range(n):
+            dh = C[i]
+            carry[i] = g_prev[i] + (one - alpha[i]) * dh
+            C[i] = alpha[i] * dh * (one - f[i] * f[i])
+    elif g_prev == NULL:
+        for i in range(n):
+            dh = C[i]
+            carry[i] = (one - alpha[i]) * dh
+            C[i] = alpha[i] * dh * (one if f[i] > zero else zero)
     else:
         for i in range(n):
-            carry[i] = g_prev[i] + (one - alpha[i]) * C[i]
-    if kind == BACKWARD_TANH:
-        for i in range(n):
-            C[i] = alpha[i] * C[i] * (one - f[i] * f[i])
-    else:
-        for i in range(n):
-            C[i] = alpha[i] * C[i] * (one if f[i] > zero else zero)
+            dh = C[i]
+            carry[i] = g_prev[i] + (one - alpha[i]) * dh
+            C[i] = alpha[i] * dh * (one if f[i] > zero else zero)

@@ -6,7 +6,7 @@
 # A leaky step (alpha not NULL: the leak of each of the N columns) then adds the leak
 # (activation.pxd, leak_forward and leak_backward), which writes `carry` (B, N):
 #   forward:  C = act(a_t) is kept, h = h_{t-1}, carry = h_t = (1 - alpha) h + alpha C (+ extra,
-#             the state noise, when not NULL);
+#             the state noise, when not NULL), in one pass with the activation;
 #   backward: C = dL/dh_t becomes da_t, h = act(a_t), carry = extra + (1 - alpha) dL/dh_t (extra
 #             = dout_{t-1}, or NULL for none): the next step's init.
 # alpha NULL: the plain step, extra and carry unused.
@@ -104,9 +104,8 @@ cdef inline void finish_rows(floating* C, const floating* h, Py_ssize_t rows, Py
             leak_backward(C + r * ld, h + r * ld, alpha, shifted(extra, r * ld), carry + r * ld,
                           width, kind)
         else:
-            finish(C + r * ld, h + r * ld, width, kind)
             leak_forward(C + r * ld, h + r * ld, alpha, shifted(extra, r * ld), carry + r * ld,
-                         width)
+                         width, kind)
 
 
 cdef inline void small_step_block(const floating* X, const floating* M, const floating* init,
