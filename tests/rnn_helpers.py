@@ -84,6 +84,21 @@ def assert_close(actual, expected, tol, err_msg=""):
                                err_msg=err_msg)
 
 
+def numeric_gradient(f, array):
+    """d f() / d array, entry by entry, by central differences with step FD_EPS (array is
+    perturbed in place, and restored)."""
+    grad = np.empty_like(array)
+    for idx in np.ndindex(array.shape):
+        saved = array[idx]
+        array[idx] = saved + FD_EPS
+        plus = f()
+        array[idx] = saved - FD_EPS
+        minus = f()
+        array[idx] = saved
+        grad[idx] = (plus - minus) / (2 * FD_EPS)
+    return grad
+
+
 def assert_grads_close(actual, expected, tol, has_bias=True):
     """Compare two RNNGrads field by field; db must be None exactly when there is no bias."""
     for name in GRAD_NAMES:

@@ -15,7 +15,7 @@ import rnnfast
 from rnnfast._kernels import backend as _cython_backend
 from rnn_helpers import (FD_EPS, FLOAT32_VS_FLOAT64, GRAD_NAMES, LEAK_KINDS, LENGTH_CASES,
                          LENGTH_IDS, SAME_DTYPE_TOL, TOL, assert_close, assert_grads_close,
-                         cast_dynamics, make_dynamics, make_problem)
+                         cast_dynamics, make_dynamics, make_problem, numeric_gradient)
 
 SHAPES = [(1, 1, 1, 1), (3, 1, 5, 7), (6, 3, 2, 17), (4, 5, 9, 33), (5, 13, 3, 16),
           (2, 7, 3, 40)]
@@ -160,20 +160,6 @@ def loss(inputs, dynamics, G, G_n, nonlinearity, backend, lengths=None):
     return np.sum(out * G) + np.sum(out[last, np.arange(B)] * G_n)
 
 
-def central_difference(f, array):
-    """d f() / d array, entry by entry (array is perturbed in place and restored)."""
-    grad = np.empty_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + FD_EPS
-        up = f()
-        array[index] = saved - FD_EPS
-        down = f()
-        array[index] = saved
-        grad[index] = (up - down) / (2 * FD_EPS)
-    return grad
-
-
 def leaky_preactivations(p, dynamics):
     """min |a_t| of a leaky relu pass, computed here from the math: only to check
     that a relu problem keeps away from the kink, never as an oracle."""
@@ -208,7 +194,7 @@ def test_gradients_match_central_differences(case, nonlinearity, leak, backend):
                                    lengths=lengths, **dynamics)
     grads = rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n)
     for name, field in INPUTS.items():
-        numeric = central_difference(
+        numeric = numeric_gradient(
             lambda: loss(inputs, dynamics, p.dout, p.dh_n, nonlinearity, backend, lengths),
             inputs[name])
         assert_close(getattr(grads, field), numeric, TOL["finite_difference"], field)
@@ -243,7 +229,7 @@ def test_the_noises_have_the_gradients_of_a_bias_and_of_the_state(lengths, leak,
         shift[i] = 0
         assert abs((up - down) / (2 * FD_EPS) - grads.db[i]) <= TOL["finite_difference"] * max(
             1, abs(grads.db[i])), i
-    dL_dh = central_difference(f, dynamics["state_noise"])
+    dL_dh = numeric_gradient(f, dynamics["state_noise"])
     assert_close(norms, np.linalg.norm(dL_dh, axis=2), TOL["finite_difference"], "norms")
 
 

@@ -10,8 +10,7 @@ import pytest
 import rnnfast
 from rnnfast import RNN
 from rnnfast._kernels import backend as _cython_backend
-from rnn_helpers import (FD_EPS, GRAD_NAMES, LEAK_KINDS, TOL, assert_close, make_dynamics,
-                         make_problem)
+from rnn_helpers import FD_EPS, GRAD_NAMES, LEAK_KINDS, TOL, make_dynamics, make_problem
 
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 DYNAMICS = {"plain": dict(leak=None, noise=False, state_noise=False),
