@@ -162,11 +162,15 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
         noise, state_noise = _check_noises(noise, state_noise, x, H)
         if state_noise is not None and leak is None:  # act(a_t) is not h_t: a leaky pass
             leak = np.ones(H, dtype)
-    kept, scratch = _cython_backend.forward_buffers(  # (positional: this runs on every call)
-        T, B, D, H, dtype, h0 is not None, lengths, leak is not None, noise is not None,
-        state_noise is not None, need_grad)
-    _check_memory("rnn_forward", _FORWARD_INPUTS, (x, W_hh, W_xh, h0, b, noise, state_noise),
-                  kept + scratch)
+    buffers = (T, B, D, H, dtype, h0 is not None, _cython_backend.batch_order(lengths),
+               leak is not None, noise is not None, state_noise is not None, need_grad)
+    # The inputs' copies at most: x, W_hh, W_xh, h0, b and leak, the noises.
+    inputs = (T * B * D + H * (H + D + B + 2)
+              + T * B * H * ((noise is not None) + (state_noise is not None)))
+    if not _forward_fits(buffers, inputs):
+        kept, scratch = _cython_backend.forward_buffers(*buffers)
+        _check_memory("rnn_forward", _FORWARD_INPUTS, (x, W_hh, W_xh, h0, b, noise, state_noise),
+                      kept + scratch)
     x, W_hh, W_xh = contiguous(x), contiguous(W_hh), contiguous(W_xh)
     h0 = None if h0 is None else contiguous(h0)
     b = None if b is None else contiguous(b)
@@ -251,19 +255,29 @@ _BACKWARD_INPUTS = ("dout", "dh_n")
 def _check_memory(caller, names, arrays, buffers):
     """MemoryError before anything is allocated if the contiguous copies of the arrays (each
     None or a checked array, named by names) and buffers (description, shape, np.dtype) cannot
-    fit in this machine. Cheap on calls that surely fit: the copies are listed only when the
-    arrays' size, as if every one were copied, and the buffers' could exceed the machine."""
-    total = 0
-    for array in arrays:
-        if array is not None:
-            total += array.nbytes
-    for _, shape, dtype in buffers:
-        total += math.prod(shape) * dtype.itemsize
-    if surely_fits(total):
-        return
+    fit in this machine, naming the largest."""
     copies = [copy_size(array, name, _LAYOUTS[name]) for name, array in zip(names, arrays)
               if array is not None]
     check_allocation(caller, copies + buffers, _ADVICE)
+
+
+def _total_bytes(buffers):
+    return sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in buffers)
+
+
+# Whether a pass with these arguments of the backend's buffer list, and inputs of so many
+# elements (each counted as copied), surely fits in memory. Calls repeat their shapes (a
+# training loop), so these are memoised: most calls pay one lookup, not the list.
+@functools.lru_cache(maxsize=1024)
+def _forward_fits(buffers, inputs):
+    kept, scratch = _cython_backend.forward_buffers(*buffers)
+    return surely_fits(inputs * buffers[4].itemsize + _total_bytes(kept + scratch))
+
+
+@functools.lru_cache(maxsize=1024)
+def _backward_fits(buffers, inputs):
+    return surely_fits(inputs * buffers[4].itemsize
+                       + _total_bytes(_cython_backend.backward_buffers(*buffers)))
 
 
 def check_forward_inputs(x, h0, W_xh, W_hh, b):
@@ -352,9 +366,11 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None, return_norms=False):
         if array is not None and native_dtype(array) != dtype:
             raise TypeError(f"{name} must have the dtype of the forward pass, "
                             f"{dtype}; got {array.dtype}")
-    buffers = _cython_backend.backward_buffers(T, B, D, H, dtype, cache._lengths,
-                                               cache._leak is not None, return_norms)
-    _check_memory("rnn_backward", _BACKWARD_INPUTS, (dout, dh_n), buffers)
+    buffers = (T, B, D, H, dtype, _cython_backend.batch_order(cache._lengths),
+               cache._leak is not None, return_norms)
+    if not _backward_fits(buffers, T * B * H + B * H):  # the copies of dout, dh_n at most
+        _check_memory("rnn_backward", _BACKWARD_INPUTS, (dout, dh_n),
+                      _cython_backend.backward_buffers(*buffers))
     dout = contiguous(dout)
     dh_n = None if dh_n is None else contiguous(dh_n)
     return BACKENDS[cache._backend].backward(

@@ -82,7 +82,8 @@ def test_the_buffer_lists_are_what_the_backend_allocates(case, path, monkeypatch
             options[name] = np.full((T, B, H), 0.01)
     lengths = None if "lengths" not in options else np.array(options["lengths"], np.intp)
     options["lengths"] = lengths
-    listed = dict(h0=has_h0, lengths=lengths, leaky="leak" in options,
+    order = _cython_backend.batch_order(lengths)
+    listed = dict(h0=has_h0, order=order, leaky="leak" in options,
                   noise="noise" in options, state_noise="state_noise" in options,
                   need_grad=options.get("need_grad", True))
     kept, scratch = _cython_backend.forward_buffers(T, B, D, H, np.dtype(np.float64), **listed)
@@ -91,7 +92,7 @@ def test_the_buffer_lists_are_what_the_backend_allocates(case, path, monkeypatch
     assert_bounds(peak, kept + scratch)
     if cache is None:
         return
-    buffers = _cython_backend.backward_buffers(T, B, D, H, np.dtype(np.float64), lengths,
+    buffers = _cython_backend.backward_buffers(T, B, D, H, np.dtype(np.float64), order,
                                                "leak" in options, return_norms)
     peak, _ = peak_allocation(lambda: rnnfast.rnn_backward(p.dout, cache, n_threads=1,
                                                            return_norms=return_norms))

@@ -205,18 +205,26 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths=None, leak=No
                                           else None)
 
 
-def _reordered(lengths):
-    """Whether a batch with these lengths (or None) runs reordered: not longest first."""
-    return lengths is not None and bool(np.any(lengths[1:] > lengths[:-1]))
+def batch_order(lengths):
+    """How the kernels take a batch with these lengths (an array, or None): None without
+    lengths; "sorted" when they come longest first already; "reordered" when the batch is
+    sorted by length for the kernels and back."""
+    if lengths is None:
+        return None
+    return "reordered" if np.any(lengths[1:] > lengths[:-1]) else "sorted"
 
 
-def forward_buffers(T, B, D, H, dtype, h0=True, lengths=None, leaky=False, noise=False,
+def forward_buffers(T, B, D, H, dtype, h0=True, order=None, leaky=False, noise=False,
                     state_noise=False, need_grad=True):
     """What ``forward`` allocates for these arguments: two lists of (description, shape,
     np.dtype), what it returns or keeps for the backward pass, and what it frees before
     returning (inputs arrive contiguous: their copies are the caller's). h0, noise,
-    state_noise: whether they are given; lengths: the array, or None. rnnfast.functional
-    checks the memory of every call from it, so it stays short."""
+    state_noise: whether they are given; order: batch_order(lengths).
+
+    These lists (and backward_buffers') add up buffers that are not all alive at once (a
+    sorted copy is freed before the caller's order is restored): their total is an upper
+    bound of a pass's peak, by less than their largest buffer (tests/test_memory.py measures
+    both)."""
     kept = [("out (T, B, H)", (T, B, H), dtype)]
     scratch = [("the step matrix (H, H padded)", step_matrix_shape(H), dtype),
                ("the rows active at each step (T,)", (T,), _INTP)]
@@ -227,9 +235,9 @@ def forward_buffers(T, B, D, H, dtype, h0=True, lengths=None, leaky=False, noise
             scratch.append(("act(a_t) of one step (B, H)", (B, H), dtype))
     if not h0:
         scratch.append(("a zero initial state (B, H)", (B, H), dtype))
-    if lengths is not None:
+    if order is not None:
         scratch.append(("lengths, their order and its inverse (3, B)", (3, B), _INTP))
-    if lengths is not None and _reordered(lengths):  # the kernels see the batch sorted
+    if order == "reordered":  # the kernels see the batch sorted by length
         sorted_copies = kept if need_grad else scratch
         sorted_copies += [("x in length order (T, B, D)", (T, B, D), dtype),
                           ("out in length order (T, B, H)", (T, B, H), dtype)]
@@ -240,13 +248,9 @@ def forward_buffers(T, B, D, H, dtype, h0=True, lengths=None, leaky=False, noise
     return kept, scratch
 
 
-def backward_buffers(T, B, D, H, dtype, lengths=None, leaky=False, return_norms=False):
-    """What ``backward`` allocates (for a forward pass with these lengths and leak), as
-    (description, shape, np.dtype), the gradients it returns included.
-
-    These lists add up buffers that are not all alive at once (a sorted copy is freed before
-    the caller's order is restored): their total is an upper bound of a pass's peak, by less
-    than their largest buffer (tests/test_memory.py measures both)."""
+def backward_buffers(T, B, D, H, dtype, order=None, leaky=False, return_norms=False):
+    """What ``backward`` allocates (for a forward pass with this batch order and leak), as
+    (description, shape, np.dtype), the gradients it returns included (see forward_buffers)."""
     buffers = [("da (T, B, H)", (T, B, H), dtype), ("dx (T, B, D)", (T, B, D), dtype),
                ("dW_xh (H, D)", (H, D), dtype), ("dW_hh (H, H)", (H, H), dtype),
                ("the step matrix (H, H padded)", step_matrix_shape(H), dtype),
@@ -259,7 +263,7 @@ def backward_buffers(T, B, D, H, dtype, lengths=None, leaky=False, return_norms=
         buffers += [("norms (T, B)", (T, B), dtype),
                     ("their float64 squares (T + 2 * column blocks, B)",
                      (T + _threaded_square_rows(H, dtype), B), _FLOAT64)]
-    if lengths is not None and _reordered(lengths):
+    if order == "reordered":
         buffers += [("dout in length order (T, B, H)", (T, B, H), dtype),
                     ("dx in the caller's order (T, B, D)", (T, B, D), dtype),
                     ("dh_n and dh0 reordered (2, B, H)", (2, B, H), dtype)]

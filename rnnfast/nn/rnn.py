@@ -14,7 +14,7 @@ from rnnfast.utils.threads import resolve_n_threads
 from rnnfast.utils.validation import (check_allocation, check_bool, check_choice, check_float_dtype,
                                  check_lengths, check_shape, check_size, contiguous, copy_size,
                                  float_array, load_parameters, native_dtype, random_generator)
-from rnnfast._kernels.backend import backward_buffers, forward_buffers
+from rnnfast._kernels.backend import backward_buffers, batch_order, forward_buffers
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
 from rnnfast.nn.leaky import NoiseStd, draw_noise, kernel_leak, layer_leaks, leaky_passes
 
@@ -282,8 +282,9 @@ class RNN:
         noise, state_noise = self.noise_std > 0, self.state_noise_std > 0
         passes = leaky_passes(self.leak, self.input_size, width, directions)
         for (D, leaky), count in passes.items():
-            kept, scratch = forward_buffers(T, B, D, H, self.dtype, h0=has_h0, lengths=lengths,
-                                            leaky=leaky, noise=noise, state_noise=state_noise)
+            kept, scratch = forward_buffers(T, B, D, H, self.dtype, h0=has_h0,
+                                            order=batch_order(lengths), leaky=leaky,
+                                            noise=noise, state_noise=state_noise)
             buffers += [(f"{what}, in each of {count} passes", (count,) + shape, dtype)
                         for what, shape, dtype in kept]
         buffers += scratch  # the same for every pass, and one pass runs at a time
@@ -432,7 +433,7 @@ class RNN:
         width = directions * H
         parameters = sum(array.size for array in self._params.values())
         layer_input = D if L == 1 else max(D, width)
-        one_pass = backward_buffers(T, B, layer_input, H, self.dtype, lengths=lengths,
+        one_pass = backward_buffers(T, B, layer_input, H, self.dtype, order=batch_order(lengths),
                                     leaky=bool(np.any(self.leak != 1)),
                                     return_norms=return_norms)
         buffers = [("the gradients of the parameters", (parameters,), self.dtype),
