@@ -7,7 +7,7 @@ plain forward. One benchmark group per shape and dtype, on `rnnfast bench`'s sha
 
 pytest-benchmark times one candidate after the other; for the figure of record run this file as
 a script, which pins the process to one core, interleaves the candidates (`rnnfast bench`'s
-timer) and prints the medians of the per-round ratios:
+timer) and prints the ratios:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_leak.py
 """
@@ -62,35 +62,42 @@ def test_leak_cost(benchmark, bench_threads, shape, dtype, candidate):
 RATIOS = [("leaky/plain fwd+bwd", "fwd+bwd leaky", "fwd+bwd plain"),
           ("per-unit/plain fwd+bwd", "fwd+bwd per-unit", "fwd+bwd plain"),
           ("leaky/plain fwd", "fwd leaky", "fwd plain"),
-          ("no-grad leaky/plain fwd", "fwd leaky no grad", "fwd plain")]
+          ("no-grad/plain fwd", "fwd leaky no grad", "fwd plain")]
 
 
 def main():
-    """Interleaved rounds on one core: medians of the plain forward + backward, and of the
-    per-round ratios of each leaky candidate to its plain one, per shape and dtype."""
+    """Interleaved rounds of short windows on one core: per shape and dtype, the plain forward
+    + backward's best window, and each ratio of a leaky candidate to its plain one, as the
+    ratio of their best windows and [the median of the per-round ratios]. Short windows over
+    many rounds make both figures robust to other processes on a shared machine."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--budget", type=float, default=3.0, help="seconds per shape and dtype")
-    parser.add_argument("--min-windows", type=int, default=15)
+    parser.add_argument("--budget", type=float, default=5.0, help="seconds per shape and dtype")
+    parser.add_argument("--window", type=float, default=0.002, help="seconds per window")
     parser.add_argument("--core", type=int, default=1, help="the core to pin the process to")
     args = parser.parse_args()
     import threadpoolctl
 
     os.sched_setaffinity(0, {args.core})
-    print(f"one core (#{args.core}), medians of per-round ratios, leak {LEAK} or per unit")
+    print(f"one core (#{args.core}); leak {LEAK}, or per unit; best-window ratio [median ratio]")
     print(f"{'T,B,D,H':<16} {'dtype':<8} {'plain fwd+bwd':>13}  "
-          + "  ".join(f"{name:>23}" for name, _, _ in RATIOS))
+          + "  ".join(f"{name:>24}" for name, _, _ in RATIOS))
     with threadpoolctl.threadpool_limits(limits=1):
         for shape in SHAPES:
             for dtype in DTYPES:
                 candidates = runners(shape, dtype)
                 for run in candidates.values():
                     run()  # warm-up
-                samples, _ = time_interleaved(candidates, args.budget, args.min_windows)
-                plain = statistics.median(samples["fwd+bwd plain"])
-                ratios = [statistics.median(a / b for a, b in zip(samples[top], samples[bottom]))
-                          for _, top, bottom in RATIOS]
-                print(f"{','.join(map(str, shape)):<16} {dtype:<8} {plain * 1e3:>10.3f} ms  "
-                      + "  ".join(f"{r:>22.3f}x" for r in ratios), flush=True)
+                samples, _ = time_interleaved(candidates, args.budget, min_windows=5,
+                                              window_s=args.window)
+                best = {name: min(times) for name, times in samples.items()}
+                cells = []
+                for _, top, bottom in RATIOS:
+                    per_round = statistics.median(a / b for a, b in zip(samples[top],
+                                                                        samples[bottom]))
+                    cells.append(f"{best[top] / best[bottom]:.3f} [{per_round:.3f}]")
+                print(f"{','.join(map(str, shape)):<16} {dtype:<8} "
+                      f"{best['fwd+bwd plain'] * 1e3:>10.3f} ms  "
+                      + "  ".join(f"{cell:>24}" for cell in cells), flush=True)
 
 
 if __name__ == "__main__":
