@@ -99,7 +99,7 @@ def test_cython_matches_reference_with_lengths(case, dtype, leak, optional, any_
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("alpha", [1e-3, 0.05, 0.999])
-def test_slow_and_nearly_plain_leaks_keep_their_accuracy(alpha, dtype, any_path):
+def test_slow_and_nearly_plain_leaks_keep_their_accuracy(alpha, dtype, path):
     """A time constant of 1000 steps, or alpha next to 1: act(a_t) is kept, not recovered from
     (h_t - (1 - alpha) h_{t-1}) / alpha, so there is no cancellation to lose digits to."""
     p = make_problem(9, 40, 3, 4, 24, dtype)

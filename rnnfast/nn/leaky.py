@@ -86,6 +86,8 @@ def draw_noise(rng, row, noise_std, state_noise_std, shape, dtype):
     each None for a sigma of 0, else drawn from rng in dtype with the scale of its placement
     (see the top of this module), the pre-activation noise first."""
     draws = [None, None]
+    if noise_std == 0 and state_noise_std == 0:
+        return tuple(draws)
     alpha = row.astype(np.float64)
     for i, sigma in enumerate((noise_std, state_noise_std)):
         if sigma > 0:
