@@ -3,52 +3,79 @@
 Validation, casting to contiguous arrays and backend dispatch happen here, once; the backends
 (rnnfast.reference and the Cython kernels) trust what they receive.
 """
+import functools
+import math
+import numbers
 import operator
-from typing import NamedTuple, Optional
 
 import numpy as np
 
 from rnnfast._kernels import backend as _cython_backend
 from rnnfast import reference
 from rnnfast.grads import RNNGrads
+from rnnfast.utils.memory import check_allocation, surely_fits
 from rnnfast.utils.threads import resolve_n_threads
-from rnnfast.utils.validation import (MAX_DIM, check_allocation, check_bool, check_choice,
-                                 check_lengths, check_same_dtype, check_shape, contiguous,
-                                 copy_size, float_array, native_dtype, surely_fits)
+from rnnfast.utils.validation import (MAX_DIM, check_bool, check_choice, check_lengths,
+                                      check_same_dtype, check_shape, contiguous, copy_size,
+                                      float_array, native_dtype)
 
 NONLINEARITIES = ("tanh", "relu")
-_INTP = np.dtype(np.intp)
 _LAYOUTS = {"x": ("T", "B", "D"), "W_hh": ("H", "H"), "W_xh": ("H", "D"), "h0": ("B", "H"),
-            "b": ("H",), "dout": ("T", "B", "H"), "dh_n": ("B", "H")}
+            "b": ("H",), "dout": ("T", "B", "H"), "dh_n": ("B", "H"), "leak": ("H",),
+            "noise": ("T", "B", "H"), "state_noise": ("T", "B", "H")}
 BACKENDS = {"cython": _cython_backend, "numpy": reference}
+_ADVICE = "split the sequence into chunks or the batch into smaller ones"
 
 __all__ = ["RNNCache", "RNNGrads", "rnn_forward", "rnn_backward", "NONLINEARITIES", "BACKENDS"]
 
 
-class RNNCache(NamedTuple):
+def _field(name):
+    """A read-only field of RNNCache, kept in the slot _name."""
+    return property(operator.attrgetter("_" + name))
+
+
+class RNNCache:
     """What rnn_backward needs from a forward pass. Treat it as opaque.
 
     It keeps references (not copies) to the inputs and to ``out``; do not modify them in place
-    between the forward and the backward pass. rnn_backward refuses a cache whose fields were
-    replaced (``cache._replace(...)``) or that was built by hand.
+    between the forward and the backward pass. Only rnn_forward makes one, and its fields are
+    read-only: the kernels trust the arrays in it, so a cache built or edited by hand must
+    never reach them (building one raises TypeError, assigning a field AttributeError).
     """
 
-    x: np.ndarray
-    h0: Optional[np.ndarray]
-    W_xh: np.ndarray
-    W_hh: np.ndarray
-    has_bias: bool
-    out: np.ndarray
-    nonlinearity: str
-    backend: str
-    saved: object  # what the backend keeps for its backward pass, sealed (see _Sealed)
+    __slots__ = ("_x", "_h0", "_W_xh", "_W_hh", "_has_bias", "_out", "_nonlinearity",
+                 "_backend", "_lengths", "_leak", "_saved")
+    x, h0, W_xh, W_hh = _field("x"), _field("h0"), _field("W_xh"), _field("W_hh")
+    has_bias, out, nonlinearity = _field("has_bias"), _field("out"), _field("nonlinearity")
+    backend, lengths, leak, saved = (_field("backend"), _field("lengths"), _field("leak"),
+                                     _field("saved"))
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("an RNNCache is made by rnn_forward only; pass the one it returned")
+
+    def __repr__(self):
+        T, B, H = self._out.shape
+        return (f"RNNCache(T={T}, B={B}, H={H}, dtype={self._out.dtype}, "
+                f"nonlinearity={self._nonlinearity!r}, backend={self._backend!r}, "
+                f"leaky={self._leak is not None})")
+
+
+def _new_cache(x, h0, W_xh, W_hh, has_bias, out, nonlinearity, backend, lengths, leak, saved):
+    """The RNNCache of a forward pass, for rnn_forward."""
+    cache = object.__new__(RNNCache)
+    cache._x, cache._h0, cache._W_xh, cache._W_hh, cache._has_bias = x, h0, W_xh, W_hh, has_bias
+    cache._out, cache._nonlinearity, cache._backend = out, nonlinearity, backend
+    cache._lengths, cache._leak, cache._saved = lengths, leak, saved
+    return cache
 
 
 def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", n_threads=None,
-                lengths=None):
+                lengths=None, leak=1.0, noise=None, state_noise=None, need_grad=True):
     """Run a single-layer Elman RNN over a whole sequence.
 
-    h_t = act(W_xh x_t + W_hh h_{t-1} + b) for t = 1..T, with vectors as rows of a batch.
+    h_t = act(W_xh x_t + W_hh h_{t-1} + b) for t = 1..T, with vectors as rows of a batch; with a
+    leak alpha and noise, h_t = (1 - alpha) h_{t-1} + alpha act(a_t) + state_noise_t, where
+    a_t = W_xh x_t + W_hh h_{t-1} + b + noise_t.
 
     Parameters
     ----------
@@ -74,6 +101,24 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
         After that its state stays as it was (its final state is ``out[lengths[b] - 1, b]``),
         its outputs are zeros and the gradients on them are ignored; ``dh_n`` reaches it at
         its last step. The kernels skip the finished rows.
+    leak : float or array_like, shape (H,)
+        alpha, the weight of the new activation in each step, in (0, 1]: one for every unit (a
+        real number, cast to the dtype) or one per unit (an array of the dtype of x); alpha =
+        dt / tau for a discretised continuous-time network. 1 (the default) is the plain RNN,
+        bit for bit and at its cost. A leaky pass keeps act(a_t) for the backward pass: one
+        more (T, B, H) array, held by the cache.
+    noise : array_like, shape (T, B, H), or None
+        Added to the pre-activation a_t (Yang et al. 2019's placement); it folds into the input
+        projection, so it costs one addition per element. A constant for the gradients (which
+        equal dL/db per step: ``db`` is their sum).
+    state_noise : array_like, shape (T, B, H), or None
+        Added to the state after the leak (PsychRNN's placement). A constant for the gradients;
+        since act(a_t) is then not h_t, a pass with it runs as a leaky one (with leak 1 if none
+        is given: the same results, the memory of a leaky pass).
+    need_grad : bool
+        False: return the states only, keep nothing for a backward pass (no cache, no act(a_t)
+        of a leaky pass: a (B, H) scratch for it instead), at the plain forward's cost per
+        step. For long runs of a fixed network, as in reservoir computing.
 
     All arrays must share one dtype, float32 or float64, which is the dtype of the computation
     and of every result. Array-likes are converted with NumPy; non-contiguous and read-only
@@ -83,45 +128,156 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     -------
     out : ndarray, shape (T, B, H)
         Hidden states; ``out[t]`` is the state after step t+1, so ``out[-1]`` is the final state.
-        It is read-only, because the cache keeps it for the backward pass; copy it to modify it.
-    cache : RNNCache
+        It is read-only, because the cache keeps it for the backward pass; copy it to modify it
+        (with ``need_grad=False`` it is the caller's own, writable).
+    cache : RNNCache, or None with ``need_grad=False``
         Pass to ``rnn_backward``.
 
     Raises
     ------
     TypeError
-        A non-floating dtype, arrays of different dtypes, or an ``n_threads`` that is not an int.
+        A non-floating dtype, arrays of different dtypes, an ``n_threads`` that is not an int, a
+        ``leak`` that is neither a real number nor a float array, or a ``need_grad`` that is
+        not a bool.
     ValueError
         A wrong number of dimensions, a shape that does not match, a dimension of size 0, more
-        than 2**31 - 1 rows T*B, an unknown ``nonlinearity`` or ``backend``, or ``n_threads``
-        below 1.
+        than 2**31 - 1 rows T*B, an unknown ``nonlinearity`` or ``backend``, ``n_threads``
+        below 1, or a ``leak`` outside (0, 1] (NaN included).
+    MemoryError
+        The call's buffers cannot fit in this machine's memory (said before any is allocated).
     """
     check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
     check_choice(backend, "backend", tuple(BACKENDS))
     n_threads = resolve_n_threads(n_threads)
+    if need_grad is not True:
+        need_grad = check_bool(need_grad, "need_grad")
     x, h0, W_xh, W_hh, b = check_forward_inputs(x, h0, W_xh, W_hh, b)
-    dtype = x.dtype
+    dtype = native_dtype(x)  # x may still be a view in the other byte order
     T, B, D = x.shape
     H = W_hh.shape[0]
     if lengths is not None:
         lengths = check_lengths(lengths, B, T)
-    # At most: copies of every input, out and the reordered x and out, the step matrix, states.
-    if not surely_fits(dtype.itemsize * (3 * T * B * (D + H) + H * (2 * H + D + 18) + 2 * B * H)
-                       + 8 * (T + 3 * B)):
-        inputs = {"x": x, "W_hh": W_hh, "W_xh": W_xh, "h0": h0, "b": b}
-        copies = [copy_size(array, name, _LAYOUTS[name])
-                  for name, array in inputs.items() if array is not None]
-        check_allocation("rnn_forward", copies + _forward_buffers(T, B, D, H, dtype, h0, lengths),
-                         "split the sequence into chunks or the batch into smaller ones")
+    leak = check_leak(leak, H, dtype)
+    if noise is not None or state_noise is not None:
+        noise, state_noise = _check_noises(noise, state_noise, x, H)
+        if state_noise is not None and leak is None:  # act(a_t) is not h_t: a leaky pass
+            leak = np.ones(H, dtype)
+    buffers = (T, B, D, H, dtype, h0 is not None, _cython_backend.batch_order(lengths),
+               leak is not None, noise is not None, state_noise is not None, need_grad)
+    # The inputs' copies at most: x, W_hh, W_xh, h0, b and leak, the noises.
+    inputs = (T * B * D + H * (H + D + B + 2)
+              + T * B * H * ((noise is not None) + (state_noise is not None)))
+    if not _forward_fits(buffers, inputs):
+        kept, scratch = _cython_backend.forward_buffers(*buffers)
+        _check_memory("rnn_forward", _FORWARD_INPUTS, (x, W_hh, W_xh, h0, b, noise, state_noise),
+                      kept + scratch)
     x, W_hh, W_xh = contiguous(x), contiguous(W_hh), contiguous(W_xh)
     h0 = None if h0 is None else contiguous(h0)
     b = None if b is None else contiguous(b)
+    noise = None if noise is None else contiguous(noise)
+    state_noise = None if state_noise is None else contiguous(state_noise)
     if lengths is not None:
         lengths = lengths.astype(np.intp)
-    out, saved = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths)
+    out, saved = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths,
+                                           leak, noise, state_noise, need_grad)
+    if not need_grad:
+        return out, None
     out.flags.writeable = False
-    fields = (x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend)
-    return out, RNNCache(*fields, _Sealed(saved, fields))
+    return out, _new_cache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend, lengths,
+                           leak, saved)
+
+
+def check_leak(leak, H, dtype):
+    """leak as the kernels take it: None for the plain RNN (leak 1), else a C-contiguous (H,)
+    array of dtype with every value in (0, 1]. A real number is cast to dtype and given to
+    every unit; an array must be (H,) and of dtype. Raises TypeError or ValueError naming leak.
+    """
+    if (type(leak) is float or type(leak) is int) and leak == 1:  # the default, first and fast
+        return None
+    if isinstance(leak, numbers.Real) and not isinstance(leak, (bool, np.bool_)):
+        value = float(dtype.type(leak))  # as the kernels see it (0.1 differs in float32)
+        if not 0 < value <= 1:  # NaN too
+            check_leak_values(np.asarray(value), leak)  # raises, saying so
+        return None if value == 1 else _every_unit(value, H, dtype)
+    array = float_array(leak, "leak", _LAYOUTS["leak"])
+    check_shape(array, "leak", _LAYOUTS["leak"], (H,), "(H from W_hh)")
+    if native_dtype(array) != dtype:
+        raise TypeError(f"leak must have the dtype of the other arrays, {dtype}, or be a "
+                        f"number; got {array.dtype}")
+    # NaN if any is NaN; as Python floats, whose comparisons cost a tenth of NumPy scalars'.
+    smallest, largest = float(np.minimum.reduce(array)), float(np.maximum.reduce(array))
+    if not (0 < smallest and largest <= 1):
+        check_leak_values(array)
+    return None if smallest == 1 else contiguous(array)
+
+
+@functools.lru_cache(maxsize=64)
+def _every_unit(value, H, dtype):
+    """np.full(H, value, dtype), read-only: made once for the leaks a program uses."""
+    array = np.full(H, value, dtype)
+    array.flags.writeable = False
+    return array
+
+
+def check_leak_values(values, given=None):
+    """Raise ValueError unless every value of the array is in (0, 1]; given: the number the
+    caller passed, if the array is that number cast to the computation's dtype."""
+    bad = ~((values > 0) & (values <= 1))  # NaN is bad too
+    if not bad.any():
+        return
+    where = np.flatnonzero(bad)[0]
+    what = f"{given!r}" if given is not None else f"{values.flat[where]} (unit {where})"
+    rounded = " (as the computation's dtype)" if given is not None and given > 0 else ""
+    raise ValueError(f"leak must be in (0, 1], the weight of act(a_t) in each step; got "
+                     f"{what}{rounded}")
+
+
+def _check_noises(noise, state_noise, x, H):
+    """noise and state_noise (each None or array_like (T, B, H) of x's dtype), checked and
+    returned as NumPy arrays, not copied."""
+    T, B, _ = x.shape
+    checked = []
+    for name, value in (("noise", noise), ("state_noise", state_noise)):
+        if value is not None:
+            value = float_array(value, name, _LAYOUTS[name])
+            check_shape(value, name, _LAYOUTS[name], (T, B, H), "(T and B from x, H from W_hh)")
+            if native_dtype(value) != native_dtype(x):
+                raise TypeError(f"{name} must have the dtype of x, {native_dtype(x)}; got "
+                                f"{value.dtype}")
+        checked.append(value)
+    return checked
+
+
+_FORWARD_INPUTS = ("x", "W_hh", "W_xh", "h0", "b", "noise", "state_noise")
+_BACKWARD_INPUTS = ("dout", "dh_n")
+
+
+def _check_memory(caller, names, arrays, buffers):
+    """MemoryError before anything is allocated if the contiguous copies of the arrays (each
+    None or a checked array, named by names) and buffers (description, shape, np.dtype) cannot
+    fit in this machine, naming the largest."""
+    copies = [copy_size(array, name, _LAYOUTS[name]) for name, array in zip(names, arrays)
+              if array is not None]
+    check_allocation(caller, copies + buffers, _ADVICE)
+
+
+def _total_bytes(buffers):
+    return sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in buffers)
+
+
+# Whether a pass with these arguments of the backend's buffer list, and inputs of so many
+# elements (each counted as copied), surely fits in memory. Calls repeat their shapes (a
+# training loop), so these are memoised: most calls pay one lookup, not the list.
+@functools.lru_cache(maxsize=1024)
+def _forward_fits(buffers, inputs):
+    kept, scratch = _cython_backend.forward_buffers(*buffers)
+    return surely_fits(inputs * buffers[4].itemsize + _total_bytes(kept + scratch))
+
+
+@functools.lru_cache(maxsize=1024)
+def _backward_fits(buffers, inputs):
+    return surely_fits(inputs * buffers[4].itemsize
+                       + _total_bytes(_cython_backend.backward_buffers(*buffers)))
 
 
 def check_forward_inputs(x, h0, W_xh, W_hh, b):
@@ -183,10 +339,13 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None, return_norms=False):
         are summed in float64, so exploding or vanishing gradients (beyond 1e19 or below 1e-19,
         whose float32 squares would overflow or underflow) still get their norms.
 
+    A leaky pass's gradients include the leak: dL/dh_t gets (1 - alpha) dL/dh_{t+1} beside
+    W_hh^T da_{t+1}, and da_t = alpha dL/dh_t act'(a_t) (the norms measure the whole of it).
+
     Raises
     ------
     TypeError
-        ``cache`` is not an RNNCache, ``dout``/``dh_n`` are not float arrays of the forward's
+        ``cache`` is not an RNNCache (or None, from ``need_grad=False``), ``dout``/``dh_n`` are not float arrays of the forward's
         dtype, ``n_threads`` is not an int, or ``return_norms`` is not a bool.
     ValueError
         ``dout``/``dh_n`` do not have the shapes of the forward's output and final state, or
@@ -195,88 +354,34 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None, return_norms=False):
     _check_cache(cache)
     n_threads = resolve_n_threads(n_threads)
     return_norms = check_bool(return_norms, "return_norms")
-    T, B, H = cache.out.shape
-    D = cache.x.shape[2]
+    T, B, H = cache._out.shape
+    D = cache._x.shape[2]
+    dtype = cache._out.dtype
     dout = float_array(dout, "dout", _LAYOUTS["dout"])
     check_shape(dout, "dout", ("T", "B", "H"), (T, B, H), "(the shape of the forward output)")
     if dh_n is not None:
         dh_n = float_array(dh_n, "dh_n", _LAYOUTS["dh_n"])
         check_shape(dh_n, "dh_n", ("B", "H"), (B, H), "(the shape of the final state)")
     for name, array in (("dout", dout), ("dh_n", dh_n)):
-        if array is not None and native_dtype(array) != cache.out.dtype:
+        if array is not None and native_dtype(array) != dtype:
             raise TypeError(f"{name} must have the dtype of the forward pass, "
-                            f"{cache.out.dtype}; got {array.dtype}")
-    saved = cache.saved.backend_saved
-    # At most: copies of dout and dh_n, da, dx, both reordered, the weight gradients, states.
-    if not surely_fits(cache.out.itemsize * (3 * T * B * (D + H) + H * (2 * H + D + 16)
-                                             + 5 * B * H)):
-        copies = [copy_size(array, name, _LAYOUTS[name])
-                  for name, array in (("dout", dout), ("dh_n", dh_n)) if array is not None]
-        check_allocation("rnn_backward",
-                         copies + _backward_buffers(T, B, D, H, cache.out.dtype, saved),
-                         "split the sequence into chunks or the batch into smaller ones")
+                            f"{dtype}; got {array.dtype}")
+    buffers = (T, B, D, H, dtype, _cython_backend.batch_order(cache._lengths),
+               cache._leak is not None, return_norms)
+    if not _backward_fits(buffers, T * B * H + B * H):  # the copies of dout, dh_n at most
+        _check_memory("rnn_backward", _BACKWARD_INPUTS, (dout, dh_n),
+                      _cython_backend.backward_buffers(*buffers))
     dout = contiguous(dout)
     dh_n = None if dh_n is None else contiguous(dh_n)
-    return BACKENDS[cache.backend].backward(
-        dout, dh_n, cache.x, cache.h0, cache.W_xh, cache.W_hh, cache.has_bias, cache.out,
-        cache.nonlinearity, n_threads, saved, return_norms,
+    return BACKENDS[cache._backend].backward(
+        dout, dh_n, cache._x, cache._h0, cache._W_xh, cache._W_hh, cache._has_bias, cache._out,
+        cache._nonlinearity, n_threads, cache._saved, return_norms, cache._leak,
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# What a pass allocates (for check_allocation), and the checks of a cache.
-# ---------------------------------------------------------------------------------------------
-def _forward_buffers(T, B, D, H, dtype, h0, lengths):
-    """The buffers a forward pass allocates, as the Cython backend does (the NumPy reference
-    allocates less: no step matrix, only per-step temporaries beside out)."""
-    buffers = [("out (T, B, H)", (T, B, H), dtype),
-               ("the step matrix (H, H + padding)", (H, H + 15), dtype),
-               ("the rows active at each step (T,)", (T,), _INTP)]
-    if h0 is None:
-        buffers.append(("a zero initial state (B, H)", (B, H), dtype))
-    if lengths is not None:
-        buffers.append(("lengths, their order and its inverse (3, B)", (3, B), _INTP))
-        if np.any(lengths[1:] > lengths[:-1]):  # the batch is reordered by length
-            buffers += [("x in length order (T, B, D)", (T, B, D), dtype),
-                        ("out in length order (T, B, H)", (T, B, H), dtype)]
-    return buffers
-
-
-def _backward_buffers(T, B, D, H, dtype, saved):
-    """The buffers a backward pass allocates, as the Cython backend does."""
-    buffers = [("da (T, B, H)", (T, B, H), dtype), ("dx (T, B, D)", (T, B, D), dtype),
-               ("dW_xh (H, D)", (H, D), dtype), ("dW_hh (H, H)", (H, H), dtype),
-               ("the step matrix (H, H + padding)", (H, H + 15), dtype),
-               ("dh0 and two zero states (3, B, H)", (3, B, H), dtype)]
-    if isinstance(saved, _cython_backend._Saved) and saved.batch.order is not None:
-        buffers += [("dout in length order (T, B, H)", (T, B, H), dtype),
-                    ("dx in the caller's order (T, B, D)", (T, B, D), dtype)]
-    return buffers
-
-
-class _Sealed(NamedTuple):
-    """RNNCache.saved: what the backend saved, and the fields rnn_forward put in the cache.
-
-    The kernels trust the cache's arrays (their shapes, dtype and layout): a cache edited by
-    hand (``cache._replace(x=...)``) or built from parts must not reach them. Comparing each
-    field with the one recorded here, by identity, tells the original apart in a microsecond.
-    """
-
-    backend_saved: object
-    fields: tuple
-
-
 def _check_cache(cache):
-    """Raise unless cache is an RNNCache exactly as rnn_forward returned it."""
-    if not isinstance(cache, RNNCache):
+    """Raise TypeError unless cache is an RNNCache (which only rnn_forward makes)."""
+    if type(cache) is not RNNCache:
+        hint = " (rnn_forward returns None with need_grad=False)" if cache is None else ""
         raise TypeError(f"cache must be the RNNCache returned by rnn_forward; "
-                        f"got {type(cache).__name__}")
-    seal = cache.saved
-    if type(seal) is not _Sealed:
-        raise ValueError("cache is not as rnn_forward returned it: its field saved was "
-                         "replaced; pass the cache itself")
-    if not all(map(operator.is_, seal.fields, cache)):  # runs on every call: no list first
-        edited = [name for name, kept, given in zip(RNNCache._fields, seal.fields, cache)
-                  if kept is not given]
-        raise ValueError(f"cache is not as rnn_forward returned it: its field "
-                         f"{', '.join(edited)} was replaced; pass the cache itself")
+                        f"got {type(cache).__name__}{hint}")

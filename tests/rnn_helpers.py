@@ -84,6 +84,21 @@ def assert_close(actual, expected, tol, err_msg=""):
                                err_msg=err_msg)
 
 
+def numeric_gradient(f, array):
+    """d f() / d array, entry by entry, by central differences with step FD_EPS (array is
+    perturbed in place, and restored)."""
+    grad = np.empty_like(array)
+    for idx in np.ndindex(array.shape):
+        saved = array[idx]
+        array[idx] = saved + FD_EPS
+        plus = f()
+        array[idx] = saved - FD_EPS
+        minus = f()
+        array[idx] = saved
+        grad[idx] = (plus - minus) / (2 * FD_EPS)
+    return grad
+
+
 def assert_grads_close(actual, expected, tol, has_bias=True):
     """Compare two RNNGrads field by field; db must be None exactly when there is no bias."""
     for name in GRAD_NAMES:
@@ -151,6 +166,39 @@ def make_problem(seed, T, B, D, H, dtype=np.float64, *, bias=True, h0=True, dh_n
     )
     dropped = [name for name, keep in (("b", bias), ("h0", h0), ("dh_n", dh_n)) if not keep]
     return p.without(*dropped).astype(dtype)
+
+
+# Leaks of the leaky tests: one for every unit, or one per unit (from 0.02, a time constant of
+# 50 steps, to exactly 1, some units not leaky at all).
+LEAK_KINDS = ("scalar", "per-unit")
+
+
+def make_dynamics(seed, H, T, B, dtype=np.float64, *, leak="per-unit", noise=True,
+                  state_noise=True):
+    """The leak, noise and state_noise keyword arguments of a leaky rnn_forward call.
+
+    leak is one of LEAK_KINDS (or None for none); the noises (T, B, H) are small beside the
+    pre-activations and states (standard deviations 0.3 and 0.1). Arrays are drawn in float64
+    and cast, as in make_problem; cast_dynamics casts them again.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    dynamics = {}
+    if leak == "scalar":
+        dynamics["leak"] = 0.2
+    elif leak == "per-unit":
+        alpha = rng.uniform(0.02, 1.0, H)
+        alpha[rng.integers(H)] = 1.0
+        dynamics["leak"] = alpha.astype(dtype)
+    if noise:
+        dynamics["noise"] = (0.3 * rng.standard_normal((T, B, H))).astype(dtype)
+    if state_noise:
+        dynamics["state_noise"] = (0.1 * rng.standard_normal((T, B, H))).astype(dtype)
+    return dynamics
+
+
+def cast_dynamics(dynamics, dtype):
+    """The same keyword arguments with every array cast to dtype (numbers stay numbers)."""
+    return {k: v.astype(dtype) if isinstance(v, np.ndarray) else v for k, v in dynamics.items()}
 
 
 def preactivations(p, nonlinearity):

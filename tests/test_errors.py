@@ -310,6 +310,38 @@ def test_cache_of_the_wrong_type(cache):
         rnnfast.rnn_backward(np.ones((T, B, H)), cache)
 
 
+def test_the_cache_cannot_be_edited_or_built_by_hand(cache64):
+    """The kernels trust the arrays in a cache: no field can be replaced or deleted, no cache
+    built from parts (nor an instance of a subclass) reaches them, and the cache still gives
+    its gradients after every refused edit."""
+    dout = np.ones((T, B, H))
+    expected = rnnfast.rnn_backward(dout, cache64)
+    names = [slot[1:] for slot in rnnfast.RNNCache.__slots__]  # each field x is kept in _x
+    for name in names:  # (the wording of the message depends on the Python version)
+        with pytest.raises(AttributeError, match=f"'{name}'"):
+            setattr(cache64, name, None)
+        with pytest.raises(AttributeError, match=f"'{name}'"):
+            delattr(cache64, name)
+        with pytest.raises(AttributeError):  # no new attributes either
+            setattr(cache64, name + "_edited", None)
+    fields = [getattr(cache64, name) for name in names]
+    with pytest.raises(TypeError, match=r"^an RNNCache is made by rnn_forward only"):
+        rnnfast.RNNCache(*fields)
+
+    class Forged(rnnfast.RNNCache):
+        __slots__ = ()
+
+        def __init__(self):
+            pass
+
+    with pytest.raises(TypeError, match=r"^cache must be the RNNCache returned by rnn_forward; "
+                                        r"got Forged"):
+        rnnfast.rnn_backward(dout, Forged())
+    for name, g, e in zip(rnnfast.RNNGrads._fields, rnnfast.rnn_backward(dout, cache64),
+                          expected):
+        np.testing.assert_array_equal(g, e, err_msg=name)
+
+
 # ---------------------------------------------------------------------------------------------
 # Failures happen before any work, and leave nothing behind.
 # ---------------------------------------------------------------------------------------------

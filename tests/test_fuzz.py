@@ -36,7 +36,8 @@ import rnnfast
 from rnnfast.train import optim
 from rnnfast.utils.memory import memory_limit
 from rnnfast.utils.validation import MAX_DIM
-from rnn_helpers import GRAD_NAMES, PATHS, SAME_DTYPE_TOL, assert_close, force_path, make_problem
+from rnn_helpers import (GRAD_NAMES, PATHS, SAME_DTYPE_TOL, assert_close, force_path,
+                         make_dynamics, make_problem)
 
 
 # NaN and inf inputs make NumPy warn (inf - inf, NaN in a matmul): expected here.
@@ -211,6 +212,18 @@ def draw_rnn_call(data):
         n_threads=data.draw(st.sampled_from(THREADS), label="n_threads"),
         lengths=lengths,
     )
+    # A leak (a number, or per unit in any layout) and the two noises, or none of them.
+    leak = data.draw(st.sampled_from(["none", "number", "per-unit"]), label="leak")
+    if leak != "none":
+        dynamics = make_dynamics(data.draw(st.integers(0, 2**16), label="leak seed"), H, T, B,
+                                 dtype, leak="scalar" if leak == "number" else "per-unit",
+                                 noise=data.draw(st.booleans(), label="noise"),
+                                 state_noise=data.draw(st.booleans(), label="state_noise"))
+        for name, value in dynamics.items():
+            if isinstance(value, np.ndarray):
+                layouts = [layout for layout in LAYOUTS if layout != "list"]
+                value = present(value, data.draw(st.sampled_from(layouts), label=name))
+            options[name] = value
     path = data.draw(st.sampled_from(PATHS), label="path")
     return p, options, path
 
@@ -262,6 +275,22 @@ def test_rnn_forward_and_backward(data):
                    ("n_threads", "a string", "2", TypeError, {"n_threads"}),
                    ("nonlinearity", "unknown", "sigmoid", ValueError, {"nonlinearity"}),
                    ("backend", "unknown", "torch", ValueError, {"backend"})]
+    H = p.W_hh.shape[0]
+    candidates += [("leak",) + s for s in spoilers(np.full(H, 0.5, p.x.dtype), "leak",
+                                                   {0: ["W_hh"]})]
+    candidates += [("leak", label, value, error, {"leak"}) for label, value, error in [
+        ("0", 0.0, ValueError), ("above 1", 1.5, ValueError), ("NaN", np.nan, ValueError),
+        ("-inf", -np.inf, ValueError), ("NaN in one unit", np.r_[np.full(H - 1, 0.5), np.nan]
+                                        .astype(p.x.dtype), ValueError),
+        ("the other float width", np.full(H, 0.5, other), TypeError),
+        ("a string", "0.5", TypeError), ("a bool", True, TypeError), ("None", None, TypeError)]]
+    for name in ("noise", "state_noise"):
+        candidates += [(name,) + s for s in spoilers(np.ones((T, B, H), p.x.dtype), name,
+                                                     {0: ["x"], 1: ["x"], 2: ["W_hh"]})]
+        candidates.append((name, "the other float width", np.ones((T, B, H), other), TypeError,
+                           {name}))
+    candidates += [("need_grad", label, value, TypeError, {"need_grad"})
+                   for label, value in [("an int", 1), ("a string", "yes"), ("None", None)]]
     fault = spoil_one(data, candidates)
     if fault is not None:
         name, label, bad, error, named = fault
@@ -308,19 +337,12 @@ def test_rnn_backward_arguments(data):
     candidates += [("dh_n",) + s for s in spoilers(dh_n, "dh_n", {0: ["B"], 1: ["H"]})]
     candidates += [("n_threads", "negative", -1, ValueError, {"n_threads"}),
                    ("n_threads", "bool", True, TypeError, {"n_threads"})]
-    # Caches that rnn_forward did not return: other objects, or an RNNCache edited by hand
-    # (the kernels trust the arrays in it, so it must never reach them inconsistent).
-    for label, bad in [("a tuple", tuple(cache)), ("None", None), ("a dict", cache._asdict())]:
+    # Caches that rnn_forward did not return: other objects, its fields in a tuple or a dict,
+    # the None of a forward pass without need_grad (an RNNCache itself cannot be edited or
+    # built by hand: test_the_cache_cannot_be_edited_or_built_by_hand).
+    fields = {slot[1:]: getattr(cache, slot[1:]) for slot in rnnfast.RNNCache.__slots__}
+    for label, bad in [("a tuple", tuple(fields.values())), ("None", None), ("a dict", fields)]:
         candidates.append(("cache", label, bad, TypeError, {"cache"}))
-    T, B, D = cache.x.shape
-    edits = {"backend": "torch", "nonlinearity": "sigmoid", "x": np.ones((T + 1, B, D), p.x.dtype),
-             "W_hh": np.asfortranarray(cache.W_hh) if cache.W_hh.shape[0] > 1
-             else cache.W_hh.astype(other),
-             "out": cache.out.astype(other), "W_xh": cache.W_xh[:, :0], "has_bias": "yes",
-             "h0": np.ones((1, 1, 1), p.x.dtype), "saved": "anything"}
-    for field, value in edits.items():
-        candidates.append(("cache", f"{field} edited", cache._replace(**{field: value}),
-                           ValueError, {"cache"}))
     fault = spoil_one(data, candidates)
     arguments = {"dout": present(p.dout, data.draw(st.sampled_from(LAYOUTS[:-1]), label="dout")),
                  "cache": cache, "dh_n": p.dh_n, "n_threads": options["n_threads"]}
@@ -1174,7 +1196,7 @@ def test_gradient_clipping(data, function):
 def _edited_cache(**fields):
     p = make_problem(0, 3, 2, 4, 5, np.float32)
     out, cache = rnnfast.rnn_forward(*p.args)
-    return lambda: rnnfast.rnn_backward(p.dout, cache._replace(**fields))
+    return lambda: [setattr(cache, name, value) for name, value in fields.items()]
 
 
 def _aliased(shape=(3, 3)):
@@ -1222,10 +1244,12 @@ FOUND = {
         np.ones((1, 1), np.float32), None), ValueError, "T * B"),
     # Caches edited by hand reached the kernels: NumPy and Cython errors naming no argument,
     # an AttributeError, and for consistent dtypes no error at all (the kernels trust shapes).
-    "a cache with a longer x": (_edited_cache(x=np.ones((4, 2, 4), np.float32)), ValueError,
-                                "cache"),
-    "a cache with an unknown backend": (_edited_cache(backend="torch"), ValueError, "cache"),
-    "a cache with other saved data": (_edited_cache(saved="anything"), ValueError, "cache"),
+    "a cache with a longer x": (_edited_cache(x=np.ones((4, 2, 4), np.float32)),
+                                AttributeError, "'x'"),
+    "a cache with an unknown backend": (_edited_cache(backend="torch"), AttributeError,
+                                        "'backend'"),
+    "a cache with other saved data": (_edited_cache(saved="anything"), AttributeError,
+                                      "'saved'"),
     # Arrays whose elements share memory were updated once per alias.
     "params with aliased elements": (lambda: optim.SGD({"w": _aliased()}, lr=0.1), ValueError,
                                      "params['w']"),
@@ -1251,3 +1275,11 @@ def test_what_the_fuzzing_found_to_be_valid():
     linear = rnnfast.Linear(2, 3, seed=0)
     state = {k: v.astype(v.dtype.newbyteorder()) for k, v in linear.state_dict().items()}
     linear.load_state_dict(state)
+    # A leak given with x in the other byte order was cast to that order (the kernels refuse
+    # such arrays), and a per-unit leak of the native order was refused as another dtype.
+    p = make_problem(0, 3, 2, 4, 5, np.float32)
+    swapped = p.x.astype(p.x.dtype.newbyteorder())
+    for leak in (0.5, np.full(5, 0.5, np.float32)):
+        expected, _ = rnnfast.rnn_forward(*p.args, leak=leak)
+        out, _ = rnnfast.rnn_forward(swapped, *p.args[1:], leak=leak)
+        assert_identical(out, expected, "out")

@@ -11,6 +11,7 @@ import pytest
 import rnnfast
 from rnnfast._kernels import backend as _cython_backend
 from rnnfast.train import optim
+from rnnfast.utils.memory import buffer_bytes
 from rnn_helpers import PATHS, force_path, make_problem
 
 SLACK_BYTES = 64 * 1024  # Python objects, NumPy array headers, tracemalloc's own records
@@ -37,7 +38,8 @@ def test_forward_and_backward_allocate_only_outputs_one_buffer_and_scratch(path,
     T, B, D, H = shape
     p = make_problem(0, T, B, D, H, np.float64, h0=False, dh_n=False)
     itemsize = 8
-    scratch = (H * (H + 16) + 2 * B * H) * itemsize  # the step matrix, zero states
+    rows, columns = _cython_backend.step_matrix_shape(H)
+    scratch = (rows * columns + 2 * B * H) * itemsize  # the step matrix, zero states
     # One warm-up pass: first calls create lasting objects (caches of the thread control).
     rnnfast.rnn_backward(p.dout, rnnfast.rnn_forward(*p.args, n_threads=1)[1], n_threads=1)
 
@@ -48,6 +50,59 @@ def test_forward_and_backward_allocate_only_outputs_one_buffer_and_scratch(path,
     outputs = sum(g.nbytes for g in grads if g is not None)
     one_buffer = T * B * H * itemsize
     assert peak <= outputs + one_buffer + scratch + SLACK_BYTES
+
+
+# The backend's buffer lists (from which rnn_forward and rnn_backward check their memory) are
+# what it allocates: their total is never below a pass's peak, and exceeds it by at most one of
+# their buffers (the total counts some that are never alive together), for every kind of call.
+BUFFER_CASES = {  # name: (rnn_forward keywords, h0 given, return_norms)
+    "plain": (dict(), True, False),
+    "no_h0_norms": (dict(), False, True),
+    "sorted_lengths": (dict(lengths=[200, 150, 150, 3]), True, False),
+    "unsorted_lengths_norms": (dict(lengths=[3, 200, 150, 150]), True, True),
+    "leaky": (dict(leak=0.3), True, False),
+    "leaky_noises_unsorted": (dict(leak=0.3, noise=True, state_noise=True,
+                                   lengths=[3, 200, 150, 150]), False, True),
+    "leaky_no_grad": (dict(leak=0.3, need_grad=False), True, False),
+    "no_grad_unsorted": (dict(need_grad=False, noise=True, lengths=[3, 200, 150, 150]), True,
+                         False),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case", list(BUFFER_CASES))
+def test_the_buffer_lists_are_what_the_backend_allocates(case, path, monkeypatch):
+    force_path(monkeypatch, path)
+    T, B, D, H = 200, 4, 16, 96
+    options, has_h0, return_norms = BUFFER_CASES[case]
+    p = make_problem(1, T, B, D, H, np.float64, h0=has_h0)
+    options = dict(options, n_threads=1)
+    for name in ("noise", "state_noise"):
+        if options.get(name):
+            options[name] = np.full((T, B, H), 0.01)
+    lengths = None if "lengths" not in options else np.array(options["lengths"], np.intp)
+    options["lengths"] = lengths
+    order = _cython_backend.batch_order(lengths)
+    listed = dict(h0=has_h0, order=order, leaky="leak" in options,
+                  noise="noise" in options, state_noise="state_noise" in options,
+                  need_grad=options.get("need_grad", True))
+    kept, scratch = _cython_backend.forward_buffers(T, B, D, H, np.dtype(np.float64), **listed)
+    rnnfast.rnn_forward(*p.args, **options)  # warm up
+    peak, (out, cache) = peak_allocation(lambda: rnnfast.rnn_forward(*p.args, **options))
+    assert_bounds(peak, kept + scratch)
+    if cache is None:
+        return
+    buffers = _cython_backend.backward_buffers(T, B, D, H, np.dtype(np.float64), order,
+                                               "leak" in options, return_norms)
+    peak, _ = peak_allocation(lambda: rnnfast.rnn_backward(p.dout, cache, n_threads=1,
+                                                           return_norms=return_norms))
+    assert_bounds(peak, buffers)
+
+
+def assert_bounds(peak, buffers):
+    sizes = [buffer_bytes(shape, dtype) for _, shape, dtype in buffers]
+    assert peak <= sum(sizes) + SLACK_BYTES, (peak, buffers)
+    assert sum(sizes) - peak <= max(sizes) + SLACK_BYTES, (peak, buffers)
 
 
 # ---------------------------------------------------------------------------------------------

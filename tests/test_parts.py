@@ -10,27 +10,13 @@ import numpy as np
 import pytest
 
 from rnnfast.nn import Embedding, Linear, softmax_cross_entropy
-from rnn_helpers import FD_EPS, TOL, assert_close
+from rnn_helpers import TOL, assert_close, numeric_gradient
 
 T, B, H, O, V, E = 3, 2, 4, 5, 7, 3
 
 
 def rng(seed):
     return np.random.default_rng(seed)
-
-
-def numeric_gradient(f, array):
-    """d f() / d array, entry by entry, by central differences (array is perturbed in place)."""
-    grad = np.empty_like(array)
-    for idx in np.ndindex(array.shape):
-        saved = array[idx]
-        array[idx] = saved + FD_EPS
-        plus = f()
-        array[idx] = saved - FD_EPS
-        minus = f()
-        array[idx] = saved
-        grad[idx] = (plus - minus) / (2 * FD_EPS)
-    return grad
 
 
 def check_message(excinfo, *fragments):

@@ -52,6 +52,52 @@ def test_cython_agrees_with_reference(T, B, D, H, dtype, nonlinearity, path, bia
 
 
 @st.composite
+def leaks(draw, H, dtype):
+    """The leak keyword of a leaky call, or none: a number or one per unit, in [2^-10, 1]
+    (a time constant of up to 1024 steps; 1 itself among them)."""
+    alpha = st.floats(2**-10, 1, width=32)  # exactly representable in float32 and float64
+    kind = draw(st.sampled_from(["none", "scalar", "per-unit"]))
+    dynamics = {}
+    if kind == "scalar":
+        dynamics["leak"] = draw(alpha)
+    elif kind == "per-unit":
+        dynamics["leak"] = draw(hnp.arrays(dtype, H, elements=alpha))
+    return dynamics
+
+
+@SETTINGS
+@given(T=dims, B=dims, D=dims, H=hidden, dtype=dtypes, nonlinearity=nonlinearities, path=paths,
+       bias=st.booleans(), h0=st.booleans(), dh_n=st.booleans(), noise=st.booleans(),
+       state_noise=st.booleans(), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_leaky_cython_agrees_with_reference(T, B, D, H, dtype, nonlinearity, path, bias, h0,
+                                            dh_n, noise, state_noise, seed, data):
+    """A leak (none, one for every unit or one per unit), the two noises, lengths or none, and
+    the per-step norms."""
+    p = make_problem(seed, T, B, D, H, dtype, bias=bias, h0=h0, dh_n=dh_n)
+    dynamics = data.draw(leaks(H, dtype), label="leak")
+    rng = np.random.default_rng(seed)
+    for name, present in (("noise", noise), ("state_noise", state_noise)):
+        if present:
+            dynamics[name] = (0.3 * rng.standard_normal((T, B, H))).astype(dtype)
+    lengths = data.draw(st.none() | st.lists(st.integers(1, T), min_size=B, max_size=B),
+                        label="lengths")
+    lengths = None if lengths is None else np.array(lengths)
+    results = {}
+    for backend in ("cython", "numpy"):
+        with pytest.MonkeyPatch.context() as mp:
+            force_path(mp, path)
+            out, cache = rnnfast.rnn_forward(*p.args, nonlinearity=nonlinearity,
+                                             backend=backend, lengths=lengths, **dynamics)
+            results[backend] = out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n,
+                                                         return_norms=True)
+    tol = SAME_DTYPE_TOL[np.dtype(dtype).type]
+    (out, (grads, norms)), (ref_out, (ref_grads, ref_norms)) = results["cython"], results["numpy"]
+    assert_close(out, ref_out, tol["forward"], "out")
+    assert_grads_close(grads, ref_grads, tol["grad"], has_bias=bias)
+    assert_close(norms, ref_norms, tol["grad"], "norms")
+
+
+@st.composite
 def drawn_problems(draw):
     """Tiny problems whose entries hypothesis draws itself (zeros, signs, repeated values).
 

@@ -97,7 +97,8 @@ cdef inline floating fast_tanh(floating x) noexcept nogil:
 
 
 # What is applied to each element after a step's matmul. Forward steps apply the activation;
-# backward steps multiply by the activation's derivative, computed from the stored output h.
+# backward steps multiply by the activation's derivative, computed from the stored act(a_t) (h_t
+# itself in the plain RNN). Leaky steps add the leak after it (leak_forward, leak_backward).
 cdef enum Epilogue:
     FORWARD_TANH = 0
     FORWARD_RELU = 1
@@ -123,3 +124,66 @@ cdef inline void finish(floating* C, const floating* h, Py_ssize_t n,
     else:
         for i in range(n):
             C[i] = C[i] * (one if h[i] > zero else zero)  # relu'(a) = [h > 0], as NumPy multiplies
+
+
+# The leak, h_t = (1 - alpha) h_{t-1} + alpha act(a_t) (+ state noise), alpha per unit: the
+# epilogues of leaky steps, each one loop (per kind) over a row of the step's result C.
+cdef inline void leak_forward(floating* C, const floating* h_prev, const floating* alpha,
+                              const floating* noise, floating* h, Py_ssize_t n,
+                              Epilogue kind) noexcept nogil:
+    """C holds a_t: C[i] = f = act(C[i]) (kept for the backward pass), and the new state
+    h[i] = (1 - alpha[i]) h_prev[i] + alpha[i] f (+ noise[i], unless noise is NULL)."""
+    cdef Py_ssize_t i
+    cdef floating zero = 0, one = 1, f
+    if kind == FORWARD_TANH and noise == NULL:
+        for i in range(n):
+            f = fast_tanh(C[i])
+            C[i] = f
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * f
+    elif kind == FORWARD_TANH:
+        for i in range(n):
+            f = fast_tanh(C[i])
+            C[i] = f
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * f + noise[i]
+    elif noise == NULL:
+        for i in range(n):
+            f = zero if C[i] <= zero else C[i]  # NaN propagates, as in np.maximum(a, 0)
+            C[i] = f
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * f
+    else:
+        for i in range(n):
+            f = zero if C[i] <= zero else C[i]
+            C[i] = f
+            h[i] = (one - alpha[i]) * h_prev[i] + alpha[i] * f + noise[i]
+
+
+cdef inline void leak_backward(floating* C, const floating* f, const floating* alpha,
+                               const floating* g_prev, floating* carry, Py_ssize_t n,
+                               Epilogue kind) noexcept nogil:
+    """C holds dh_t = dL/dh_t; f = act(a_t). Then
+        carry[i] = g_prev[i] + (1 - alpha[i]) dh_t[i]   (g_prev NULL: 0)
+    the part of dL/dh_{t-1} that skips W_hh (g_prev = dout_{t-1}), and
+        C[i] = alpha[i] dh_t[i] act'(a_t)[i]   = da_t,
+    act' from f (tanh' = 1 - f^2, relu' = [f > 0]). carry may be the init the step just read."""
+    cdef Py_ssize_t i
+    cdef floating zero = 0, one = 1, dh
+    if kind == BACKWARD_TANH and g_prev == NULL:
+        for i in range(n):
+            dh = C[i]
+            carry[i] = (one - alpha[i]) * dh
+            C[i] = alpha[i] * dh * (one - f[i] * f[i])
+    elif kind == BACKWARD_TANH:
+        for i in range(n):
+            dh = C[i]
+            carry[i] = g_prev[i] + (one - alpha[i]) * dh
+            C[i] = alpha[i] * dh * (one - f[i] * f[i])
+    elif g_prev == NULL:
+        for i in range(n):
+            dh = C[i]
+            carry[i] = (one - alpha[i]) * dh
+            C[i] = alpha[i] * dh * (one if f[i] > zero else zero)
+    else:
+        for i in range(n):
+            dh = C[i]
+            carry[i] = g_prev[i] + (one - alpha[i]) * dh
+            C[i] = alpha[i] * dh * (one if f[i] > zero else zero)

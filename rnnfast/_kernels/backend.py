@@ -1,9 +1,10 @@
-"""The fast backend: allocation around the whole-pass Cython kernels of rnnfast._recurrence.
+"""The fast backend: allocation around the whole-pass Cython kernels (recurrence_impl.pxi).
 
 Each pass is one call into compiled code without the GIL: the input projection and the weight
 gradients as single GEMMs over all T*B rows, and the time loop between them. This module only
-allocates the outputs and the scratch buffers, and chooses the step path. Inputs arrive
-validated and C-contiguous from rnnfast.functional.
+allocates the outputs and the scratch buffers, and chooses the step path; what it allocates is
+listed by forward_buffers and backward_buffers, from which rnnfast.functional checks that a
+call fits in memory. Inputs arrive validated and C-contiguous from rnnfast.functional.
 """
 import os
 from typing import NamedTuple, Optional
@@ -62,6 +63,7 @@ _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
 _NO_NORMS = {np.dtype(np.float32): np.empty((0, 0), np.float32),
              np.dtype(np.float64): np.empty((0, 0), np.float64)}
 _NO_SQUARES = np.empty((0, 0), np.float64)
+_INTP, _FLOAT64 = np.dtype(np.intp), np.dtype(np.float64)  # in the buffer lists
 # The narrowest column block of any build, in bytes: scratch sized by it fits every build.
 _MIN_BLOCK_BYTES = min(module.BLOCK_BYTES for module in KERNEL_BUILDS.values())
 
@@ -121,9 +123,15 @@ def _blas_threads_in_pass(T, B, D, H):
     return 1 if largest_gemm > OPENBLAS_SINGLE_THREAD_MNK else available_cores()
 
 
+def step_matrix_shape(H):
+    """The shape of the kernels' step matrix, W_hh^T or W_hh with its rows zero-padded to a
+    multiple of COLUMN_PAD (a whole number of micro-kernel column blocks)."""
+    return (H, H + -H % _recurrence.COLUMN_PAD)
+
+
 def _step_scratch(H, dtype):
-    """Scratch for W_hh^T or W_hh with rows zero-padded to a multiple of COLUMN_PAD."""
-    return np.empty((H, H + -H % _recurrence.COLUMN_PAD), dtype=dtype)
+    """Scratch for the step matrix (see step_matrix_shape)."""
+    return np.empty(step_matrix_shape(H), dtype=dtype)
 
 
 class _Sorted(NamedTuple):
@@ -149,13 +157,14 @@ def _sort_by_length(T, B, lengths):
 
 
 class _Saved(NamedTuple):
-    """What backward needs beyond the cache: the batch order, and for a reordered batch the
-    inputs and states in the kernels' (sorted) order."""
+    """What backward needs beyond the cache: the batch order, for a reordered batch the inputs
+    and states in the kernels' (sorted) order, and for a leaky pass act(a_t) (in that order)."""
 
     batch: _Sorted
     x: Optional[np.ndarray] = None
     h0: Optional[np.ndarray] = None
     out: Optional[np.ndarray] = None
+    act: Optional[np.ndarray] = None
 
 
 def _rows(array, order, axis):
@@ -163,39 +172,124 @@ def _rows(array, order, axis):
     return array if order is None or array is None else np.take(array, order, axis=axis)
 
 
-def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths=None):
-    """Returns out (T, B, H) and what backward needs beyond the inputs (None if nothing)."""
+def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths=None, leak=None, noise=None,
+            state_noise=None, need_grad=True):
+    """Returns out (T, B, H) and what backward needs beyond the inputs (None without need_grad).
+
+    leak (H,) or None (the plain RNN); noise and state_noise (T, B, H) or None; see
+    rnnfast.functional.rnn_forward. Without need_grad nothing is kept: a leaky pass writes
+    act(a_t) to one (B, H) scratch instead of a (T, B, H) buffer, and a reordered batch's
+    sorted copies are dropped.
+    """
     T, B, D = x.shape
     H = W_hh.shape[0]
+    dtype = x.dtype
     batch = _sort_by_length(T, B, lengths)
     x_s, h0_s = _rows(x, batch.order, 1), _rows(h0, batch.order, 0)
-    out = np.empty((T, B, H), dtype=x.dtype)
+    out = np.empty((T, B, H), dtype=dtype)
     if h0_s is None:
-        h0_s = np.zeros((B, H), dtype=x.dtype)
-    blas_steps, threads = step_plan(B, H, x.dtype, n_threads)
+        h0_s = np.zeros((B, H), dtype=dtype)
+    act = None
+    if leak is not None:  # act(a_t) for the backward pass, or scratch for one step
+        act = np.empty((T if need_grad else 1, B, H), dtype=dtype)
+    blas_steps, threads = step_plan(B, H, dtype, n_threads)
     with blas_threads_at_most(_blas_threads_in_pass(T, B, D, H)):
-        _FORWARD[x.dtype](x_s, h0_s, W_xh, W_hh, _NO_BIAS[x.dtype] if b is None else b, out,
-                          _step_scratch(H, x.dtype), batch.active, nonlinearity == "relu",
-                          blas_steps, threads)
+        _FORWARD[dtype](x_s, h0_s, W_xh, W_hh, _NO_BIAS[dtype] if b is None else b, out,
+                        _step_scratch(H, dtype), batch.active, nonlinearity == "relu",
+                        blas_steps, threads, leak, act, _rows(noise, batch.order, 1),
+                        _rows(state_noise, batch.order, 1))
     if batch.order is None:
-        return out, _Saved(batch)
+        return out, (_Saved(batch, act=act) if need_grad else None)
     # The caller's row order for the user; the sorted arrays stay for the backward pass.
-    return _rows(out, batch.inverse, 1), _Saved(batch, x_s, h0_s, out)
+    return _rows(out, batch.inverse, 1), (_Saved(batch, x_s, h0_s, out, act) if need_grad
+                                          else None)
+
+
+def batch_order(lengths):
+    """How the kernels take a batch with these lengths (an array, or None): None without
+    lengths; "sorted" when they come longest first already; "reordered" when the batch is
+    sorted by length for the kernels and back."""
+    if lengths is None:
+        return None
+    return "reordered" if np.any(lengths[1:] > lengths[:-1]) else "sorted"
+
+
+def forward_buffers(T, B, D, H, dtype, h0=True, order=None, leaky=False, noise=False,
+                    state_noise=False, need_grad=True):
+    """What ``forward`` allocates for these arguments: two lists of (description, shape,
+    np.dtype), what it returns or keeps for the backward pass, and what it frees before
+    returning (inputs arrive contiguous: their copies are the caller's). h0, noise,
+    state_noise: whether they are given; order: batch_order(lengths).
+
+    These lists (and backward_buffers') add up buffers that are not all alive at once (a
+    sorted copy is freed before the caller's order is restored): their total is an upper
+    bound of a pass's peak, by less than their largest buffer (tests/test_memory.py measures
+    both)."""
+    kept = [("out (T, B, H)", (T, B, H), dtype)]
+    scratch = [("the step matrix (H, H padded)", step_matrix_shape(H), dtype),
+               ("the rows active at each step (T,)", (T,), _INTP)]
+    if leaky:
+        if need_grad:
+            kept.append(("act(a_t) for the backward pass (T, B, H)", (T, B, H), dtype))
+        else:
+            scratch.append(("act(a_t) of one step (B, H)", (B, H), dtype))
+    if not h0:
+        scratch.append(("a zero initial state (B, H)", (B, H), dtype))
+    if order is not None:
+        scratch.append(("lengths, their order and its inverse (3, B)", (3, B), _INTP))
+    if order == "reordered":  # the kernels see the batch sorted by length
+        sorted_copies = kept if need_grad else scratch
+        sorted_copies += [("x in length order (T, B, D)", (T, B, D), dtype),
+                          ("out in length order (T, B, H)", (T, B, H), dtype)]
+        if noise:
+            scratch.append(("noise in length order (T, B, H)", (T, B, H), dtype))
+        if state_noise:
+            scratch.append(("state_noise in length order (T, B, H)", (T, B, H), dtype))
+    return kept, scratch
+
+
+def backward_buffers(T, B, D, H, dtype, order=None, leaky=False, return_norms=False):
+    """What ``backward`` allocates (for a forward pass with this batch order and leak), as
+    (description, shape, np.dtype), the gradients it returns included (see forward_buffers)."""
+    buffers = [("da (T, B, H)", (T, B, H), dtype), ("dx (T, B, D)", (T, B, D), dtype),
+               ("dW_xh (H, D)", (H, D), dtype), ("dW_hh (H, H)", (H, H), dtype),
+               ("the step matrix (H, H padded)", step_matrix_shape(H), dtype),
+               ("dh0, db, a zero state (2 * B + 1, H)", (2 * B + 1, H), dtype)]
+    # (The (H, H) temporary of the weight gradients in NumPy comes after the step matrix has
+    # been freed, in its room.)
+    if leaky:
+        buffers.append(("the gradient carried past W_hh (B, H)", (B, H), dtype))
+    if return_norms:
+        buffers += [("norms (T, B)", (T, B), dtype),
+                    ("their float64 squares (T + 2 * column blocks, B)",
+                     (T + _threaded_square_rows(H, dtype), B), _FLOAT64)]
+    if order == "reordered":
+        buffers += [("dout in length order (T, B, H)", (T, B, H), dtype),
+                    ("dx in the caller's order (T, B, D)", (T, B, D), dtype),
+                    ("dh_n and dh0 reordered (2, B, H)", (2, B, H), dtype)]
+        if return_norms:
+            buffers.append(("the norms in the caller's order (T, B)", (T, B), dtype))
+    return buffers
+
+
+def _threaded_square_rows(H, dtype):
+    """The rows of squares that threaded small steps add: two per column block (see
+    backward_loop_threaded), counted for the narrowest block of any build."""
+    return 2 * -(-H * dtype.itemsize // _MIN_BLOCK_BYTES)
 
 
 def _norm_buffers(T, B, H, dtype, threads):
     """norms (T, B) and the kernel's float64 scratch for them: each step's sums of squares
-    (T rows of B), and on threaded small steps two more rows per column block (see
-    backward_loop_threaded)."""
-    n_blocks = -(-H * dtype.itemsize // _MIN_BLOCK_BYTES)  # at least the kernel's count
-    extra_rows = 2 * n_blocks if threads > 1 else 0
+    (T rows of B), and on threaded small steps more rows (_threaded_square_rows)."""
+    extra_rows = _threaded_square_rows(H, dtype) if threads > 1 else 0
     return np.empty((T, B), dtype=dtype), np.empty((T + extra_rows, B), np.float64)
 
 
 def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads,
-             saved=None, return_norms=False):
+             saved=None, return_norms=False, leak=None):
     """RNNGrads, and with return_norms also norms (T, B): ||dL/dh_t|| for each step and
-    sequence, 0 past a sequence's end (see rnnfast.functional.rnn_backward)."""
+    sequence, 0 past a sequence's end (see rnnfast.functional.rnn_backward). leak: the forward
+    pass's, (H,) or None."""
     T, B, D = x.shape
     H = W_hh.shape[0]
     dtype = x.dtype
@@ -212,6 +306,7 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
     db = np.empty(H, dtype=dtype) if has_bias else _NO_BIAS[dtype]
     h0 = zeros_BH if h0 is None else h0
     da = np.empty_like(out)
+    carry = None if leak is None else np.empty((B, H), dtype=dtype)
     weight_grads_in_numpy = T * B * H * (D + H) >= NUMPY_WEIGHT_GRADS_MIN_FLOPS
     blas_steps, threads = step_plan(B, H, dtype, n_threads)
     if return_norms:
@@ -223,7 +318,7 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
             dout, zeros_BH if dh_n is None else dh_n, x, h0, W_xh, W_hh, out, da,
             _step_scratch(H, dtype), dx, dh0, dW_xh, dW_hh, db, batch.active,
             nonlinearity == "relu", blas_steps, threads, not weight_grads_in_numpy, norms,
-            squares,
+            squares, leak, saved.act, carry,
         )
     if weight_grads_in_numpy:
         threaded = T * B * H * (D + H) >= BLAS_THREADS_MIN_PASS_FLOPS

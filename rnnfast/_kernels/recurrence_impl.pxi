@@ -5,7 +5,7 @@
 # without the GIL.
 #
 # Forward, for t = 0..T-1 (h_{-1} = h0), in place in `h`, which first receives the input
-# projection P = X W_xh^T + b for all T*B rows (one GEMM):
+# projection P = X W_xh^T + b (+ the noise on a_t) for all T*B rows (one GEMM):
 #     h_t = act(P_t + h_{t-1} @ W_hh^T)
 # Backward, for t = T-1..0, into `da` (da_T @ W_hh is replaced by dh_n, the carried gradient):
 #     da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t)
@@ -13,21 +13,30 @@
 # measures norms[t, b] = ||dout_t + da_{t+1} @ W_hh|| (= ||dL/dh_t||) for each row, in the step's
 # epilogue, before the multiply by act' (rnnfast/_kernels/step.pxd, finish_rows).
 #
+# Leaky passes (a leak alpha (H,) given) keep f_t = act(a_t) in a buffer of their own and add the
+# leak in the step's epilogue, after the activation (forward) and before act' (backward):
+#     f_t = act(P_t + h_{t-1} @ W_hh^T),   h_t = (1 - alpha) h_{t-1} + alpha f_t (+ state noise)
+#     dh_t = c_t + da_{t+1} @ W_hh,        da_t = alpha dh_t act'(f_t),
+#     c_{t-1} = dout_{t-1} + (1 - alpha) dh_t
+# with c_t (one (B, H) buffer, `carry`) in the place dout_t takes in the plain step, so that the
+# norms are still measured on the step's matmul result, and dh0 = c_{-1} + da_0 @ W_hh.
+#
 # Both steps are "C = finish(init + X @ M)" with M = W_hh^T forward and M = W_hh backward, so
-# one micro-kernel and one BLAS path (rnnfast/_kernels/step.pxd) serve both directions. M is a scratch
-# copy whose rows are zero-padded to a multiple of COLUMN_PAD, so the micro-kernel always reads
-# whole column blocks; for the micro-kernel it is also packed in column panels. Nothing here allocates, validates or touches a Python object: the caller
-# (rnnfast/_kernels/backend.py) allocated and checked everything.
+# one micro-kernel and one BLAS path (rnnfast/_kernels/step.pxd) serve both directions. M is a
+# scratch copy whose rows are zero-padded to a multiple of COLUMN_PAD, so the micro-kernel always
+# reads whole column blocks; for the micro-kernel it is also packed in column panels. Nothing
+# here allocates, validates or touches a Python object: the caller (rnnfast/_kernels/backend.py)
+# allocated and checked everything.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
-from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue, FORWARD_RELU,
-                                  FORWARD_TANH)
+from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue,
+                                          FORWARD_RELU, FORWARD_TANH)
 from rnnfast._kernels.blas cimport gemm
-from rnnfast._kernels.step cimport (VECTOR_BYTES, blas_step, block_columns, finish_rows, small_step,
-                            small_step_block)
+from rnnfast._kernels.step cimport (VECTOR_BYTES, blas_step, block_columns, finish_rows,
+                                    shifted, small_step, small_step_block)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
 COLUMN_PAD = 16
@@ -38,25 +47,39 @@ BLOCK_BYTES = 2 * VECTOR_BYTES
 
 cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
                        const floating[:, ::1] M, const Py_ssize_t[::1] active,
-                       Epilogue activate, bint use_blas, int n_threads) noexcept nogil:
+                       Epilogue activate, bint use_blas, int n_threads, const floating* alpha,
+                       floating* act, Py_ssize_t act_step, const floating* noise) noexcept nogil:
     """The forward time loop: BLAS steps, or small steps on one thread or on n_threads.
 
     Step t updates the first active[t] rows only (the batch is sorted by length, so the
     sequences still running are a prefix); the caller zeroes the other rows afterwards.
+    With alpha (the leak, (H,); NULL for the plain RNN) the steps are leaky: act(a_t) goes to
+    act + t * act_step (a (T, B, H) buffer kept for the backward pass, act_step = B * H, or one
+    (B, H) scratch, act_step = 0), and h_t = (1 - alpha) h_{t-1} + alpha act(a_t), plus the
+    state noise noise_t when noise (T, B, H) is not NULL.
     """
-    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], ldm = M.shape[1], t
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], ldm = M.shape[1], t
     cdef const floating* h_prev = &h0[0, 0]
     cdef floating* h_t
+    cdef floating* act_t
+    cdef const floating* noise_t = NULL
     if not use_blas and n_threads > 1:
-        forward_loop_threaded(h, h0, M, active, activate, n_threads)
+        forward_loop_threaded(h, h0, M, active, activate, n_threads, alpha, act, act_step,
+                              noise)
         return
     for t in range(T):
         h_t = &h[t, 0, 0]
-        # h_t = act(h_t + h_prev @ W_hh^T); `finish` reads no h going forward.
+        # Plain: h_t = act(h_t + h_prev @ W_hh^T) in place (`finish` reads no h going forward).
+        # Leaky: act_t = act(h_t + h_prev @ W_hh^T), then h_t = (1 - alpha) h_prev + alpha act_t.
+        act_t = h_t if alpha == NULL else act + t * act_step
+        if noise != NULL:
+            noise_t = noise + t * B * H
         if use_blas:
-            blas_step(h_prev, &M[0, 0], ldm, h_t, h_t, h_t, active[t], H, H, activate, NULL)
+            blas_step(h_prev, &M[0, 0], ldm, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
+                      alpha, noise_t, h_t)
         else:
-            small_step(h_prev, &M[0, 0], h_t, h_t, h_t, active[t], H, H, activate, NULL)
+            small_step(h_prev, &M[0, 0], h_t, h_prev, act_t, active[t], H, H, activate, NULL,
+                       alpha, noise_t, h_t)
         h_prev = h_t
 
 
@@ -73,16 +96,37 @@ cdef void take_norms(floating[:, ::1] norms, const double[:, ::1] squares,
             norms[t, b] = 0
 
 
+cdef inline const floating* leak_extra(const floating[:, :, ::1] dout, Py_ssize_t t,
+                                       const floating* alpha) noexcept nogil:
+    """What a leaky backward step t adds to its carry: dout_{t-1}; NULL at t = 0 (dh0 gets no
+    output gradient) and for plain steps."""
+    if alpha == NULL or t == 0:
+        return NULL
+    return &dout[t - 1, 0, 0]
+
+
+cdef inline floating* leak_target(floating* carry, floating* dh0, Py_ssize_t t) noexcept nogil:
+    """Where a leaky backward step t writes its carry: the next step's init, or at t = 0, dh0
+    (which the caller completes with da_0 @ W_hh)."""
+    return dh0 if t == 0 else carry
+
+
 cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
                         const floating[:, :, ::1] h, const floating[:, ::1] dh_n,
                         const floating[:, ::1] M, const Py_ssize_t[::1] active,
                         Epilogue derivative, bint use_blas, int n_threads,
-                        floating[:, ::1] norms, double[:, ::1] squares) noexcept nogil:
+                        floating[:, ::1] norms, double[:, ::1] squares, const floating* alpha,
+                        floating* carry, floating* dh0) noexcept nogil:
     """The backward time loop: BLAS steps, or small steps on one thread or on n_threads.
 
     At step t, rows active[t + 1] .. active[t] - 1 take their last step: the gradient from
     beyond it is dh_n, not a matmul, so those rows (for every t) are done first, and the rows
     past a sequence's end get da = 0. The time loop then runs the first active[t + 1] rows.
+
+    h holds act(a_t): the states themselves in the plain RNN. With alpha (the leak, (H,)),
+    step t's init is carry (B, H) instead of dout_t: each step leaves there
+    dout_{t-1} + (1 - alpha) dL/dh_t for the step before it (leak_backward), which adds
+    da_t @ W_hh; step 0 leaves (1 - alpha) dL/dh_0 in dh0 (B, H) instead.
 
     norms (T, B), or (0, 0) for none, receives ||dL/dh_t|| of every row, 0 past a sequence's
     end. squares is scratch for it: rows 0..T-1 take each step's sums of squares, rows from T
@@ -92,6 +136,7 @@ cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
     cdef Py_ssize_t ending, running
     cdef floating* da_t
     cdef const floating* g_t
+    cdef const floating* extra
     cdef const floating* carried = &dh_n[0, 0]
     cdef bint measure = norms.shape[0] > 0
     for t in range(T):
@@ -101,47 +146,60 @@ cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
         g_t = &dout[t, 0, 0]
         for i in range(running * H, ending * H):
             da_t[i] = g_t[i] + carried[i]
+        extra = leak_extra(dout, t, alpha)
         finish_rows(da_t + running * H, &h[t, 0, 0] + running * H, ending - running, H, H,
                     derivative, &squares[t, running] if measure and running < ending else NULL,
-                    False)
+                    False, alpha, shifted(extra, running * H),
+                    NULL if alpha == NULL else leak_target(carry, dh0, t) + running * H)
         if ending < B:
             memset(da_t + ending * H, 0, (B - ending) * H * sizeof(floating))
     if not use_blas and n_threads > 1:
-        backward_loop_threaded(da, dout, h, M, active, derivative, n_threads, norms, squares)
+        backward_loop_threaded(da, dout, h, M, active, derivative, n_threads, norms, squares,
+                               alpha, carry, dh0)
     else:
         for t in range(T - 2, -1, -1):
-            # da_t = (dout_t + da_{t+1} @ W_hh) * act'(h_t), for the sequences still running
+            # da_t = (init + da_{t+1} @ W_hh) * act'(a_t) (leaky: * alpha), for the sequences
+            # still running; init = dout_t, or with a leak the carry
             if use_blas:
-                blas_step(&da[t + 1, 0, 0], &M[0, 0], ldm, &dout[t, 0, 0], &h[t, 0, 0],
+                blas_step(&da[t + 1, 0, 0], &M[0, 0], ldm,
+                          &dout[t, 0, 0] if alpha == NULL else carry, &h[t, 0, 0],
                           &da[t, 0, 0], active[t + 1], H, H, derivative,
-                          &squares[t, 0] if measure else NULL)
+                          &squares[t, 0] if measure else NULL, alpha,
+                          leak_extra(dout, t, alpha), leak_target(carry, dh0, t))
             else:
-                small_step(&da[t + 1, 0, 0], &M[0, 0], &dout[t, 0, 0], &h[t, 0, 0],
+                small_step(&da[t + 1, 0, 0], &M[0, 0],
+                           &dout[t, 0, 0] if alpha == NULL else carry, &h[t, 0, 0],
                            &da[t, 0, 0], active[t + 1], H, H, derivative,
-                           &squares[t, 0] if measure else NULL)
+                           &squares[t, 0] if measure else NULL, alpha,
+                           leak_extra(dout, t, alpha), leak_target(carry, dh0, t))
     if measure:
         take_norms(norms, squares, active)
 
 
 cdef void forward_loop_threaded(floating[:, :, ::1] h, const floating[:, ::1] h0,
                                 const floating[:, ::1] M, const Py_ssize_t[::1] active,
-                                Epilogue activate, int n_threads) noexcept nogil:
+                                Epilogue activate, int n_threads, const floating* alpha,
+                                floating* act, Py_ssize_t act_step,
+                                const floating* noise) noexcept nogil:
     """forward_loop's small-step path with each step's column blocks shared among n_threads.
 
     One parallel region covers the whole sequence: every thread walks the time loop, and the
     barrier at the end of each step's worksharing loop orders the steps. Each column block is
     computed by one thread, in the same order as serially, so results do not depend on the
-    thread count.
+    thread count. A leaky block reads only its own columns of h_{t-1} and writes only its own
+    of h_t.
     """
-    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], t, blk
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], t, blk
     cdef Py_ssize_t CB = block_columns(&M[0, 0])
     cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
     with parallel(num_threads=n_threads):
         for t in range(T):
             for blk in prange(n_blocks, schedule="static"):
                 small_step_block(&h0[0, 0] if t == 0 else &h[t - 1, 0, 0], &M[0, 0],
-                                 &h[t, 0, 0], &h[t, 0, 0], &h[t, 0, 0], active[t], H, H,
-                                 blk * CB, activate, NULL, False)
+                                 &h[t, 0, 0], &h0[0, 0] if t == 0 else &h[t - 1, 0, 0],
+                                 &h[t, 0, 0] if alpha == NULL else act + t * act_step,
+                                 active[t], H, H, blk * CB, activate, NULL, False, alpha,
+                                 shifted(noise, t * B * H), &h[t, 0, 0])
 
 
 cdef inline void add_block_squares(double[:, ::1] squares, Py_ssize_t t, Py_ssize_t first,
@@ -161,9 +219,11 @@ cdef void backward_loop_threaded(floating[:, :, ::1] da, const floating[:, :, ::
                                  const floating[:, :, ::1] h, const floating[:, ::1] M,
                                  const Py_ssize_t[::1] active, Epilogue derivative,
                                  int n_threads, floating[:, ::1] norms,
-                                 double[:, ::1] squares) noexcept nogil:
+                                 double[:, ::1] squares, const floating* alpha,
+                                 floating* carry, floating* dh0) noexcept nogil:
     """backward_loop's small-step path for steps T-2..0 (the caller did the last steps), with
-    each step's column blocks shared among n_threads, as in forward_loop_threaded.
+    each step's column blocks shared among n_threads, as in forward_loop_threaded (a leaky
+    block reads and writes only its own columns of the carry).
 
     Norms: each block's sums of squares go to a row of scratch of their own (squares rows T
     on, 2 * n_blocks rows: one set for even steps, one for odd), and are added up in block
@@ -186,9 +246,11 @@ cdef void backward_loop_threaded(floating[:, :, ::1] da, const floating[:, :, ::
                         add_block_squares(squares, t + 1, T + ((t + 1) % 2) * n_blocks,
                                           n_blocks, active[t + 2])
                     block_squares = &squares[T + (t % 2) * n_blocks + blk, 0]
-                small_step_block(&da[t + 1, 0, 0], &M[0, 0], &dout[t, 0, 0], &h[t, 0, 0],
+                small_step_block(&da[t + 1, 0, 0], &M[0, 0],
+                                 &dout[t, 0, 0] if alpha == NULL else carry, &h[t, 0, 0],
                                  &da[t, 0, 0], active[t + 1], H, H, blk * CB, derivative,
-                                 block_squares, False)
+                                 block_squares, False, alpha, leak_extra(dout, t, alpha),
+                                 leak_target(carry, dh0, t))
     if measure and T > 1:
         add_block_squares(squares, 0, T, n_blocks, active[1])
 
@@ -248,27 +310,49 @@ cdef void prepare_step_matrix(const floating[:, ::1] W, floating[:, ::1] M, bint
 def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                  const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
                  const floating[::1] b, floating[:, :, ::1] out, floating[:, ::1] M,
-                 const Py_ssize_t[::1] active, bint relu, bint use_blas, int n_threads):
+                 const Py_ssize_t[::1] active, bint relu, bint use_blas, int n_threads,
+                 const floating[::1] leak=None, floating[:, :, ::1] act=None,
+                 const floating[:, :, ::1] noise=None,
+                 const floating[:, :, ::1] state_noise=None):
     """out = [h_1, ..., h_T] for x (T, B, D), h0 (B, H), W_xh (H, D), W_hh (H, H).
 
     b has length H, or 0 for no bias. M (H, >= H, a multiple of COLUMN_PAD) is scratch.
     active (T,) counts the sequences still running at each step, rows sorted by length
     (non-increasing; all B without lengths); rows past their sequence's end are zero.
     use_blas chooses the step path; n_threads > 1 shares small steps among that many threads.
+    noise (T, B, H), if given, is added to the pre-activations a_t.
+    leak (H,), if given, makes the steps leaky, h_t = (1 - leak) h_{t-1} + leak act(a_t)
+    (+ state_noise_t, if given (T, B, H)); act(a_t) goes to act: (T, B, H), kept for
+    backward_pass, or (1, B, H), scratch for a forward pass alone. None: the plain RNN.
     Python entry point; the caller has validated shapes, dtypes and contiguity.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
     cdef Py_ssize_t row, i, t
     cdef floating* P = &out[0, 0, 0]
+    cdef const floating* alpha = NULL
+    cdef floating* act_rows = NULL
+    cdef Py_ssize_t act_step = 0
+    cdef const floating* noise_rows = NULL
+    cdef const floating* state_noise_rows = NULL
+    if leak is not None:
+        alpha, act_rows = &leak[0], &act[0, 0, 0]
+        act_step = B * H if act.shape[0] > 1 else 0
+        if state_noise is not None:
+            state_noise_rows = &state_noise[0, 0, 0]
+    if noise is not None:
+        noise_rows = &noise[0, 0, 0]
     with nogil:
         gemm(False, True, T * B, H, D, 1, &x[0, 0, 0], D, &W_xh[0, 0], D, 0, P, H)  # P = X @ W_xh.T
         if b.shape[0] > 0:
             for row in range(T * B):
                 for i in range(H):
                     P[row * H + i] += b[i]
+        if noise_rows != NULL:  # the noise on a_t folds into the input projection
+            for i in range(T * B * H):
+                P[i] += noise_rows[i]
         prepare_step_matrix(W_hh, M, True, use_blas)  # the forward step right-multiplies by W_hh^T
         forward_loop(out, h0, M, active, FORWARD_RELU if relu else FORWARD_TANH, use_blas,
-                     n_threads)
+                     n_threads, alpha, act_rows, act_step, state_noise_rows)
         for t in range(T):  # outputs past a sequence's end are zeros
             if active[t] < B:
                 memset(&out[t, active[t], 0], 0, (B - active[t]) * H * sizeof(floating))
@@ -281,7 +365,9 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
                   floating[:, :, ::1] dx, floating[:, ::1] dh0, floating[:, ::1] dW_xh,
                   floating[:, ::1] dW_hh, floating[::1] db, const Py_ssize_t[::1] active,
                   bint relu, bint use_blas, int n_threads, bint weight_grads,
-                  floating[:, ::1] norms, double[:, ::1] squares):
+                  floating[:, ::1] norms, double[:, ::1] squares,
+                  const floating[::1] leak=None, const floating[:, :, ::1] act=None,
+                  floating[:, ::1] carry=None):
     """BPTT: fill dx, dh0, db (length H, or 0 for no bias) and, if weight_grads, dW_xh, dW_hh.
 
     da (T, B, H) and M (H, >= H, a multiple of COLUMN_PAD) are scratch; active as in
@@ -291,15 +377,23 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
     steps on n_threads > 1. h0 is the initial
     state used forward (zeros when the caller had none: its term in dW_hh is still computed,
     so an infinite gradient times a zero state gives NaN, exactly as in the reference).
+    A leaky pass takes the forward's leak (H,) and act (T, B, H), and carry (B, H) as scratch:
+    da_t = leak dL/dh_t act'(a_t), and dL/dh_{t-1} gets (1 - leak) dL/dh_t besides W_hh^T da_t.
     Python entry point; the caller has validated shapes, dtypes and contiguity.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
     cdef Py_ssize_t row, i
     cdef floating* da_rows = &da[0, 0, 0]
+    cdef const floating* alpha = NULL
+    cdef floating* carry_rows = NULL
+    cdef const floating[:, :, ::1] derivative_of = out  # act(a_t): the states, plain
+    if leak is not None:
+        alpha, carry_rows, derivative_of = &leak[0], &carry[0, 0], act
     with nogil:
         prepare_step_matrix(W_hh, M, False, use_blas)  # the backward step right-multiplies by W_hh
-        backward_loop(da, dout, out, dh_n, M, active, BACKWARD_RELU if relu else BACKWARD_TANH,
-                      use_blas, n_threads, norms, squares)
+        backward_loop(da, dout, derivative_of, dh_n, M, active,
+                      BACKWARD_RELU if relu else BACKWARD_TANH, use_blas, n_threads, norms,
+                      squares, alpha, carry_rows, &dh0[0, 0])
         gemm(False, False, T * B, D, H, 1, da_rows, H, &W_xh[0, 0], D, 0, &dx[0, 0, 0], D)  # dx = da @ W_xh
         if weight_grads:
             gemm(True, False, H, D, T * B, 1, da_rows, H, &x[0, 0, 0], D, 0, &dW_xh[0, 0], D)  # dW_xh = da.T @ x
@@ -308,7 +402,10 @@ def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
             if T > 1:
                 gemm(True, False, H, H, (T - 1) * B, 1, &da[1, 0, 0], H, &out[0, 0, 0], H, 1,
                      &dW_hh[0, 0], H)  # dW_hh += da[1:].T @ out[:-1]
-        gemm(False, False, B, H, H, 1, da_rows, H, &W_hh[0, 0], H, 0, &dh0[0, 0], H)  # dh0 = da[0] @ W_hh
+        if alpha == NULL:
+            gemm(False, False, B, H, H, 1, da_rows, H, &W_hh[0, 0], H, 0, &dh0[0, 0], H)  # dh0 = da[0] @ W_hh
+        else:  # dh0 holds (1 - leak) dL/dh_0 from the loop
+            gemm(False, False, B, H, H, 1, da_rows, H, &W_hh[0, 0], H, 1, &dh0[0, 0], H)  # dh0 += da[0] @ W_hh
         if db.shape[0] > 0:
             # db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable.
             memset(&db[0], 0, H * sizeof(floating))

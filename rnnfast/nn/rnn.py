@@ -1,5 +1,6 @@
 """`rnnfast.RNN`: the layer, with the semantics, shapes, parameter names and initialisation of
-`torch.nn.RNN` (stacked, bidirectional, batch_first, dropout between layers).
+`torch.nn.RNN` (stacked, bidirectional, batch_first, dropout between layers), and as an
+extension a leak and noise (continuous-time networks, see rnnfast.nn.leaky).
 
 Each (layer, direction) is one call of the functional kernels (rnnfast.functional). The reverse
 direction runs the same kernels on the time-reversed sequence (with `lengths`, each sequence is
@@ -7,7 +8,9 @@ reversed within its own length, as PyTorch's packed sequences do).
 """
 import numpy as np
 
+from rnnfast._kernels.backend import backward_buffers, batch_order, forward_buffers
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
+from rnnfast.nn.leaky import NoiseStd, draw_noise, kernel_leak, layer_leaks, leaky_passes
 from rnnfast.nn.module import Module
 from rnnfast.utils.memory import check_allocation
 from rnnfast.utils.threads import resolve_n_threads
@@ -83,18 +86,29 @@ class RNN(Module):
         Seeds the initialisation and the dropout masks.
     n_threads : int or None
         Passed to the kernels (None: every core).
+    leak : float or array_like
+        alpha in h_t = (1 - alpha) h_{t-1} + alpha act(a_t), in (0, 1] (beyond torch; 1, the
+        default, is torch's RNN): a number, or an array broadcastable to (num_layers, H) (per
+        unit: (H,); per layer: (num_layers, 1)); both directions of a layer share it. A
+        constant, not a parameter (not in ``state_dict()``); ``leak`` is (num_layers, H).
+    noise_std, state_noise_std : float
+        sigma of the noise on a_t and on h_t after the leak (0, the default: none): each pass
+        draws N(0, 2 sigma^2 / alpha) (Yang et al. 2019) and N(0, 2 alpha sigma^2) (PsychRNN)
+        per unit from ``rng`` (rnnfast.nn.leaky), in evaluation mode too (set the attribute
+        to 0 to stop it). Gradients treat the draws as constants.
 
     Parameters are NumPy arrays in ``parameters()``, named as in torch: ``weight_ih_l{k}``
     (H, D or num_directions * H), ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``
     (H,), with the suffix ``_reverse`` for the reverse direction; all initialised from
     uniform(-1/sqrt(H), 1/sqrt(H)). After ``backward``, ``grads`` holds their gradients under
-    the same names. ``rng`` is the layer's numpy Generator (it draws the dropout masks; save
-    ``rng.bit_generator.state`` to resume a run with dropout exactly).
+    the same names. ``rng`` is the layer's numpy Generator (it draws the dropout masks and the
+    noise, layer after layer: for each direction its noise on a_t, then on h_t, then the
+    layer's dropout mask; save ``rng.bit_generator.state`` to resume a run exactly).
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 seed=None, n_threads=None):
+                 seed=None, n_threads=None, leak=1.0, noise_std=0.0, state_noise_std=0.0):
         self.input_size = check_size(input_size, "input_size")
         self.hidden_size = check_size(hidden_size, "hidden_size")
         self.num_layers = check_size(num_layers, "num_layers")
@@ -110,9 +124,14 @@ class RNN(Module):
         self.n_threads = n_threads
         self.rng = random_generator(seed)
         self._check_parameter_memory()
+        self.leak = layer_leaks(leak, self.num_layers, self.hidden_size, self.dtype)
+        self.noise_std = noise_std
+        self.state_noise_std = state_noise_std
         self._params = self._initial_parameters()
         self.grads = {}
         self._saved = None  # what backward needs from the last forward
+
+    noise_std, state_noise_std = NoiseStd(), NoiseStd()  # checked when set
 
     # -- parameters --------------------------------------------------------------------------
 
@@ -214,7 +233,7 @@ class RNN(Module):
                   else copy_size(x, "x", x_layout))
         check_allocation("RNN.forward",
                          [x_copy, None if h0 is None else copy_size(h0, "h0", ("L", "B", "H"))]
-                         + self._forward_buffers(T, B, lengths is not None),
+                         + self._forward_buffers(T, B, h0 is not None, lengths),
                          "split the sequence into chunks or the batch into smaller ones")
         x = contiguous(x.transpose(1, 0, 2) if self.batch_first else x)
         h0 = None if h0 is None else contiguous(h0)
@@ -250,17 +269,26 @@ class RNN(Module):
 
     __call__ = forward
 
-    def _forward_buffers(self, T, B, has_lengths):
-        """What a forward pass allocates (for check_allocation): every layer's states, kept for
-        backward, and what each layer allocates around them."""
+    def _forward_buffers(self, T, B, has_h0, lengths):
+        """What a forward pass allocates (for check_allocation): what every pass keeps for
+        backward (its states, and act(a_t) if it is leaky), the scratch and noise of one pass,
+        and what the layer allocates around them."""
         H, L, directions = self.hidden_size, self.num_layers, self.num_directions
         width = directions * H
-        buffers = [("the states of every layer and direction (L * num_directions, T, B, H)",
-                    (L * directions, T, B, H), self.dtype),
-                   ("h_n (L * num_directions, B, H)", (L * directions, B, H), self.dtype),
-                   ("a pass's step matrix and zero state (H * (H + 15) + B * H,)",
-                    (H * (H + 15) + B * H,), self.dtype)]
-        if has_lengths:  # the index that reverses each sequence within its length, temporaries
+        buffers = [("h_n (L * num_directions, B, H)", (L * directions, B, H), self.dtype)]
+        noise, state_noise = self.noise_std > 0, self.state_noise_std > 0
+        passes = leaky_passes(self.leak, self.input_size, width, directions)
+        for (D, leaky), count in passes.items():
+            kept, scratch = forward_buffers(T, B, D, H, self.dtype, h0=has_h0,
+                                            order=batch_order(lengths), leaky=leaky,
+                                            noise=noise, state_noise=state_noise)
+            buffers += [(f"{what}, in each of {count} passes", (count,) + shape, dtype)
+                        for what, shape, dtype in kept]
+        buffers += scratch  # the same for every pass, and one pass runs at a time
+        if noise or state_noise:
+            buffers.append(("the noise drawn for one pass (noises, T, B, H)",
+                            (noise + state_noise, T, B, H), self.dtype))
+        if lengths is not None:  # the index that reverses each sequence within its length
             buffers.append(("the time index of each sequence (3, T, B)", (3, T, B), np.intp))
         if self.bidirectional:  # the reversed inputs, the concatenated outputs
             buffers.append(("the time-reversed input of every layer (T, B, D + (L - 1) * 2H)",
@@ -280,9 +308,13 @@ class RNN(Module):
         reverse = direction == 1
         if reverse:
             layer_input = steps.reverse(layer_input)
+        shape = layer_input.shape[:2] + (self.hidden_size,)  # drawn in the direction's order
+        noise, state_noise = draw_noise(self.rng, self.leak[layer], self.noise_std,
+                                        self.state_noise_std, shape, self.dtype)
         out, cache = rnn_forward(layer_input, h0, *self._weights(layer, direction),
                                  nonlinearity=self.nonlinearity, n_threads=self.n_threads,
-                                 lengths=steps.lengths)
+                                 lengths=steps.lengths, leak=kernel_leak(self.leak[layer]),
+                                 noise=noise, state_noise=state_noise)
         return (steps.reverse(out) if reverse else out), cache
 
     def direction_runs(self, x, h0=None):
@@ -370,7 +402,8 @@ class RNN(Module):
         dout_copy = (("a contiguous copy of dout (T, B, num_directions * H)", (T, B, width),
                       self.dtype) if self.batch_first else copy_size(dout, "dout", dout_layout))
         dh_n_copy = None if dh_n is None else copy_size(dh_n, "dh_n", ("L", "B", "H"))
-        check_allocation("RNN.backward", [dout_copy, dh_n_copy] + self._backward_buffers(T, B, D),
+        check_allocation("RNN.backward", [dout_copy, dh_n_copy]
+                         + self._backward_buffers(T, B, D, steps.lengths, return_norms),
                          "split the sequence into chunks or the batch into smaller ones")
         dout = contiguous(dout.transpose(1, 0, 2) if self.batch_first else dout)
         dh_n = None if dh_n is None else contiguous(dh_n)
@@ -416,17 +449,26 @@ class RNN(Module):
             return np.ascontiguousarray(dx), dh0, norms
         return np.ascontiguousarray(dx), dh0
 
-    def _backward_buffers(self, T, B, D):
+    def _backward_buffers(self, T, B, D, lengths, return_norms):
         """What a backward pass allocates at its peak (for check_allocation): the gradients of
         the parameters, and the largest layer's gradient buffers (each layer's are freed when
-        the next one down starts)."""
+        the next one down starts): each direction's pass, and around them the incoming
+        gradient, a reversed dx and the sum of the directions' dx."""
         H, L, directions = self.hidden_size, self.num_layers, self.num_directions
         width = directions * H
         parameters = sum(array.size for array in self._params.values())
         layer_input = D if L == 1 else max(D, width)
-        return [("the gradients of the parameters", (parameters,), self.dtype),
-                ("dh0 (L * num_directions, B, H)", (L * directions, B, H), self.dtype),
-                # the incoming gradient, each direction's da, dx and its reversal, their sum
-                ("one layer's gradient buffers (T, B, 2 * num_directions * H + 3 * input)",
-                 (T, B, 2 * width + 3 * layer_input), self.dtype),
-                ("dx (T, B, D)", (T, B, D), self.dtype)]
+        one_pass = backward_buffers(T, B, layer_input, H, self.dtype, order=batch_order(lengths),
+                                    leaky=bool(np.any(self.leak != 1)),
+                                    return_norms=return_norms)
+        buffers = [("the gradients of the parameters", (parameters,), self.dtype),
+                   ("dh0 (L * num_directions, B, H)", (L * directions, B, H), self.dtype),
+                   ("the incoming gradient, a reversed dx, their sum (T, B, width + 2 * input)",
+                    (T, B, width + 2 * layer_input), self.dtype),
+                   ("dx (T, B, D)", (T, B, D), self.dtype)]
+        buffers += [(f"{what}, for each direction", (directions,) + shape, dtype)
+                    for what, shape, dtype in one_pass]
+        if return_norms:
+            buffers.append(("norms (L, num_directions, T, B)", (L, directions, T, B),
+                            self.dtype))
+        return buffers

@@ -7,9 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-# check_allocation is used here (a copy is checked before it is made); surely_fits is here too
-# for the modules that import both with the other checks.
-from rnnfast.utils.memory import check_allocation, surely_fits  # noqa: F401
+from rnnfast.utils.memory import check_allocation  # a copy is checked before it is made
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # BLAS takes its dimensions as 32-bit ints.
