@@ -57,8 +57,8 @@ def check_memory(caller, T, B, D, H, directions, itemsize):
     An upper bound first (one comparison on the common, small, call); the itemised list of
     check_allocation only when it may not fit, for its message.
     """
-    per_direction = T * B * (3 * D + 4 * H) + H * (2 * H + D + 18) + 4 * B * H
-    if surely_fits(itemsize * directions * per_direction + 8 * (T + 3 * B)):
+    if surely_fits(itemsize * directions * (T * B * (3 * D + 4 * H) + H * (2 * H + D + 18)
+                                            + 4 * B * H) + 8 * (T + 3 * B)):
         return
     dtype = np.float32 if itemsize == 4 else np.float64
     check_allocation(caller, [

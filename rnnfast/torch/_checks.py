@@ -32,7 +32,7 @@ class DeviceError(ValueError, RuntimeError):
 
 def check_cpu(tensor, name):
     """Raise DeviceError unless tensor is on the CPU."""
-    if tensor.device.type != "cpu":
+    if not tensor.is_cpu:
         raise DeviceError(
             f"{name} is on {tensor.device}, but rnnfast.torch runs on the CPU only: use "
             f"torch.nn.RNN for {tensor.device.type} tensors, or move them with .cpu()")

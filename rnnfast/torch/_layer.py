@@ -1,18 +1,24 @@
-"""One layer of the RNN, both directions, on tensors: what the operator computes.
+"""One layer of the RNN, every direction: what the operator computes.
 
 The tensors are checked (rnnfast.torch._checks) before they arrive. They reach the kernels as
 NumPy views of their memory (no copy when they are contiguous; others are made contiguous
-once), and the results come back as tensors over the arrays the kernels wrote. The reverse
+once), and the results go back as tensors over the arrays the kernels wrote. The reverse
 direction runs the same kernels on the time-reversed sequence: each sequence reversed within
 its own length, as torch's packed sequences do (rnnfast.nn.rnn._Steps).
+
+``LayerArrays`` holds a call's inputs as arrays: the forward pass makes it, and the eager
+autograd path keeps it for the backward pass, which then converts nothing again.
 """
+from typing import NamedTuple, Optional
+
 import numpy as np
 import torch
 
 from rnnfast.nn.rnn import _Steps
 from rnnfast.torch import _bridge
 
-__all__ = ["layer_forward", "layer_backward", "resolve_threads"]
+__all__ = ["LayerArrays", "layer_arrays", "forward_arrays", "backward_arrays", "layer_forward",
+           "layer_backward", "as_array", "resolve_threads"]
 
 
 def as_array(tensor):
@@ -27,109 +33,146 @@ def resolve_threads(n_threads):
     return n_threads if n_threads > 0 else torch.get_num_threads()
 
 
-def _lengths_array(lengths):
-    return None if lengths is None else lengths.numpy().astype(np.intp, copy=False)
+class LayerArrays(NamedTuple):
+    """The inputs of one layer call as C-contiguous arrays, per direction."""
+
+    x: np.ndarray  # (T, B, D)
+    hx: Optional[np.ndarray]  # (num_directions, B, H)
+    w_ih: list  # num_directions arrays (H, D)
+    w_hh: list  # num_directions arrays (H, H)
+    b: list  # num_directions arrays (H,), b_ih + b_hh, or empty without bias
+    lengths: Optional[np.ndarray]  # (B,) intp, sorted longest first
+    nonlinearity: str
+    threads: int
 
 
-def _bias(b_ih, b_hh, d):
-    """b_ih + b_hh of direction d, or None without bias."""
-    if not b_ih:
-        return None
-    return as_array(b_ih[d]) + as_array(b_hh[d])
+def layer_arrays(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads):
+    """LayerArrays of checked tensors (the parameter lists per direction, as in _checks)."""
+    return LayerArrays(
+        as_array(x), None if hx is None else as_array(hx), [as_array(w) for w in w_ih],
+        [as_array(w) for w in w_hh], [as_array(b1) + as_array(b2) for b1, b2 in zip(b_ih, b_hh)],
+        None if lengths is None else lengths.numpy().astype(np.intp, copy=False),
+        nonlinearity, resolve_threads(n_threads))
 
 
-def layer_forward(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads):
-    """Run one layer over x (T, B, D), every direction.
+def _steps(a):
+    """The time axis of the call: reversal within lengths, last steps."""
+    return _Steps(a.x.shape[0], a.x.shape[1], a.lengths)
+
+
+def forward_arrays(a):
+    """Run one layer over a.x (T, B, D), every direction.
 
     Returns
     -------
-    output : Tensor (T, B, num_directions * H)
+    output : ndarray (T, B, num_directions * H)
         The states in time order, the directions side by side (torch.nn.RNN's output).
-    h_n : Tensor (num_directions, B, H)
+    h_n : ndarray (num_directions, B, H)
         Each direction's final state: at each sequence's last step going forward, at t = 0
         in reverse.
-    reverse_states : Tensor (T, B, H), or (0,) for one direction
+    reverse_states : ndarray (T, B, H), or None for one direction
         The reverse direction's states in the order it ran them (reversed time), which its
         backward pass reads.
     """
-    T, B, D = x.shape
-    H = w_hh[0].shape[0]
-    _bridge.check_memory("rnnfast.torch", T, B, D, H, len(w_ih), x.element_size())
-    x_array = as_array(x)
-    lengths = _lengths_array(lengths)
-    steps = _Steps(T, B, lengths)
-    threads = resolve_threads(n_threads)
-    hx_array = None if hx is None else as_array(hx)
+    T, B, D = a.x.shape
+    H = a.w_hh[0].shape[0]
+    directions = len(a.w_ih)
+    _bridge.check_memory("rnnfast.torch", T, B, D, H, directions, a.x.itemsize)
+    if directions == 1 and a.lengths is None:  # the common case, without index arrays
+        out = _bridge.forward(a.x, None if a.hx is None else a.hx[0], a.w_ih[0], a.w_hh[0],
+                              a.b[0] if a.b else None, a.nonlinearity, a.threads, None)
+        return out, out[T - 1:].copy(), None
+    steps = _steps(a)
     states = []
-    for d in range(len(w_ih)):
-        layer_input = x_array if d == 0 else np.ascontiguousarray(steps.reverse(x_array))
+    for d in range(directions):
+        layer_input = a.x if d == 0 else np.ascontiguousarray(steps.reverse(a.x))
         states.append(_bridge.forward(
-            layer_input, None if hx_array is None else hx_array[d], as_array(w_ih[d]),
-            as_array(w_hh[d]), _bias(b_ih, b_hh, d), nonlinearity, threads, lengths))
-    # Both directions end at each sequence's last step in the order they ran.
-    h_n = np.stack([steps.last_states(out) for out in states])
-    if len(states) == 1:
-        return torch.from_numpy(states[0]), torch.from_numpy(h_n), x.new_empty(0)
-    output = np.empty((T, B, 2 * H), dtype=x_array.dtype)
+            layer_input, None if a.hx is None else a.hx[d], a.w_ih[d], a.w_hh[d],
+            a.b[d] if a.b else None, a.nonlinearity, a.threads, a.lengths))
+    h_n = np.empty((directions, B, H), dtype=a.x.dtype)
+    for d, out in enumerate(states):  # every direction ends at each sequence's last step
+        h_n[d] = steps.last_states(out)
+    if directions == 1:
+        return states[0], h_n, None
+    output = np.empty((T, B, 2 * H), dtype=a.x.dtype)
     output[:, :, :H] = states[0]
     output[:, :, H:] = steps.reverse(states[1])
-    return torch.from_numpy(output), torch.from_numpy(h_n), torch.from_numpy(states[1])
+    return output, h_n, states[1]
 
 
-def layer_backward(grad_output, grad_h_n, x, hx, w_ih, w_hh, b_ih, b_hh, lengths, output,
-                   reverse_states, nonlinearity, n_threads, need_input, need_hx):
-    """Backprop through time of a ``layer_forward`` call.
+def backward_arrays(a, output, reverse_states, grad_output, grad_h_n, need_input, need_hx):
+    """Backprop through time of ``forward_arrays(a)``, which returned output and
+    reverse_states; grad_output (T, B, num_directions * H) and grad_h_n (num_directions, B, H)
+    are the gradients on its results (arrays, any layout, or None for zeros).
 
-    grad_output (T, B, num_directions * H) and grad_h_n (num_directions, B, H) are the
-    gradients on its output and h_n (None for zeros); the other arguments are the forward's
-    arguments and results.
-
-    Returns
-    -------
-    dx : Tensor (T, B, D), or None unless need_input
-    dhx : Tensor (num_directions, B, H), or None unless need_hx (and hx was given)
-    dw_ih, dw_hh, db_ih, db_hh : lists of Tensors, one per direction (the bias lists empty
-        without bias; db_ih and db_hh hold equal values in separate tensors).
+    Returns (dx or None, dhx or None, dw_ih, dw_hh, db), the last three lists of arrays per
+    direction (db empty without bias); dx only if need_input, dhx only if need_hx.
     """
-    x_array = as_array(x)
-    T, B, _ = x_array.shape
-    H = w_hh[0].shape[0]
-    directions = len(w_ih)
-    lengths = _lengths_array(lengths)
-    steps = _Steps(T, B, lengths)
-    threads = resolve_threads(n_threads)
-    hx_array = None if hx is None else as_array(hx)
-    out_array = as_array(output)
-    g_out = None if grad_output is None else grad_output.detach().numpy()
-    g_h_n = None if grad_h_n is None else as_array(grad_h_n)
+    T, B, _ = a.x.shape
+    H = a.w_hh[0].shape[0]
+    directions = len(a.w_ih)
+    steps = None if directions == 1 and a.lengths is None else _steps(a)
     dx = None
-    dhx = np.empty((directions, B, H), dtype=x_array.dtype) if need_hx else None
-    dw_ih, dw_hh, db_ih, db_hh = [], [], [], []
+    dhx = np.empty((directions, B, H), dtype=a.x.dtype) if need_hx else None
+    dw_ih, dw_hh, db = [], [], []
     for d in range(directions):
         if d == 0:
-            layer_input = x_array
-            states = out_array if directions == 1 else np.ascontiguousarray(out_array[:, :, :H])
+            layer_input = a.x
+            states = output if directions == 1 else np.ascontiguousarray(output[:, :, :H])
         else:
-            layer_input = np.ascontiguousarray(steps.reverse(x_array))
-            states = as_array(reverse_states)
-        if g_out is None:
-            dout = np.zeros((T, B, H), dtype=x_array.dtype)
+            layer_input = np.ascontiguousarray(steps.reverse(a.x))
+            states = reverse_states
+        if grad_output is None:
+            dout = np.zeros((T, B, H), dtype=a.x.dtype)
         else:
-            dout = g_out if directions == 1 else g_out[:, :, d * H:(d + 1) * H]
+            dout = grad_output if directions == 1 else grad_output[:, :, d * H:(d + 1) * H]
             dout = np.ascontiguousarray(steps.reverse(dout) if d == 1 else dout)
-        grads = _bridge.backward(
-            dout, None if g_h_n is None else g_h_n[d], layer_input,
-            None if hx_array is None else hx_array[d], as_array(w_ih[d]), as_array(w_hh[d]),
-            bool(b_ih), states, nonlinearity, threads, lengths)
+        dh_n = None if grad_h_n is None else np.ascontiguousarray(grad_h_n[d])
+        grads = _bridge.backward(dout, dh_n, layer_input, None if a.hx is None else a.hx[d],
+                                 a.w_ih[d], a.w_hh[d], bool(a.b), states, a.nonlinearity,
+                                 a.threads, a.lengths)
         if need_input:
             d_input = grads.dx if d == 0 else steps.reverse(grads.dx)
             dx = d_input if dx is None else dx + d_input
         if need_hx:
             dhx[d] = grads.dh0
-        dw_ih.append(torch.from_numpy(grads.dW_xh))
-        dw_hh.append(torch.from_numpy(grads.dW_hh))
-        if b_ih:
-            db_ih.append(torch.from_numpy(grads.db))
-            db_hh.append(torch.from_numpy(grads.db.copy()))
-    return (None if dx is None else torch.from_numpy(np.ascontiguousarray(dx)),
-            None if dhx is None else torch.from_numpy(dhx), dw_ih, dw_hh, db_ih, db_hh)
+        dw_ih.append(grads.dW_xh)
+        dw_hh.append(grads.dW_hh)
+        if a.b:
+            db.append(grads.db)
+    return dx, dhx, dw_ih, dw_hh, db
+
+
+# ---------------------------------------------------------------------------------------------
+# The same on tensors, for the operators.
+# ---------------------------------------------------------------------------------------------
+def layer_forward(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads):
+    """forward_arrays on tensors: (output, h_n, reverse_states) as tensors, reverse_states
+    (0,) for one direction."""
+    a = layer_arrays(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads)
+    output, h_n, reverse_states = forward_arrays(a)
+    reverse_states = x.new_empty(0) if reverse_states is None else torch.from_numpy(
+        reverse_states)
+    return torch.from_numpy(output), torch.from_numpy(h_n), reverse_states
+
+
+def layer_backward(grad_output, grad_h_n, x, hx, w_ih, w_hh, b_ih, b_hh, lengths, output,
+                   reverse_states, nonlinearity, n_threads, need_input, need_hx):
+    """backward_arrays on tensors: (dx, dhx, dw_ih, dw_hh, db_ih, db_hh), tensors or None,
+    the last four lists per direction (db_ih and db_hh equal in separate tensors)."""
+    a = layer_arrays(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads)
+    grads = backward_arrays(
+        a, as_array(output), None if len(w_ih) == 1 else as_array(reverse_states),
+        None if grad_output is None else grad_output.detach().numpy(),
+        None if grad_h_n is None else grad_h_n.detach().numpy(), need_input, need_hx)
+    return as_tensors(*grads)
+
+
+def as_tensors(dx, dhx, dw_ih, dw_hh, db):
+    """backward_arrays' results as tensors: db becomes db_ih and db_hh (b = b_ih + b_hh, so
+    both get the gradient of b), in separate tensors, since each becomes a parameter's .grad."""
+    from_numpy = torch.from_numpy
+    return (None if dx is None else from_numpy(np.ascontiguousarray(dx)),
+            None if dhx is None else from_numpy(dhx), [from_numpy(g) for g in dw_ih],
+            [from_numpy(g) for g in dw_hh], [from_numpy(g) for g in db],
+            [from_numpy(g.copy()) for g in db])

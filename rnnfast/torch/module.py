@@ -90,6 +90,13 @@ class RNN(nn.Module):
                 self._flat_weights_names.extend(shapes)
                 self._all_weights.append(list(shapes))
                 self._shapes.update(shapes)
+        # Per layer, the parameter names in the operator's slots (forward, then reverse).
+        self._slot_names = [
+            [f"{kind}_l{layer}{suffix}" if (kind.startswith("weight") or bias)
+             and (suffix == "" or bidirectional) else None
+             for suffix in ("", "_reverse") for kind in ("weight_ih", "weight_hh", "bias_ih",
+                                                         "bias_hh")]
+            for layer in range(num_layers)]
         self.reset_parameters()
 
     # -- parameters and conversions ----------------------------------------------------------
@@ -216,8 +223,9 @@ class RNN(nn.Module):
         nonlinearity = self.nonlinearity
         layer_input, last_states = x, []
         for layer in range(self.num_layers):
-            layer_hx = None if hx is None else hx[layer * directions:(layer + 1) * directions]
-            output, h_n, _ = ops.rnn_layer(layer_input, layer_hx, self._slots(layer), lengths,
+            layer_hx = hx if hx is None or self.num_layers == 1 else \
+                hx[layer * directions:(layer + 1) * directions]
+            output, h_n = ops.rnn_layer(layer_input, layer_hx, self._slots(layer), lengths,
                                            nonlinearity, n_threads)
             last_states.append(h_n)
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
@@ -228,23 +236,18 @@ class RNN(nn.Module):
 
     def _slots(self, layer):
         """The operator's eight parameter slots for one layer (None where absent)."""
-        names = [f"weight_ih_l{layer}", f"weight_hh_l{layer}", f"bias_ih_l{layer}",
-                 f"bias_hh_l{layer}"]
         params = self._parameters
-        forward = [params.get(name) for name in names]
-        if not self.bidirectional:
-            return (*forward, None, None, None, None)
-        return (*forward, *[params.get(name + "_reverse") for name in names])
+        return tuple(None if name is None else params[name] for name in self._slot_names[layer])
 
     def _check_parameters(self, input_dtype):
         """Every parameter is a CPU float32/float64 tensor of the input's dtype and of its
         shape (they may have been replaced or converted since construction); returns the
         dtype."""
-        dtype = self.weight_ih_l0.dtype
+        params = self._parameters
+        dtype = params["weight_ih_l0"].dtype
         for name, shape in self._shapes.items():
-            param = self._parameters[name]
-            if param is None or param.dtype != dtype or param.device.type != "cpu" or \
-                    param.shape != shape:
+            param = params[name]
+            if param is None or param.dtype != dtype or not param.is_cpu or param.shape != shape:
                 _raise_bad_parameter(name, param, shape, dtype)
         if dtype not in FLOAT_DTYPES:
             raise DtypeError(f"rnnfast.torch.RNN computes in float32 or float64; its parameters "

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from rnnfast.torch._checks import DtypeError, ShapeError, check_cpu, check_layer_inputs
-from rnnfast.torch._layer import layer_backward, layer_forward
+from rnnfast.torch._layer import (as_tensors, backward_arrays, forward_arrays, layer_arrays,
+                                  layer_backward, layer_forward)
 
 __all__ = ["rnn_layer", "rnn_layer_op", "rnn_layer_backward_op"]
 
@@ -140,13 +141,15 @@ def rnn_layer_backward_op(
     dx, dhx, dw_ih, dw_hh, db_ih, db_hh = layer_backward(
         grad_output, grad_h_n, x, hx, *lists, lengths, output, reverse_states, nonlinearity,
         n_threads, need_input, need_hx and hx is not None)
-    empty = x.new_empty(0)
-    by_slot = [dw_ih[0], dw_hh[0], *(db_ih[:1] + db_hh[:1] or [empty, empty])]
+    def empty():  # a new one each time: the results of an operator must not alias each other
+        return x.new_empty(0)
+
+    by_slot = [dw_ih[0], dw_hh[0], *(db_ih[:1] + db_hh[:1] or [empty(), empty()])]
     if len(dw_ih) == 2:
-        by_slot += [dw_ih[1], dw_hh[1], *(db_ih[1:] + db_hh[1:] or [empty, empty])]
+        by_slot += [dw_ih[1], dw_hh[1], *(db_ih[1:] + db_hh[1:] or [empty(), empty()])]
     else:
-        by_slot += [empty] * 4
-    return (empty if dx is None else dx, empty if dhx is None else dhx, *by_slot)
+        by_slot += [empty() for _ in range(4)]
+    return (empty() if dx is None else dx, empty() if dhx is None else dhx, *by_slot)
 
 
 def _check_backward_tensors(grad_output, grad_h_n, output, reverse_states, T, B, H, directions,
@@ -193,41 +196,69 @@ rnn_layer_backward_op.register_autograd(_refuse_double_backward,
 # What rnnfast.torch.RNN calls: the operator, or the same computation without the dispatcher.
 # ---------------------------------------------------------------------------------------------
 class _EagerLayer(torch.autograd.Function):
-    """rnn_layer_op and its registered autograd formula, as a plain autograd.Function."""
+    """rnn_layer_op and its registered autograd formula, as a plain autograd.Function.
+
+    It takes only the parameters present (per direction: w_ih, w_hh and, with bias, b_ih,
+    b_hh), and keeps the forward's arrays for the backward pass. The tensors are saved too,
+    so that autograd refuses a backward after any of them was modified in place.
+    """
 
     @staticmethod
-    def forward(ctx, x, hx, lengths, nonlinearity, n_threads, *parameters):
-        lists = _parameters(*parameters)
-        output, h_n, reverse_states = layer_forward(x, hx, *lists, lengths, nonlinearity,
-                                                    n_threads)
-        ctx.save_for_backward(x, hx, lengths, output, reverse_states, *parameters)
-        ctx.config = (nonlinearity, n_threads)
-        ctx.mark_non_differentiable(reverse_states)
+    def forward(ctx, config, x, hx, *parameters):
+        lengths, nonlinearity, n_threads, bias = config
+        lists = _per_direction(parameters, bias)
+        arrays = layer_arrays(x, hx, *lists, lengths, nonlinearity, n_threads)
+        output, h_n, reverse_states = forward_arrays(arrays)
+        output = torch.from_numpy(output)
+        ctx.save_for_backward(x, hx, output, *parameters)
+        ctx.arrays = (arrays, reverse_states)
+        ctx.config = config
         ctx.set_materialize_grads(False)
-        return output, h_n, reverse_states
+        return output, torch.from_numpy(h_n)
 
     @staticmethod
-    def backward(ctx, grad_output, grad_h_n, _grad_reverse_states):
-        x, hx, lengths, output, reverse_states, *parameters = ctx.saved_tensors
-        nonlinearity, n_threads = ctx.config
+    def backward(ctx, grad_output, grad_h_n):
+        x, hx, output, *parameters = ctx.saved_tensors  # checks the versions
+        arrays, reverse_states = ctx.arrays
         needs = ctx.needs_input_grad
-        need_input, need_hx = needs[0], needs[1]
+        need_input, need_hx = needs[1], needs[2]
+        lengths, nonlinearity, n_threads, bias = ctx.config
         if torch.is_grad_enabled():  # create_graph=True: the operator refuses double backward
-            grads = rnn_layer_backward_op(grad_output, grad_h_n, x, hx, *parameters, lengths,
-                                          output, reverse_states, nonlinearity, n_threads,
-                                          need_input, need_hx)
-            dx, dhx, *d_parameters = _input_grads(grads, parameters,
-                                                  (need_input, need_hx, *needs[5:]))[:10]
-        else:
-            dx, dhx, dw_ih, dw_hh, db_ih, db_hh = layer_backward(
-                grad_output, grad_h_n, x, hx, *_parameters(*parameters), lengths, output,
-                reverse_states, nonlinearity, n_threads, need_input, need_hx)
-            d_parameters = [dw_ih[0], dw_hh[0], *(db_ih[:1] + db_hh[:1] or [None, None])]
-            if len(dw_ih) == 2:
-                d_parameters += [dw_ih[1], dw_hh[1], *(db_ih[1:] + db_hh[1:] or [None, None])]
-            else:
-                d_parameters += [None] * 4
-        return dx, dhx, None, None, None, *d_parameters
+            slots = _slots(parameters, bias)
+            states = x.new_empty(0) if reverse_states is None else torch.from_numpy(
+                reverse_states)
+            grads = rnn_layer_backward_op(grad_output, grad_h_n, x, hx, *slots, lengths,
+                                          output, states, nonlinearity, n_threads, need_input,
+                                          need_hx)
+            grads = _input_grads(grads, slots, (need_input, need_hx, *[True] * 8))
+            return (None, grads[0], grads[1], *[g for g in grads[2:10] if g is not None])
+        grads = backward_arrays(arrays, output.detach().numpy(), reverse_states,
+                                None if grad_output is None else grad_output.detach().numpy(),
+                                None if grad_h_n is None else grad_h_n.detach().numpy(),
+                                need_input, need_hx and hx is not None)
+        dx, dhx, dw_ih, dw_hh, db_ih, db_hh = as_tensors(*grads)
+        d_parameters = []
+        for d in range(len(dw_ih)):
+            d_parameters += [dw_ih[d], dw_hh[d]] + ([db_ih[d], db_hh[d]] if bias else [])
+        return (None, dx, dhx, *d_parameters)
+
+
+def _per_direction(parameters, bias):
+    """The parameters present (per direction w_ih, w_hh[, b_ih, b_hh]) as the lists (w_ih,
+    w_hh, b_ih, b_hh) of _checks and _layer."""
+    step = 4 if bias else 2
+    groups = [parameters[i:i + step] for i in range(0, len(parameters), step)]
+    return ([g[0] for g in groups], [g[1] for g in groups],
+            [g[2] for g in groups] if bias else [], [g[3] for g in groups] if bias else [])
+
+
+def _slots(parameters, bias):
+    """The parameters present as the schema's eight slots."""
+    step = 4 if bias else 2
+    slots = []
+    for i in range(0, len(parameters), step):
+        slots += [*parameters[i:i + step], *([] if bias else [None, None])]
+    return (*slots, *[None] * (8 - len(slots)))
 
 
 def _can_skip_dispatcher(x):
@@ -238,14 +269,17 @@ def _can_skip_dispatcher(x):
             and not torch._C._are_functorch_transforms_active())
 
 
-def rnn_layer(x, hx, parameters, lengths, nonlinearity, n_threads):
+def rnn_layer(x, hx, slots, lengths, nonlinearity, n_threads):
     """One layer through the operator or, in plain eager mode, without the dispatcher (the
-    same computation and results). parameters: the eight slots of the schema. Inputs checked
-    by the caller (rnnfast.torch.RNN)."""
+    same computation and results): (output, h_n). slots: the schema's eight parameter slots.
+    Inputs checked by the caller (rnnfast.torch.RNN)."""
     if not _can_skip_dispatcher(x):
-        return rnn_layer_op(x, hx, *parameters, lengths, nonlinearity, n_threads)
-    if torch.is_grad_enabled() and (
-            x.requires_grad or (hx is not None and hx.requires_grad)
-            or any(p is not None and p.requires_grad for p in parameters)):
-        return _EagerLayer.apply(x, hx, lengths, nonlinearity, n_threads, *parameters)
-    return layer_forward(x, hx, *_parameters(*parameters), lengths, nonlinearity, n_threads)
+        return rnn_layer_op(x, hx, *slots, lengths, nonlinearity, n_threads)[:2]
+    parameters = [p for p in slots if p is not None]
+    bias = slots[2] is not None
+    if torch.is_grad_enabled() and (x.requires_grad or (hx is not None and hx.requires_grad)
+                                    or any(p.requires_grad for p in parameters)):
+        return _EagerLayer.apply((lengths, nonlinearity, n_threads, bias), x, hx, *parameters)
+    output, h_n, _ = forward_arrays(layer_arrays(x, hx, *_per_direction(parameters, bias),
+                                                 lengths, nonlinearity, n_threads))
+    return torch.from_numpy(output), torch.from_numpy(h_n)
