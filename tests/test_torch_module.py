@@ -272,3 +272,24 @@ def test_import_rnnfast_does_not_import_torch():
 def test_reference_module_helper_rounds_weights():
     ref = reference_module(Config(dtype=torch.float32))
     assert all(torch.equal(p, p.float().double()) for p in ref.parameters())
+
+
+def test_parameters_replaced_or_relaid_are_read_afresh(path):
+    """The front end keeps NumPy views of the parameters between calls: a parameter given new
+    memory or a new layout (same memory, transposed) is read anew, and a dead module's
+    parameters are not kept alive."""
+    from rnnfast.torch import _layer
+
+    ours = rt.RNN(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    ours(x)
+    with torch.no_grad():
+        ours.weight_hh_l0.data = torch.randn(4, 4, dtype=torch.float64)
+        torch.testing.assert_close(ours(x)[0], ours.to_torch()(x)[0])
+        ours.weight_hh_l0.data = ours.weight_hh_l0.data.t()
+        torch.testing.assert_close(ours(x)[0], ours.to_torch()(x)[0])
+        ours.weight_hh_l0.mul_(2)  # in place, as an optimizer step
+        torch.testing.assert_close(ours(x)[0], ours.to_torch()(x)[0])
+    ids = [id(p) for p in ours.parameters()]
+    del ours
+    assert not any(key in _layer._VIEWS for key in ids)
