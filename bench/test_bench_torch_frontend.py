@@ -1,0 +1,199 @@
+"""The PyTorch front end, rnnfast.torch.RNN, against rnnfast's own functional call and
+torch.nn.RNN: forward + backward with autograd (loss sum(out * G), ``out.backward(G)``), and
+inference (forward under ``torch.no_grad()``). float32, one thread.
+
+Candidates:
+- ``functional``: ``rnnfast.rnn_forward`` + ``rnnfast.rnn_backward`` on NumPy arrays;
+- ``rnnfast.torch``: ``rnnfast.torch.RNN`` in eager mode (what a torch user runs);
+- ``rnnfast.torch-op``: the same through the dispatcher, ``torch.ops.rnnfast.rnn_layer``
+  (what ``torch.compile`` runs);
+- ``torch``: ``torch.nn.RNN``.
+
+Under pytest, one pytest-benchmark group per (pass, shape):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench/test_bench_torch_frontend.py \
+        --benchmark-group-by=group
+
+As a script, the comparison, hot (each candidate's calls back to back) and interleaved (one
+call of each candidate in turn), medians, the whole process pinned to one core:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_torch_frontend.py
+        [--quick] [--budget SECONDS] [--shapes T,B,D,H ...]
+"""
+import argparse
+import gc
+import os
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch") if __name__ != "__main__" else __import__("torch")
+
+import rnnfast  # noqa: E402
+import rnnfast.torch as rt  # noqa: E402
+from rnnfast.torch import ops  # noqa: E402
+
+CANDIDATES = ("functional", "rnnfast.torch", "rnnfast.torch-op", "torch")
+PASSES = ("forward+backward", "inference")
+# The issue's grid: T in {1, 25, 100, 1000}, B in {1, 4, 8, 32, 64}, H in {8, ..., 512}, D = H.
+GRID = [(T, B, H, H) for T in (1, 25, 100, 1000) for B in (1, 4, 8, 32, 64)
+        for H in (8, 32, 64, 128, 256, 512)]
+QUICK = [(1, 1, 8, 8), (25, 1, 32, 32), (100, 1, 64, 64), (100, 4, 64, 64), (100, 8, 128, 128),
+         (25, 32, 128, 128), (100, 64, 256, 256)]
+# pytest-benchmark runs one candidate after another; a few shapes, one per regime.
+PYTEST_SHAPES = [(1, 1, 8, 8), (25, 1, 32, 32), (100, 8, 64, 64), (100, 32, 128, 128)]
+
+
+def make_runner(candidate, shape, pass_name, seed=0):
+    """A zero-argument callable running one pass of candidate at shape (T, B, D, H)."""
+    T, B, D, H = shape
+    torch.manual_seed(seed)
+    reference = torch.nn.RNN(D, H)
+    x = torch.randn(T, B, D)
+    h0 = torch.zeros(1, B, H)
+    G = torch.randn(T, B, H)
+    if candidate == "functional":
+        arrays = [p.detach().numpy() for p in reference.parameters()]
+        b = arrays[2] + arrays[3]
+        xa, h0a, Ga = x.numpy(), h0[0].numpy(), G.numpy()
+
+        def functional():
+            out, cache = rnnfast.rnn_forward(xa, h0a, arrays[0], arrays[1], b, n_threads=1)
+            if pass_name == "forward+backward":
+                rnnfast.rnn_backward(Ga, cache, n_threads=1)
+        return functional
+    module = reference if candidate == "torch" else rt.RNN.from_torch(reference)
+    through_dispatcher = candidate == "rnnfast.torch-op"
+
+    parameters = list(module.parameters())
+
+    def call():
+        if pass_name == "inference":
+            with torch.no_grad():
+                return module(x, h0)
+        for p in parameters:  # optimizer.zero_grad(): the backward sets fresh gradients
+            p.grad = None
+        out, _ = module(x, h0)
+        out.backward(G)
+
+    if not through_dispatcher:
+        return call
+
+    def via_operator():
+        skip = ops._can_skip_dispatcher
+        ops._can_skip_dispatcher = _never
+        try:
+            return call()
+        finally:
+            ops._can_skip_dispatcher = skip
+    return via_operator
+
+
+def _never(x):
+    return False
+
+
+# -- pytest-benchmark ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("candidate", CANDIDATES)
+@pytest.mark.parametrize("shape", PYTEST_SHAPES, ids=lambda s: "T{}_B{}_D{}_H{}".format(*s))
+@pytest.mark.parametrize("pass_name", PASSES)
+def test_torch_frontend(benchmark, bench_threads, pass_name, shape, candidate):
+    torch.set_num_threads(bench_threads)
+    run = make_runner(candidate, shape, pass_name)
+    run()
+    benchmark.group = f"torch front end {pass_name} T,B,D,H={','.join(map(str, shape))} float32"
+    benchmark.extra_info.update(candidate=candidate, pass_name=pass_name, shape=list(shape))
+    benchmark(run)
+
+
+# -- script: hot and interleaved ---------------------------------------------------------------
+
+def measure(runners, budget_s):
+    """Median seconds per call of each runner: (hot, interleaved).
+
+    Hot: windows of back-to-back calls (about 2 ms each), the runners taking turns by window.
+    Interleaved: one call of each runner in turn. Half the budget each; garbage collection off.
+    """
+    names = list(runners)
+    for run in runners.values():  # first-call costs out of the way
+        run()
+    per_call = {}
+    for name in names:
+        t0 = time.perf_counter()
+        runners[name]()
+        per_call[name] = time.perf_counter() - t0
+    calls = {name: max(1, int(0.002 / max(per_call[name], 1e-7))) for name in names}
+    hot = {name: [] for name in names}
+    interleaved = {name: [] for name in names}
+    gc.disable()
+    try:
+        end = time.perf_counter() + budget_s / 2
+        while time.perf_counter() < end or min(map(len, hot.values())) < 5:
+            for name in names:
+                run = runners[name]
+                t0 = time.perf_counter()
+                for _ in range(calls[name]):
+                    run()
+                hot[name].append((time.perf_counter() - t0) / calls[name])
+        end = time.perf_counter() + budget_s / 2
+        rounds = 0
+        while time.perf_counter() < end or rounds < 11:
+            rounds += 1
+            order = names[rounds % len(names):] + names[:rounds % len(names)]
+            for name in order:
+                t0 = time.perf_counter()
+                runners[name]()
+                interleaved[name].append(time.perf_counter() - t0)
+    finally:
+        gc.enable()
+    return ({n: float(np.median(v)) for n, v in hot.items()},
+            {n: float(np.median(v)) for n, v in interleaved.items()})
+
+
+def _us(seconds):
+    return f"{seconds * 1e6:.1f}" if seconds < 1e-2 else f"{seconds * 1e6:.0f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few shapes, one per regime")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds per shape and pass")
+    parser.add_argument("--shapes", nargs="*", help="T,B,D,H shapes instead of the grid")
+    parser.add_argument("--core", type=int, default=None, help="the core to pin to")
+    args = parser.parse_args()
+    core = args.core if args.core is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_info, threadpool_limits
+    threadpool_limits(1)
+    blas = sorted({(i["internal_api"], i.get("architecture")) for i in threadpool_info()
+                   if i["user_api"] == "blas"}, key=str)
+    print(f"torch {torch.__version__}, one thread, pinned to core {core}; BLAS {blas}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    shapes = ([tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes
+              else QUICK if args.quick else GRID)
+    header = ("T,B,D,H", "mode", "functional", "rnnfast.torch", "overhead", "-op", "torch",
+              "x torch", "no_grad", "torch no_grad", "x torch")
+    print("  ".join(f"{h:>14}" for h in header))
+    for shape in shapes:
+        results = {}
+        for pass_name in PASSES:
+            names = CANDIDATES if pass_name == "forward+backward" else CANDIDATES[1:]
+            runners = {name: make_runner(name, shape, pass_name) for name in names}
+            results[pass_name] = measure(runners, args.budget)
+        for mode, index in (("hot", 0), ("interleaved", 1)):
+            fb, inf = results["forward+backward"][index], results["inference"][index]
+            row = (",".join(map(str, shape)), mode, _us(fb["functional"]),
+                   _us(fb["rnnfast.torch"]), _us(fb["rnnfast.torch"] - fb["functional"]),
+                   _us(fb["rnnfast.torch-op"]), _us(fb["torch"]),
+                   f"{fb['torch'] / fb['rnnfast.torch']:.2f}x", _us(inf["rnnfast.torch"]),
+                   _us(inf["torch"]), f"{inf['torch'] / inf['rnnfast.torch']:.2f}x")
+            print("  ".join(f"{v:>14}" for v in row), flush=True)
+    print("times in µs per call, medians; overhead = rnnfast.torch - functional (forward + "
+          "backward with autograd); -op = rnnfast.torch through the dispatcher")
+
+
+if __name__ == "__main__":
+    main()
