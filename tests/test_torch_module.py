@@ -293,3 +293,16 @@ def test_parameters_replaced_or_relaid_are_read_afresh(path):
     ids = [id(p) for p in ours.parameters()]
     del ours
     assert not any(key in _layer._VIEWS for key in ids)
+
+
+def test_readme_training_loop_runs_as_written(capsys):
+    """The README's "Use from PyTorch" loop, executed as printed there; it learns."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Use from PyTorch", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    error, variance = map(float, re.findall(r"[-\d.]+", capsys.readouterr().out)[:2])
+    assert error < 0.05 * variance
