@@ -19,12 +19,7 @@ from torch_rnn_helpers import (Config, check_against_torch, compare, lengths_for
                                make_inputs, reference_module, run)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(params=["eager", "dispatcher"])

@@ -22,12 +22,7 @@ from rnn_helpers import TOL, assert_close  # noqa: E402
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def layer_args(T=4, B=3, D=5, H=6, bidirectional=True, bias=True, hx=True, lengths=None,
