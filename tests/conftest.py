@@ -1,5 +1,5 @@
-"""pytest configuration: the ``path``, ``any_path`` and ``one_torch_thread`` fixtures, and tests/ on
-sys.path for rnn_helpers.
+"""pytest configuration: the fixtures ``path``, ``any_path`` and ``one_torch_thread``, and tests/
+on sys.path for rnn_helpers.
 
 The tolerance table, the random problems and the comparison live in rnn_helpers.py, which test
 modules import by name; under --import-mode=importlib (pyproject.toml) that needs this directory
