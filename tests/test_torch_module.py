@@ -192,17 +192,22 @@ def test_requires_grad_is_respected(path):
     assert not out.requires_grad
 
 
-def test_backward_work_skips_what_needs_no_gradient(monkeypatch):
-    """With an input that needs no gradient the front end asks for no dx, and with hx=None for
-    no dh0 (the eager path: the kernels' own skipping is the backend's)."""
+def test_backward_asks_only_for_the_gradients_needed(path, monkeypatch):
+    """The backend is told which gradients will be used: no dx for an input that needs none,
+    no parameter gradients for a frozen layer (the kernels' own skipping is the backend's)."""
     asked = []
-    original = ops.backward_arrays
-    monkeypatch.setattr(ops, "backward_arrays",
+    original = _bridge.backward
+    monkeypatch.setattr(_bridge, "backward",
                         lambda *a: asked.append(a[-2:]) or original(*a))
-    ours = rt.RNN(3, 4)
-    ours(torch.randn(5, 2, 3))[0].sum().backward()
-    ours(torch.randn(5, 2, 3, requires_grad=True), torch.zeros(1, 2, 4))[0].sum().backward()
-    assert asked == [(False, False), (True, False)]
+    ours = rt.RNN(3, 4, 2)
+    ours.weight_ih_l1.requires_grad_(False)
+    ours(torch.randn(5, 2, 3))[0].sum().backward()  # layer 1 still trains its weight_hh
+    assert asked == [(True, True), (False, True)]  # layer 1, then layer 0 (no dx)
+    for p in ours.parameters():
+        p.requires_grad_(False)
+    asked.clear()
+    ours(torch.randn(5, 2, 3, requires_grad=True))[0].sum().backward()
+    assert asked == [(True, False), (True, False)]
 
 
 def test_double_backward_is_refused_clearly(path):

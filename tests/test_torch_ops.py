@@ -57,7 +57,7 @@ def test_opcheck(case):
     grads = (torch.randn_like(output), torch.randn_like(h_n))
     backward_args = (*grads, *[a.detach() if isinstance(a, torch.Tensor) else a
                                for a in args[:11]], output.detach(), reverse_states,
-                     *args[11:], True, args[1] is not None)
+                     *args[11:], True, args[1] is not None, True)
     torch.library.opcheck(ops.rnn_layer_backward_op, backward_args)
 
 

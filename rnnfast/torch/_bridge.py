@@ -37,12 +37,18 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths):
     return out
 
 
-def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads, lengths):
+def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads, lengths,
+             need_dx=True, need_weight_grads=True):
     """Backprop through time of one ``forward`` call, from its inputs and states.
 
     dout (T, B, H) and dh_n (B, H) or None are the gradients on ``out`` and on the final
     states; the other arguments are those of the forward call and its ``out``. Returns
     rnnfast's RNNGrads (dx, dh0, dW_xh, dW_hh, db), new arrays (db None without bias).
+
+    need_dx=False and need_weight_grads=False say that dx, or dW_xh, dW_hh and db, will not
+    be used. The backend has no way to skip them yet (its backward always runs the dx GEMM
+    and the weight-gradient GEMMs), so today they are computed all the same; the front end
+    already passes the flags, so that they take effect where the backend learns to use them.
     """
     saved = None
     if lengths is not None:  # sorted: the backend keeps no reordered copies, only the counts

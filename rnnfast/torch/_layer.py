@@ -124,13 +124,15 @@ def forward_arrays(a):
     return output, h_n, states[1]
 
 
-def backward_arrays(a, output, reverse_states, grad_output, grad_h_n, need_input, need_hx):
+def backward_arrays(a, output, reverse_states, grad_output, grad_h_n, need_input, need_hx,
+                    need_weights=True):
     """Backprop through time of ``forward_arrays(a)``, which returned output and
     reverse_states; grad_output (T, B, num_directions * H) and grad_h_n (num_directions, B, H)
     are the gradients on its results (arrays, any layout, or None for zeros).
 
     Returns (dx or None, dhx or None, dw_ih, dw_hh, db), the last three lists of arrays per
-    direction (db empty without bias); dx only if need_input, dhx only if need_hx.
+    direction (db empty without bias); dx only if need_input, dhx only if need_hx, the
+    parameters' gradients only if need_weights (empty lists otherwise).
     """
     T, B, _ = a.x.shape
     H = a.w_hh[0].shape[0]
@@ -154,16 +156,17 @@ def backward_arrays(a, output, reverse_states, grad_output, grad_h_n, need_input
         dh_n = None if grad_h_n is None else np.ascontiguousarray(grad_h_n[d])
         grads = _bridge.backward(dout, dh_n, layer_input, None if a.hx is None else a.hx[d],
                                  a.w_ih[d], a.w_hh[d], bool(a.b), states, a.nonlinearity,
-                                 a.threads, a.lengths)
+                                 a.threads, a.lengths, need_input, need_weights)
         if need_input:
             d_input = grads.dx if d == 0 else steps.reverse(grads.dx)
             dx = d_input if dx is None else dx + d_input
         if need_hx:
             dhx[d] = grads.dh0
-        dw_ih.append(grads.dW_xh)
-        dw_hh.append(grads.dW_hh)
-        if a.b:
-            db.append(grads.db)
+        if need_weights:
+            dw_ih.append(grads.dW_xh)
+            dw_hh.append(grads.dW_hh)
+            if a.b:
+                db.append(grads.db)
     return dx, dhx, dw_ih, dw_hh, db
 
 
@@ -181,14 +184,16 @@ def layer_forward(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_thread
 
 
 def layer_backward(grad_output, grad_h_n, x, hx, w_ih, w_hh, b_ih, b_hh, lengths, output,
-                   reverse_states, nonlinearity, n_threads, need_input, need_hx):
+                   reverse_states, nonlinearity, n_threads, need_input, need_hx, need_weights):
     """backward_arrays on tensors: (dx, dhx, dw_ih, dw_hh, db_ih, db_hh), tensors or None,
-    the last four lists per direction (db_ih and db_hh equal in separate tensors)."""
+    the last four lists per direction (db_ih and db_hh equal in separate tensors; empty
+    unless need_weights)."""
     a = layer_arrays(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads)
     grads = backward_arrays(
         a, as_array(output), None if len(w_ih) == 1 else as_array(reverse_states),
         None if grad_output is None else grad_output.detach().numpy(),
-        None if grad_h_n is None else grad_h_n.detach().numpy(), need_input, need_hx)
+        None if grad_h_n is None else grad_h_n.detach().numpy(), need_input, need_hx,
+        need_weights)
     return as_tensors(*grads)
 
 

@@ -101,7 +101,8 @@ def _backward(ctx, grad_output, grad_h_n, _grad_reverse_states):
     nonlinearity, n_threads = ctx.config
     needs = ctx.needs_input_grad
     grads = rnn_layer_backward_op(grad_output, grad_h_n, x, hx, *parameters, lengths, output,
-                                  reverse_states, nonlinearity, n_threads, needs[0], needs[1])
+                                  reverse_states, nonlinearity, n_threads, needs[0], needs[1],
+                                  any(needs[2:10]))
     return _input_grads(grads, parameters, needs)
 
 
@@ -128,28 +129,38 @@ def rnn_layer_backward_op(
         b_hh: Optional[Tensor], w_ih_reverse: Optional[Tensor], w_hh_reverse: Optional[Tensor],
         b_ih_reverse: Optional[Tensor], b_hh_reverse: Optional[Tensor], lengths: Optional[Tensor],
         output: Tensor, reverse_states: Tensor, nonlinearity: str, n_threads: int,
-        need_input: bool, need_hx: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                                   Tensor, Tensor, Tensor, Tensor]:
+        need_input: bool, need_hx: bool, need_weights: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients (dx, dhx, then one per parameter slot of rnn_layer); empty (0,) tensors for
-    what was not asked for or is absent."""
+    what was not asked for (need_input, need_hx, need_weights: the parameters') or is
+    absent."""
     parameters = (w_ih, w_hh, b_ih, b_hh, w_ih_reverse, w_hh_reverse, b_ih_reverse, b_hh_reverse)
     _check_bias_slots(parameters)
     lists = _parameters(*parameters)
     T, B, _, H = check_layer_inputs(x, hx, *lists, lengths, nonlinearity)
     _check_backward_tensors(grad_output, grad_h_n, output, reverse_states, T, B, H,
                             len(lists[0]), x.dtype)
-    dx, dhx, dw_ih, dw_hh, db_ih, db_hh = layer_backward(
+    dx, dhx, *d_parameters = layer_backward(
         grad_output, grad_h_n, x, hx, *lists, lengths, output, reverse_states, nonlinearity,
-        n_threads, need_input, need_hx and hx is not None)
+        n_threads, need_input, need_hx and hx is not None, need_weights)
+
     def empty():  # a new one each time: the results of an operator must not alias each other
         return x.new_empty(0)
 
-    by_slot = [dw_ih[0], dw_hh[0], *(db_ih[:1] + db_hh[:1] or [empty(), empty()])]
-    if len(dw_ih) == 2:
-        by_slot += [dw_ih[1], dw_hh[1], *(db_ih[1:] + db_hh[1:] or [empty(), empty()])]
-    else:
-        by_slot += [empty() for _ in range(4)]
-    return (empty() if dx is None else dx, empty() if dhx is None else dhx, *by_slot)
+    return (empty() if dx is None else dx, empty() if dhx is None else dhx,
+            *_slot_grads(*d_parameters, len(lists[0]), bool(lists[2]), empty))
+
+
+def _slot_grads(dw_ih, dw_hh, db_ih, db_hh, directions, bias, absent):
+    """The parameters' gradients (lists per direction, empty when not computed) in the
+    schema's eight slots, absent() where a slot has no parameter or no gradient."""
+    slots = []
+    for d in range(2):
+        if d < directions and dw_ih:
+            slots += [dw_ih[d], dw_hh[d], *((db_ih[d], db_hh[d]) if bias else (absent(), absent()))]
+        else:
+            slots += [absent() for _ in range(4)]
+    return slots
 
 
 def _check_backward_tensors(grad_output, grad_h_n, output, reverse_states, T, B, H, directions,
@@ -174,13 +185,14 @@ def _check_backward_tensors(grad_output, grad_h_n, output, reverse_states, T, B,
 @rnn_layer_backward_op.register_fake
 def _rnn_layer_backward_fake(grad_output, grad_h_n, x, hx, w_ih, w_hh, b_ih, b_hh, w_ih_reverse,
                              w_hh_reverse, b_ih_reverse, b_hh_reverse, lengths, output,
-                             reverse_states, nonlinearity, n_threads, need_input, need_hx):
+                             reverse_states, nonlinearity, n_threads, need_input, need_hx,
+                             need_weights):
     def like(tensor, wanted=True):
         return x.new_empty(0) if tensor is None or not wanted else torch.empty_like(tensor)
 
-    return (like(x, need_input), like(hx, need_hx), like(w_ih), like(w_hh), like(b_ih),
-            like(b_hh), like(w_ih_reverse), like(w_hh_reverse), like(b_ih_reverse),
-            like(b_hh_reverse))
+    return (like(x, need_input), like(hx, need_hx),
+            *[like(p, need_weights) for p in (w_ih, w_hh, b_ih, b_hh, w_ih_reverse, w_hh_reverse,
+                                               b_ih_reverse, b_hh_reverse)])
 
 
 def _refuse_double_backward(ctx, *grads):
@@ -223,24 +235,25 @@ class _EagerLayer(torch.autograd.Function):
         needs = ctx.needs_input_grad
         need_input, need_hx = needs[1], needs[2]
         lengths, nonlinearity, n_threads, bias = ctx.config
+        need_weights = any(needs[3:])
         if torch.is_grad_enabled():  # create_graph=True: the operator refuses double backward
             slots = _slots(parameters, bias)
             states = x.new_empty(0) if reverse_states is None else torch.from_numpy(
                 reverse_states)
             grads = rnn_layer_backward_op(grad_output, grad_h_n, x, hx, *slots, lengths,
                                           output, states, nonlinearity, n_threads, need_input,
-                                          need_hx)
-            grads = _input_grads(grads, slots, (need_input, need_hx, *[True] * 8))
-            return (None, grads[0], grads[1], *[g for g in grads[2:10] if g is not None])
+                                          need_hx, need_weights)
+            grads = _input_grads(grads, slots, (need_input, need_hx, *[need_weights] * 8))
+            return (None, grads[0], grads[1], *[g for g, p in zip(grads[2:10], slots)
+                                                if p is not None])
         grads = backward_arrays(arrays, output.detach().numpy(), reverse_states,
                                 None if grad_output is None else grad_output.detach().numpy(),
                                 None if grad_h_n is None else grad_h_n.detach().numpy(),
-                                need_input, need_hx and hx is not None)
-        dx, dhx, dw_ih, dw_hh, db_ih, db_hh = as_tensors(*grads)
-        d_parameters = []
-        for d in range(len(dw_ih)):
-            d_parameters += [dw_ih[d], dw_hh[d]] + ([db_ih[d], db_hh[d]] if bias else [])
-        return (None, dx, dhx, *d_parameters)
+                                need_input, need_hx and hx is not None, need_weights)
+        dx, dhx, *d_parameters = as_tensors(*grads)
+        slots = _slot_grads(*d_parameters, len(arrays.w_ih), bias, lambda: None)
+        present = _slots(parameters, bias)
+        return (None, dx, dhx, *[g for g, p in zip(slots, present) if p is not None])
 
 
 def _per_direction(parameters, bias):
