@@ -9,7 +9,6 @@ its own length, as torch's packed sequences do (rnnfast.nn.rnn._Steps).
 ``LayerArrays`` holds a call's inputs as arrays: the forward pass makes it, and the eager
 autograd path keeps it for the backward pass, which then converts nothing again.
 """
-import weakref
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -50,33 +49,11 @@ class LayerArrays(NamedTuple):
 def layer_arrays(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads):
     """LayerArrays of checked tensors (the parameter lists per direction, as in _checks)."""
     return LayerArrays(
-        as_array(x), None if hx is None else as_array(hx), list(map(parameter_array, w_ih)),
-        list(map(parameter_array, w_hh)),
-        [parameter_array(b1) + parameter_array(b2) for b1, b2 in zip(b_ih, b_hh)],
+        as_array(x), None if hx is None else as_array(hx), list(map(as_array, w_ih)),
+        list(map(as_array, w_hh)),
+        [as_array(b1) + as_array(b2) for b1, b2 in zip(b_ih, b_hh)],
         None if lengths is None else lengths.numpy().astype(np.intp, copy=False),
         nonlinearity, resolve_threads(n_threads))
-
-
-# id(tensor) -> (a weak reference to it, its data_ptr, dtype, shape, its NumPy view): a
-# parameter is converted once, not at every call (a conversion costs about 1 µs, a look-up a
-# third of that). The view stays valid while the tensor keeps its memory and layout, which is
-# what the look-up checks (an optimizer's in-place step changes neither); the entry goes when
-# the tensor does, so the cache never keeps a tensor's memory alive.
-_VIEWS = {}
-
-
-def parameter_array(tensor):
-    """as_array(tensor), from the cache of views when it holds a valid one."""
-    key = id(tensor)
-    entry = _VIEWS.get(key)
-    if entry is not None and entry[0]() is tensor and entry[1] == tensor.data_ptr() and \
-            entry[2] is tensor.dtype and entry[3] == tensor.shape and tensor.is_contiguous():
-        return entry[4]
-    array = as_array(tensor)
-    if tensor.is_contiguous():
-        _VIEWS[key] = (weakref.ref(tensor, lambda _, key=key: _VIEWS.pop(key, None)),
-                       tensor.data_ptr(), tensor.dtype, tensor.shape, array)
-    return array
 
 
 def _steps(a):

@@ -32,10 +32,7 @@ from rnnfast.torch._layer import (as_tensors, backward_arrays, forward_arrays, l
 
 __all__ = ["rnn_layer", "rnn_layer_op", "rnn_layer_backward_op"]
 
-_NO_GRAD = None  # the gradient of an input that needs none
-
-
-def _parameters(w_ih, w_hh, b_ih, b_hh, w_ih_reverse, w_hh_reverse, b_ih_reverse, b_hh_reverse):
+def _lists(w_ih, w_hh, b_ih, b_hh, w_ih_reverse, w_hh_reverse, b_ih_reverse, b_hh_reverse):
     """The schema's eight parameter slots as per-direction lists (the bias lists empty without
     bias), as _checks and _layer take them."""
     w_ih, w_hh = [w_ih], [w_hh]
@@ -72,7 +69,7 @@ def rnn_layer_op(x: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
                  n_threads: int) -> tuple[Tensor, Tensor, Tensor]:
     parameters = (w_ih, w_hh, b_ih, b_hh, w_ih_reverse, w_hh_reverse, b_ih_reverse, b_hh_reverse)
     _check_bias_slots(parameters)
-    lists = _parameters(*parameters)
+    lists = _lists(*parameters)
     check_layer_inputs(x, hx, *lists, lengths, nonlinearity)
     return layer_forward(x, hx, *lists, lengths, nonlinearity, n_threads)
 
@@ -110,10 +107,10 @@ def _input_grads(grads, parameters, needs):
     """The backward operator's ten results as gradients of the forward's thirteen inputs
     (None for the absent parameters and for what needs no gradient)."""
     dx, dhx, *d_parameters = grads
-    d_parameters = [d if p is not None and need else _NO_GRAD
+    d_parameters = [d if p is not None and need else None
                     for d, p, need in zip(d_parameters, parameters, needs[2:10])]
-    return (dx if needs[0] else _NO_GRAD, dhx if needs[1] else _NO_GRAD, *d_parameters,
-            _NO_GRAD, _NO_GRAD, _NO_GRAD)
+    return (dx if needs[0] else None, dhx if needs[1] else None, *d_parameters,
+            None, None, None)
 
 
 rnn_layer_op.register_autograd(_backward, setup_context=_setup_context)
@@ -136,7 +133,7 @@ def rnn_layer_backward_op(
     absent."""
     parameters = (w_ih, w_hh, b_ih, b_hh, w_ih_reverse, w_hh_reverse, b_ih_reverse, b_hh_reverse)
     _check_bias_slots(parameters)
-    lists = _parameters(*parameters)
+    lists = _lists(*parameters)
     T, B, _, H = check_layer_inputs(x, hx, *lists, lengths, nonlinearity)
     _check_backward_tensors(grad_output, grad_h_n, output, reverse_states, T, B, H,
                             len(lists[0]), x.dtype)
@@ -218,7 +215,7 @@ class _EagerLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, config, x, hx, *parameters):
         lengths, nonlinearity, n_threads, bias = config
-        lists = _per_direction(parameters, bias)
+        lists = _lists(*_slots(parameters, bias))
         arrays = layer_arrays(x, hx, *lists, lengths, nonlinearity, n_threads)
         output, h_n, reverse_states = forward_arrays(arrays)
         output = torch.from_numpy(output)
@@ -256,15 +253,6 @@ class _EagerLayer(torch.autograd.Function):
         return (None, dx, dhx, *[g for g, p in zip(slots, present) if p is not None])
 
 
-def _per_direction(parameters, bias):
-    """The parameters present (per direction w_ih, w_hh[, b_ih, b_hh]) as the lists (w_ih,
-    w_hh, b_ih, b_hh) of _checks and _layer."""
-    step = 4 if bias else 2
-    groups = [parameters[i:i + step] for i in range(0, len(parameters), step)]
-    return ([g[0] for g in groups], [g[1] for g in groups],
-            [g[2] for g in groups] if bias else [], [g[3] for g in groups] if bias else [])
-
-
 def _slots(parameters, bias):
     """The parameters present as the schema's eight slots."""
     step = 4 if bias else 2
@@ -293,6 +281,6 @@ def rnn_layer(x, hx, slots, lengths, nonlinearity, n_threads):
     if torch.is_grad_enabled() and (x.requires_grad or (hx is not None and hx.requires_grad)
                                     or any(p.requires_grad for p in parameters)):
         return _EagerLayer.apply((lengths, nonlinearity, n_threads, bias), x, hx, *parameters)
-    output, h_n, _ = forward_arrays(layer_arrays(x, hx, *_per_direction(parameters, bias),
+    output, h_n, _ = forward_arrays(layer_arrays(x, hx, *_lists(*slots),
                                                  lengths, nonlinearity, n_threads))
     return torch.from_numpy(output), torch.from_numpy(h_n)
