@@ -5,8 +5,9 @@ inference (forward under ``torch.no_grad()``). float32, one thread.
 Candidates:
 - ``functional``: ``rnnfast.rnn_forward`` + ``rnnfast.rnn_backward`` on NumPy arrays;
 - ``rnnfast.torch``: ``rnnfast.torch.RNN`` in eager mode (what a torch user runs);
-- ``rnnfast.torch-op``: the same through the dispatcher, ``torch.ops.rnnfast.rnn_layer``
-  (what ``torch.compile`` runs);
+- ``rnnfast.torch-compiled``: the same module under ``torch.compile(fullgraph=True)`` on the
+  aot_eager backend (the compiled graph calls ``torch.ops.rnnfast.rnn_layer`` and its backward
+  through the dispatcher; inductor would only change the code around them, here none);
 - ``torch``: ``torch.nn.RNN``.
 
 Under pytest, one pytest-benchmark group per (pass, shape):
@@ -32,9 +33,8 @@ torch = pytest.importorskip("torch") if __name__ != "__main__" else __import__("
 
 import rnnfast  # noqa: E402
 import rnnfast.torch as rt  # noqa: E402
-from rnnfast.torch import ops  # noqa: E402
 
-CANDIDATES = ("functional", "rnnfast.torch", "rnnfast.torch-op", "torch")
+CANDIDATES = ("functional", "rnnfast.torch", "rnnfast.torch-compiled", "torch")
 PASSES = ("forward+backward", "inference")
 # The issue's grid: T in {1, 25, 100, 1000}, B in {1, 4, 8, 32, 64}, H in {8, ..., 512}, D = H.
 GRID = [(T, B, H, H) for T in (1, 25, 100, 1000) for B in (1, 4, 8, 32, 64)
@@ -58,14 +58,18 @@ def make_runner(candidate, shape, pass_name, seed=0):
         b = arrays[2] + arrays[3]
         xa, h0a, Ga = x.numpy(), h0[0].numpy(), G.numpy()
 
+        threads = torch.get_num_threads()  # as rnnfast.torch, which follows torch's count
+
         def functional():
-            out, cache = rnnfast.rnn_forward(xa, h0a, arrays[0], arrays[1], b, n_threads=1)
+            out, cache = rnnfast.rnn_forward(xa, h0a, arrays[0], arrays[1], b,
+                                             n_threads=threads)
             if pass_name == "forward+backward":
-                rnnfast.rnn_backward(Ga, cache, n_threads=1)
+                rnnfast.rnn_backward(Ga, cache, n_threads=threads)
         return functional
     module = reference if candidate == "torch" else rt.RNN.from_torch(reference)
-    through_dispatcher = candidate == "rnnfast.torch-op"
-
+    if candidate == "rnnfast.torch-compiled":
+        torch._dynamo.reset()  # a fresh compilation per shape, not one more recompilation
+        module = torch.compile(module, backend="aot_eager", fullgraph=True)
     parameters = list(module.parameters())
 
     def call():
@@ -77,21 +81,7 @@ def make_runner(candidate, shape, pass_name, seed=0):
         out, _ = module(x, h0)
         out.backward(G)
 
-    if not through_dispatcher:
-        return call
-
-    def via_operator():
-        skip = ops._can_skip_dispatcher
-        ops._can_skip_dispatcher = _never
-        try:
-            return call()
-        finally:
-            ops._can_skip_dispatcher = skip
-    return via_operator
-
-
-def _never(x):
-    return False
+    return call
 
 
 # -- pytest-benchmark ---------------------------------------------------------------------------
@@ -174,25 +164,25 @@ def main():
           f"load average {os.getloadavg()[0]:.2f}")
     shapes = ([tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes
               else QUICK if args.quick else GRID)
-    header = ("T,B,D,H", "mode", "functional", "rnnfast.torch", "overhead", "-op", "torch",
+    header = ("T,B,D,H", "mode", "functional", "rnnfast.torch", "overhead", "compiled", "torch",
               "x torch", "no_grad", "torch no_grad", "x torch")
     print("  ".join(f"{h:>14}" for h in header))
     for shape in shapes:
         results = {}
         for pass_name in PASSES:
-            names = CANDIDATES if pass_name == "forward+backward" else CANDIDATES[1:]
+            names = CANDIDATES if pass_name == "forward+backward" else ("rnnfast.torch", "torch")
             runners = {name: make_runner(name, shape, pass_name) for name in names}
             results[pass_name] = measure(runners, args.budget)
         for mode, index in (("hot", 0), ("interleaved", 1)):
             fb, inf = results["forward+backward"][index], results["inference"][index]
             row = (",".join(map(str, shape)), mode, _us(fb["functional"]),
                    _us(fb["rnnfast.torch"]), _us(fb["rnnfast.torch"] - fb["functional"]),
-                   _us(fb["rnnfast.torch-op"]), _us(fb["torch"]),
+                   _us(fb["rnnfast.torch-compiled"]), _us(fb["torch"]),
                    f"{fb['torch'] / fb['rnnfast.torch']:.2f}x", _us(inf["rnnfast.torch"]),
                    _us(inf["torch"]), f"{inf['torch'] / inf['rnnfast.torch']:.2f}x")
             print("  ".join(f"{v:>14}" for v in row), flush=True)
     print("times in µs per call, medians; overhead = rnnfast.torch - functional (forward + "
-          "backward with autograd); -op = rnnfast.torch through the dispatcher")
+          "backward with autograd); compiled = rnnfast.torch under torch.compile (aot_eager)")
 
 
 if __name__ == "__main__":

@@ -140,6 +140,8 @@ def test_compiled_model_is_one_op_per_layer_and_matches_eager():
         assert op_calls(forward, torch.ops.rnnfast.rnn_layer.default) == 2
         assert op_calls(backward, torch.ops.rnnfast.rnn_layer_backward.default) == 2
         sizes.append((len(forward.graph.nodes), len(backward.graph.nodes)))
+        with torch.no_grad():  # inference compiles to its own graph, without the backward
+            assert compiled(x, hx).item() == pytest.approx(model(x, hx).item(), rel=1e-12)
     assert sizes[0] == sizes[1]  # the time loop stays inside the operators: no unrolling
 
 
