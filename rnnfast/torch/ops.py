@@ -13,6 +13,11 @@ Python dispatch costs about 45 µs per forward + backward here, as much as a who
 short-sequence pass. Under ``torch.compile``/``torch.export``, a dispatch mode (fake tensors,
 tracing), functorch transforms or tensor subclasses it calls the operators.
 
+Inductor's caches of compiled graphs (and AOTAutograd's) key a graph by the operators it
+calls, not by their registrations: a change of either operator's schema or of the backward
+formula must come with a new name for rnn_layer, or compiled programs cached by an earlier
+version would call the backward as it was.
+
 Schema of rnn_layer: x (T, B, D); hx (num_directions, B, H) or None; the parameters of the
 forward direction (w_ih (H, D), w_hh (H, H), b_ih and b_hh (H,) or None) and, for a
 bidirectional layer, of the reverse one (None otherwise); lengths None or int64 (B,), sorted
