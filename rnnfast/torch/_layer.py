@@ -18,7 +18,7 @@ from rnnfast.nn.rnn import _Steps
 from rnnfast.torch import _bridge
 
 __all__ = ["LayerArrays", "layer_arrays", "forward_arrays", "backward_arrays", "layer_forward",
-           "layer_backward", "as_array", "resolve_threads"]
+           "layer_backward", "grads_as_tensors", "as_array", "resolve_threads"]
 
 
 def as_array(tensor):
@@ -46,12 +46,14 @@ class LayerArrays(NamedTuple):
     threads: int
 
 
-def layer_arrays(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads):
-    """LayerArrays of checked tensors (the parameter lists per direction, as in _checks)."""
+def layer_arrays(x, hx, parameters, bias, lengths, nonlinearity, n_threads):
+    """LayerArrays of checked tensors. parameters: per direction w_ih, w_hh and, with bias,
+    b_ih, b_hh, one direction after the other (as rnnfast.torch.RNN lists them)."""
+    arrays = [as_array(p) for p in parameters]
+    step = 4 if bias else 2
     return LayerArrays(
-        as_array(x), None if hx is None else as_array(hx), list(map(as_array, w_ih)),
-        list(map(as_array, w_hh)),
-        [as_array(b1) + as_array(b2) for b1, b2 in zip(b_ih, b_hh)],
+        as_array(x), None if hx is None else as_array(hx), arrays[0::step], arrays[1::step],
+        [arrays[i] + arrays[i + 1] for i in range(2, len(arrays), step)] if bias else [],
         None if lengths is None else lengths.numpy().astype(np.intp, copy=False),
         nonlinearity, resolve_threads(n_threads))
 
@@ -150,35 +152,40 @@ def backward_arrays(a, output, reverse_states, grad_output, grad_h_n, need_input
 # ---------------------------------------------------------------------------------------------
 # The same on tensors, for the operators.
 # ---------------------------------------------------------------------------------------------
-def layer_forward(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads):
+def layer_forward(x, hx, parameters, bias, lengths, nonlinearity, n_threads):
     """forward_arrays on tensors: (output, h_n, reverse_states) as tensors, reverse_states
     (0,) for one direction."""
-    a = layer_arrays(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads)
-    output, h_n, reverse_states = forward_arrays(a)
+    output, h_n, reverse_states = forward_arrays(
+        layer_arrays(x, hx, parameters, bias, lengths, nonlinearity, n_threads))
     reverse_states = x.new_empty(0) if reverse_states is None else torch.from_numpy(
         reverse_states)
     return torch.from_numpy(output), torch.from_numpy(h_n), reverse_states
 
 
-def layer_backward(grad_output, grad_h_n, x, hx, w_ih, w_hh, b_ih, b_hh, lengths, output,
+def layer_backward(grad_output, grad_h_n, x, hx, parameters, bias, lengths, output,
                    reverse_states, nonlinearity, n_threads, need_input, need_hx, need_weights):
-    """backward_arrays on tensors: (dx, dhx, dw_ih, dw_hh, db_ih, db_hh), tensors or None,
-    the last four lists per direction (db_ih and db_hh equal in separate tensors; empty
-    unless need_weights)."""
-    a = layer_arrays(x, hx, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, n_threads)
+    """backward_arrays on tensors: (dx, dhx, parameter_grads) as grads_as_tensors gives them."""
+    a = layer_arrays(x, hx, parameters, bias, lengths, nonlinearity, n_threads)
     grads = backward_arrays(
-        a, as_array(output), None if len(w_ih) == 1 else as_array(reverse_states),
+        a, as_array(output), None if len(a.w_ih) == 1 else as_array(reverse_states),
         None if grad_output is None else grad_output.detach().numpy(),
         None if grad_h_n is None else grad_h_n.detach().numpy(), need_input, need_hx,
         need_weights)
-    return as_tensors(*grads)
+    return grads_as_tensors(grads, len(parameters))
 
 
-def as_tensors(dx, dhx, dw_ih, dw_hh, db):
-    """backward_arrays' results as tensors: db becomes db_ih and db_hh (b = b_ih + b_hh, so
-    both get the gradient of b), in separate tensors, since each becomes a parameter's .grad."""
+def grads_as_tensors(grads, n_parameters):
+    """backward_arrays' results as tensors: (dx or None, dhx or None, the parameters'
+    gradients in the order of the parameters, or n_parameters Nones when not computed).
+
+    b = b_ih + b_hh, so both get the gradient of b, in separate tensors, since each becomes a
+    parameter's .grad."""
+    dx, dhx, dw_ih, dw_hh, db = grads
     from_numpy = torch.from_numpy
+    d_parameters = []
+    for d in range(len(dw_ih)):
+        d_parameters += [from_numpy(dw_ih[d]), from_numpy(dw_hh[d])]
+        if db:
+            d_parameters += [from_numpy(db[d]), from_numpy(db[d].copy())]
     return (None if dx is None else from_numpy(np.ascontiguousarray(dx)),
-            None if dhx is None else from_numpy(dhx), [from_numpy(g) for g in dw_ih],
-            [from_numpy(g) for g in dw_hh], [from_numpy(g) for g in db],
-            [from_numpy(g.copy()) for g in db])
+            None if dhx is None else from_numpy(dhx), d_parameters or [None] * n_parameters)

@@ -90,13 +90,8 @@ class RNN(nn.Module):
                 self._flat_weights_names.extend(shapes)
                 self._all_weights.append(list(shapes))
                 self._shapes.update(shapes)
-        # Per layer, the parameter names in the operator's slots (forward, then reverse).
-        self._slot_names = [
-            [f"{kind}_l{layer}{suffix}" if (kind.startswith("weight") or bias)
-             and (suffix == "" or bidirectional) else None
-             for suffix in ("", "_reverse") for kind in ("weight_ih", "weight_hh", "bias_ih",
-                                                         "bias_hh")]
-            for layer in range(num_layers)]
+        self._layer_names = [sum(self._all_weights[layer * directions:(layer + 1) * directions],
+                                 []) for layer in range(num_layers)]
         self.reset_parameters()
 
     # -- parameters and conversions ----------------------------------------------------------
@@ -225,8 +220,8 @@ class RNN(nn.Module):
         for layer in range(self.num_layers):
             layer_hx = hx if hx is None or self.num_layers == 1 else \
                 hx[layer * directions:(layer + 1) * directions]
-            output, h_n = ops.rnn_layer(layer_input, layer_hx, self._slots(layer), lengths,
-                                           nonlinearity, n_threads)
+            output, h_n = ops.rnn_layer(layer_input, layer_hx, self._layer_parameters(layer),
+                                        self.bias, lengths, nonlinearity, n_threads)
             last_states.append(h_n)
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 output = (torch.dropout(output, self.dropout, True) if packing is None
@@ -234,10 +229,11 @@ class RNN(nn.Module):
             layer_input = output
         return layer_input, last_states[0] if len(last_states) == 1 else torch.cat(last_states)
 
-    def _slots(self, layer):
-        """The operator's eight parameter slots for one layer (None where absent)."""
+    def _layer_parameters(self, layer):
+        """One layer's parameters, as the operator's glue takes them: per direction w_ih, w_hh
+        and, with bias, b_ih, b_hh."""
         params = self._parameters
-        return tuple(None if name is None else params[name] for name in self._slot_names[layer])
+        return [params[name] for name in self._layer_names[layer]]
 
     def _check_parameters(self, input_dtype):
         """Every parameter is a CPU float32/float64 tensor of the input's dtype and of its

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from rnnfast.torch._checks import DtypeError, ShapeError, check_cpu, check_layer_inputs
-from rnnfast.torch._layer import (as_tensors, backward_arrays, forward_arrays, layer_arrays,
-                                  layer_backward, layer_forward)
+from rnnfast.torch._layer import (backward_arrays, forward_arrays, grads_as_tensors,
+                                  layer_arrays, layer_backward, layer_forward)
 
 __all__ = ["rnn_layer", "rnn_layer_op", "rnn_layer_backward_op"]
 
@@ -74,9 +74,9 @@ def rnn_layer_op(x: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
                  n_threads: int) -> tuple[Tensor, Tensor, Tensor]:
     parameters = (w_ih, w_hh, b_ih, b_hh, w_ih_reverse, w_hh_reverse, b_ih_reverse, b_hh_reverse)
     _check_bias_slots(parameters)
-    lists = _lists(*parameters)
-    check_layer_inputs(x, hx, *lists, lengths, nonlinearity)
-    return layer_forward(x, hx, *lists, lengths, nonlinearity, n_threads)
+    check_layer_inputs(x, hx, *_lists(*parameters), lengths, nonlinearity)
+    return layer_forward(x, hx, _present(parameters), b_ih is not None, lengths, nonlinearity,
+                         n_threads)
 
 
 @rnn_layer_op.register_fake
@@ -142,27 +142,17 @@ def rnn_layer_backward_op(
     T, B, _, H = check_layer_inputs(x, hx, *lists, lengths, nonlinearity)
     _check_backward_tensors(grad_output, grad_h_n, output, reverse_states, T, B, H,
                             len(lists[0]), x.dtype)
-    dx, dhx, *d_parameters = layer_backward(
-        grad_output, grad_h_n, x, hx, *lists, lengths, output, reverse_states, nonlinearity,
-        n_threads, need_input, need_hx and hx is not None, need_weights)
+    bias = b_ih is not None
+    dx, dhx, d_parameters = layer_backward(
+        grad_output, grad_h_n, x, hx, _present(parameters), bias, lengths, output,
+        reverse_states, nonlinearity, n_threads, need_input, need_hx and hx is not None,
+        need_weights)
 
     def empty():  # a new one each time: the results of an operator must not alias each other
         return x.new_empty(0)
 
     return (empty() if dx is None else dx, empty() if dhx is None else dhx,
-            *_slot_grads(*d_parameters, len(lists[0]), bool(lists[2]), empty))
-
-
-def _slot_grads(dw_ih, dw_hh, db_ih, db_hh, directions, bias, absent):
-    """The parameters' gradients (lists per direction, empty when not computed) in the
-    schema's eight slots, absent() where a slot has no parameter or no gradient."""
-    slots = []
-    for d in range(2):
-        if d < directions and dw_ih:
-            slots += [dw_ih[d], dw_hh[d], *((db_ih[d], db_hh[d]) if bias else (absent(), absent()))]
-        else:
-            slots += [absent() for _ in range(4)]
-    return slots
+            *[empty() if g is None else g for g in _slots(d_parameters, bias)])
 
 
 def _check_backward_tensors(grad_output, grad_h_n, output, reverse_states, T, B, H, directions,
@@ -220,8 +210,7 @@ class _EagerLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, config, x, hx, *parameters):
         lengths, nonlinearity, n_threads, bias = config
-        lists = _lists(*_slots(parameters, bias))
-        arrays = layer_arrays(x, hx, *lists, lengths, nonlinearity, n_threads)
+        arrays = layer_arrays(x, hx, parameters, bias, lengths, nonlinearity, n_threads)
         output, h_n, reverse_states = forward_arrays(arrays)
         output = torch.from_numpy(output)
         ctx.save_for_backward(x, hx, output, *parameters)
@@ -235,9 +224,8 @@ class _EagerLayer(torch.autograd.Function):
         x, hx, output, *parameters = ctx.saved_tensors  # checks the versions
         arrays, reverse_states = ctx.arrays
         needs = ctx.needs_input_grad
-        need_input, need_hx = needs[1], needs[2]
+        need_input, need_hx, need_weights = needs[1], needs[2], any(needs[3:])
         lengths, nonlinearity, n_threads, bias = ctx.config
-        need_weights = any(needs[3:])
         if torch.is_grad_enabled():  # create_graph=True: the operator refuses double backward
             slots = _slots(parameters, bias)
             states = x.new_empty(0) if reverse_states is None else torch.from_numpy(
@@ -246,16 +234,19 @@ class _EagerLayer(torch.autograd.Function):
                                           output, states, nonlinearity, n_threads, need_input,
                                           need_hx, need_weights)
             grads = _input_grads(grads, slots, (need_input, need_hx, *[need_weights] * 8))
-            return (None, grads[0], grads[1], *[g for g, p in zip(grads[2:10], slots)
-                                                if p is not None])
-        grads = backward_arrays(arrays, output.detach().numpy(), reverse_states,
-                                None if grad_output is None else grad_output.detach().numpy(),
-                                None if grad_h_n is None else grad_h_n.detach().numpy(),
-                                need_input, need_hx and hx is not None, need_weights)
-        dx, dhx, *d_parameters = as_tensors(*grads)
-        slots = _slot_grads(*d_parameters, len(arrays.w_ih), bias, lambda: None)
-        present = _slots(parameters, bias)
-        return (None, dx, dhx, *[g for g, p in zip(slots, present) if p is not None])
+            return (None, grads[0], grads[1], *_present(grads[2:10], slots))
+        dx, dhx, d_parameters = grads_as_tensors(backward_arrays(
+            arrays, output.detach().numpy(), reverse_states,
+            None if grad_output is None else grad_output.detach().numpy(),
+            None if grad_h_n is None else grad_h_n.detach().numpy(), need_input,
+            need_hx and hx is not None, need_weights), len(parameters))
+        return (None, dx, dhx, *d_parameters)
+
+
+def _present(values, slots=None):
+    """The entries of the eight slots (values) whose slot holds a parameter (of ``slots``, by
+    default of ``values`` themselves)."""
+    return [v for v, p in zip(values, values if slots is None else slots) if p is not None]
 
 
 def _slots(parameters, bias):
@@ -275,17 +266,16 @@ def _can_skip_dispatcher(x):
             and not torch._C._are_functorch_transforms_active())
 
 
-def rnn_layer(x, hx, slots, lengths, nonlinearity, n_threads):
+def rnn_layer(x, hx, parameters, bias, lengths, nonlinearity, n_threads):
     """One layer through the operator or, in plain eager mode, without the dispatcher (the
-    same computation and results): (output, h_n). slots: the schema's eight parameter slots.
-    Inputs checked by the caller (rnnfast.torch.RNN)."""
+    same computation and results): (output, h_n). parameters: per direction w_ih, w_hh and,
+    with bias, b_ih, b_hh. Inputs checked by the caller (rnnfast.torch.RNN)."""
     if not _can_skip_dispatcher(x):
-        return rnn_layer_op(x, hx, *slots, lengths, nonlinearity, n_threads)[:2]
-    parameters = [p for p in slots if p is not None]
-    bias = slots[2] is not None
+        return rnn_layer_op(x, hx, *_slots(parameters, bias), lengths, nonlinearity,
+                            n_threads)[:2]
     if torch.is_grad_enabled() and (x.requires_grad or (hx is not None and hx.requires_grad)
                                     or any(p.requires_grad for p in parameters)):
         return _EagerLayer.apply((lengths, nonlinearity, n_threads, bias), x, hx, *parameters)
-    output, h_n, _ = forward_arrays(layer_arrays(x, hx, *_lists(*slots),
-                                                 lengths, nonlinearity, n_threads))
+    output, h_n, _ = forward_arrays(layer_arrays(x, hx, parameters, bias, lengths,
+                                                 nonlinearity, n_threads))
     return torch.from_numpy(output), torch.from_numpy(h_n)
