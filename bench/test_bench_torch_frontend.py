@@ -19,7 +19,7 @@ As a script, the comparison, hot (each candidate's calls back to back) and inter
 call of each candidate in turn), medians, the whole process pinned to one core:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_torch_frontend.py
-        [--quick] [--budget SECONDS] [--shapes T,B,D,H ...]
+        [--quick] [--budget SECONDS] [--shapes T,B,D,H ...] [--overhead]
 """
 import argparse
 import gc
@@ -82,6 +82,66 @@ def make_runner(candidate, shape, pass_name, seed=0):
         out.backward(G)
 
     return call
+
+
+# -- where the front end's cost goes (script mode --overhead) ------------------------------------
+
+def floor_runners(shape):
+    """Two lower bounds of any front end built on torch.autograd.Function, beside the
+    functional call and the module, forward + backward at shape:
+
+    - ``no-op Function``: an autograd.Function with the module's inputs and parameters that
+      computes nothing (its results precomputed): torch's own cost per call (apply, the
+      engine, one AccumulateGrad per parameter);
+    - ``minimal Function``: the same calling rnnfast's backend directly, with no checks and
+      no general code (one layer, one direction, no lengths).
+    """
+    from rnnfast._kernels import backend
+
+    T, B, D, H = shape
+    torch.manual_seed(0)
+    module = rt.RNN(D, H)
+    parameters = list(module.parameters())
+    x, h0, G = torch.randn(T, B, D), torch.zeros(1, B, H), torch.randn(T, B, H)
+    out, grads = torch.zeros(T, B, H), [torch.zeros_like(p) for p in parameters]
+
+    class NoOp(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, hx, *params):
+            return out.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (None, None, *[g.clone() for g in grads])
+
+    class Minimal(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, hx, w_ih, w_hh, b_ih, b_hh):
+            arrays = (x.numpy(), hx.numpy()[0], w_ih.detach().numpy(), w_hh.detach().numpy())
+            result, saved = backend.forward(*arrays, b_ih.detach().numpy() + b_hh.detach().numpy(),
+                                            "tanh", 1, None)
+            ctx.arrays = (arrays, result, saved)
+            return torch.from_numpy(result)
+
+        @staticmethod
+        def backward(ctx, grad):
+            arrays, result, saved = ctx.arrays
+            g = backend.backward(grad.numpy(), None, *arrays, True, result, "tanh", 1, saved,
+                                 False)
+            db = torch.from_numpy(g.db)
+            return (None, None, torch.from_numpy(g.dW_xh), torch.from_numpy(g.dW_hh), db,
+                    db.clone())
+
+    def training(function):
+        def run():
+            for p in parameters:
+                p.grad = None
+            function.apply(x, h0, *parameters).backward(G)
+        return run
+
+    return {"functional": make_runner("functional", shape, "forward+backward"),
+            "no-op Function": training(NoOp), "minimal Function": training(Minimal),
+            "rnnfast.torch": make_runner("rnnfast.torch", shape, "forward+backward")}
 
 
 # -- pytest-benchmark ---------------------------------------------------------------------------
@@ -152,6 +212,9 @@ def main():
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per shape and pass")
     parser.add_argument("--shapes", nargs="*", help="T,B,D,H shapes instead of the grid")
     parser.add_argument("--core", type=int, default=None, help="the core to pin to")
+    parser.add_argument("--overhead", action="store_true",
+                        help="where the front end's cost goes: against two floors (see "
+                             "floor_runners) instead of the comparison")
     args = parser.parse_args()
     core = args.core if args.core is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
@@ -164,6 +227,13 @@ def main():
           f"load average {os.getloadavg()[0]:.2f}")
     shapes = ([tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes
               else QUICK if args.quick else GRID)
+    if args.overhead:
+        print("forward + backward, µs per call (hot / interleaved medians)")
+        for shape in shapes:
+            hot, interleaved = measure(floor_runners(shape), args.budget)
+            print(",".join(map(str, shape)).rjust(14), "  ".join(
+                f"{name} {_us(hot[name])} / {_us(interleaved[name])}" for name in hot))
+        return
     header = ("T,B,D,H", "mode", "functional", "rnnfast.torch", "overhead", "compiled", "torch",
               "x torch", "no_grad", "torch no_grad", "x torch")
     print("  ".join(f"{h:>14}" for h in header))

@@ -8,9 +8,10 @@ its autograd formula registered (``register_autograd``), so autograd, ``torch.co
 refuses double backward with a clear message.
 
 ``rnn_layer`` below is what ``rnnfast.torch.RNN`` calls. In plain eager mode it runs the same
-computation through a ``torch.autograd.Function`` instead of the dispatcher: the operator's
-Python dispatch costs about 45 µs per forward + backward here, as much as a whole
-short-sequence pass. Under ``torch.compile``/``torch.export``, a dispatch mode (fake tensors,
+computation through a ``torch.autograd.Function`` instead of the dispatcher: the operators'
+Python dispatch (torch's wrappers of a custom operator, which among other things fill in the
+defaults of the 13 arguments, quadratically in their number) cost 250-300 µs more per forward
++ backward here, several times a whole short-sequence pass. Under ``torch.compile``/``torch.export``, a dispatch mode (fake tensors,
 tracing), functorch transforms or tensor subclasses it calls the operators.
 
 Inductor's caches of compiled graphs (and AOTAutograd's) key a graph by the operators it
