@@ -1,5 +1,5 @@
-"""pytest configuration: the ``path`` and ``any_path`` fixtures, and tests/ on sys.path for
-rnn_helpers.
+"""pytest configuration: the fixtures ``path``, ``any_path`` and ``one_torch_thread``, and tests/
+on sys.path for rnn_helpers.
 
 The tolerance table, the random problems and the comparison live in rnn_helpers.py, which test
 modules import by name; under --import-mode=importlib (pyproject.toml) that needs this directory
@@ -44,3 +44,14 @@ def backend(request, monkeypatch):
     if path is not None:
         force_path(monkeypatch, path)
     return name
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch's intra-op pool is not needed for the torch tests' sizes; keep the 2-core machine
+    calm (and the thread count the same for every test)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

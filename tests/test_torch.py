@@ -19,13 +19,7 @@ TORCH_TOL = {np.float64: {"forward": TOL["torch_float64"], "grad": TOL["torch_fl
              np.float32: FLOAT32_VS_FLOAT64}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """torch's intra-op pool is not needed for these sizes; keep the 2-core machine calm."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torch_reference(p, nonlinearity):
