@@ -1,0 +1,148 @@
+"""The network of the tasks: an RNN read out by a linear layer at every step, and its checkpoints.
+
+    x (T, B, D) -> RNN -> h (T, B, H) -> Linear -> y (T, B, O)
+
+trained with the masked mean squared error (rnnfast.nn.masked_mse) on a task's targets.
+Parameters are named "<part>.<name>" ("rnn.weight_hh_l0", "readout.weight"), like the state dict
+of the equivalent torch module with submodules rnn and readout.
+"""
+import numpy as np
+
+from rnnfast.nn.parts import Linear
+from rnnfast.nn.rnn import RNN
+from rnnfast.tasks.registry import make_task
+from rnnfast.train import checkpoint
+from rnnfast.utils.validation import check_float_dtype, check_size, load_parameters
+
+__all__ = ["TaskRNN", "task_checkpoint", "load_task_model"]
+
+
+class TaskRNN:
+    """A one-layer RNN with a linear readout: the model neuroscience tasks are trained on.
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size : int
+        D, H and O.
+    nonlinearity : {"tanh", "relu"}
+    dtype : float32 or float64
+    seed : int or None
+        Seeds the initialisation of both parts (independently of each other).
+    n_threads : int or None
+        Threads for the RNN kernels (None: every core).
+
+    ``rnn`` is the rnnfast.RNN (torch.nn.RNN's parameters and initialisation) and ``readout``
+    the rnnfast.Linear; ``rnnfast.dynamics.find_fixed_points`` takes the model itself.
+    """
+
+    PARTS = ("rnn", "readout")
+
+    def __init__(self, input_size, hidden_size, output_size, *, nonlinearity="tanh",
+                 dtype=np.float32, seed=None, n_threads=None):
+        self.config = {"input_size": check_size(input_size, "input_size"),
+                       "hidden_size": check_size(hidden_size, "hidden_size"),
+                       "output_size": check_size(output_size, "output_size"),
+                       "nonlinearity": nonlinearity,
+                       "dtype": check_float_dtype(dtype).name}
+        rnn_rng, readout_rng = (np.random.default_rng(s)
+                                for s in np.random.SeedSequence(seed).spawn(2))
+        c = self.config
+        self.rnn = RNN(c["input_size"], c["hidden_size"], nonlinearity=nonlinearity,
+                       dtype=c["dtype"], seed=rnn_rng, n_threads=n_threads)
+        self.readout = Linear(c["hidden_size"], c["output_size"], dtype=c["dtype"],
+                              seed=readout_rng)
+
+    def __repr__(self):
+        settings = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
+        return f"TaskRNN({settings})"
+
+    @property
+    def dtype(self):
+        return np.dtype(self.config["dtype"])
+
+    def parameters(self):
+        """name -> array (the model's own arrays, which an optimizer updates in place)."""
+        return {f"{part}.{name}": array for part in self.PARTS
+                for name, array in getattr(self, part).parameters().items()}
+
+    def state_dict(self):
+        """name -> a copy of each parameter."""
+        return {name: array.copy() for name, array in self.parameters().items()}
+
+    def load_state_dict(self, state):
+        """Copy parameters in (the keys and shapes of ``state_dict()``); nothing is loaded if
+        anything does not match."""
+        load_parameters(self.parameters(), state)
+
+    def forward(self, inputs, h0=None):
+        """Outputs and hidden states for a batch of trials.
+
+        Parameters
+        ----------
+        inputs : array_like, shape (T, B, D)
+        h0 : array_like, shape (B, H), or None (zeros)
+
+        Returns
+        -------
+        outputs : ndarray, shape (T, B, O)
+        states : ndarray, shape (T, B, H)
+        """
+        states, _ = self.rnn.forward(inputs, None if h0 is None else np.asarray(h0)[None])
+        return self.readout.forward(states), states
+
+    __call__ = forward
+
+    def backward(self, doutputs):
+        """Gradients for the last forward, given dL/doutputs (T, B, O): name -> gradient, keyed
+        like ``parameters()``."""
+        self.rnn.backward(self.readout.backward(doutputs))
+        return {f"{part}.{name}": grad for part in self.PARTS
+                for name, grad in getattr(self, part).grads.items()}
+
+
+def task_checkpoint(model, task, meta=None):
+    """(meta, sections) for ``rnnfast.train.checkpoint.save``: the model's settings and the
+    task's under meta["model"] and meta["task"] ({"name": ..., "settings": ...}), anything in
+    ``meta`` besides, and the parameters in section "model"."""
+    info = dict(meta or {})
+    info.update({"kind": "task-rnn", "model": dict(model.config),
+                 "task": {"name": task.name, "settings": task.settings()}})
+    return info, {"model": model.state_dict()}
+
+
+def load_task_model(source, n_threads=None):
+    """The model and the task of a checkpoint written with ``task_checkpoint``.
+
+    Parameters
+    ----------
+    source : str, path-like or rnnfast.train.checkpoint.Checkpoint
+
+    Returns
+    -------
+    model : TaskRNN
+    task : Task
+
+    Raises
+    ------
+    rnnfast.train.checkpoint.CheckpointError
+        Not a readable checkpoint, not one of a task model, or inconsistent.
+    """
+    ckpt = source if isinstance(source, checkpoint.Checkpoint) else checkpoint.load(source)
+    if ckpt.meta.get("kind") != "task-rnn":
+        raise checkpoint.CheckpointError(
+            f"checkpoint {ckpt.path!r} does not hold a task model (it has no kind 'task-rnn'; "
+            f"`rnnfast train` writes language models)")
+    config, task_info = ckpt.require("model", "task")
+    try:
+        task = make_task(task_info["name"], **task_info["settings"])
+        model = TaskRNN(**config, n_threads=n_threads)
+        if (model.config["input_size"], model.config["output_size"]) != (
+                task.input_size, task.output_size):
+            raise ValueError(f"its model has {model.config['input_size']} inputs and "
+                             f"{model.config['output_size']} outputs, its task "
+                             f"{task.input_size} and {task.output_size}")
+        model.load_state_dict(ckpt.section("model"))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {ckpt.path!r} does not hold a consistent task model: {exc}") from None
+    return model, task
