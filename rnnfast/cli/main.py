@@ -8,6 +8,8 @@ modules that print.
     rnnfast bench    the benchmark against NumPy and PyTorch (rnnfast/_bench_command.py)
     rnnfast diagnose vanishing and exploding gradients: how the gradient changes with the lag,
                      on the adding problem or a trained model (rnnfast/_diagnose_command.py)
+    rnnfast dynamics train an RNN on a task (the 3-bit flip-flop) and find its fixed points
+                     (rnnfast/cli/dynamics.py)
 """
 import argparse
 import sys
@@ -17,10 +19,11 @@ import numpy as np
 
 from rnnfast.cli import bench as _bench_command
 from rnnfast.cli import diagnose as _diagnose_command
+from rnnfast.cli import dynamics as _dynamics_command
 from rnnfast.cli import train as _train_command
 from rnnfast.functional import BACKENDS, NONLINEARITIES, rnn_backward, rnn_forward
 
-COMMANDS = ("demo", "train", "sample", "bench", "diagnose")
+COMMANDS = ("demo", "train", "sample", "bench", "diagnose", "dynamics")
 
 
 def _parser():
@@ -64,6 +67,15 @@ def _parser():
                     "a text chart; --png draws a picture (needs matplotlib).",
     )
     _diagnose_command.configure_parser(diagnose)
+    dynamics = commands.add_parser(
+        "dynamics", help="fixed points of an RNN trained on a task (the 3-bit flip-flop)",
+        description="Train an RNN with a linear readout on a task (by default the 3-bit "
+                    "flip-flop), or load one saved by this command; find its fixed points "
+                    "from the states it visits and linearise it there: how many stable "
+                    "points and saddles, their eigenvalues. --png draws them (needs "
+                    "matplotlib).",
+    )
+    _dynamics_command.configure_parser(dynamics)
     return parser
 
 
@@ -129,6 +141,8 @@ def main(argv=None):
         return _train_command.run_sample(args)
     if args.command == "diagnose":
         return _diagnose_command.run(args)
+    if args.command == "dynamics":
+        return _dynamics_command.run(args)
     _check_demo_args(args.demo_parser, args)
     return _demo(args)
 
