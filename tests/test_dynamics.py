@@ -77,6 +77,15 @@ def test_scaled_identity_below_one_has_only_the_origin():
     np.testing.assert_allclose(fp.eigenvalues[0], 0.8, atol=1e-14)
 
 
+def test_stability_is_decided_at_the_unit_circle_exactly():
+    """At the origin of diag(w) the eigenvalues are the w_i: 0.995 is stable, 1.005 is not."""
+    fp = find_fixed_points(StepMap(np.diag([0.995, 1.005, -0.5])), np.zeros((1, 3)))
+    assert len(fp) == 1 and fp.unstable_dims[0] == 1 and fp.saddle[0] and not fp.stable[0]
+    np.testing.assert_allclose(fp.eigenvalues[0], [1.005, 0.995, -0.5], atol=1e-15)
+    fp = find_fixed_points(StepMap(np.diag([0.995, -0.5])), np.zeros((1, 2)))
+    assert fp.stable[0] and fp.unstable_dims[0] == 0 and not fp.saddle[0]
+
+
 @settings(max_examples=15, deadline=None)
 @given(H=st.integers(1, 4), seed=st.integers(0, 2**16),
        leak=st.sampled_from([1.0, 0.25]), nonlinearity=st.sampled_from(["tanh", "relu"]))

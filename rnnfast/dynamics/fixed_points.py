@@ -34,7 +34,8 @@ class FixedPoints:
     Attributes
     ----------
     points : ndarray, shape (K, H)
-        The states h* (the one with the smallest q among the starts merged into each).
+        The states h*, each taken to rounding level by Newton steps from the best (smallest q)
+        of the starts that reached it.
     q : ndarray, shape (K,)
         q(h*) = ½ ||F(h*) - h*||².
     eigenvalues : ndarray, shape (K, H), complex
@@ -151,7 +152,8 @@ def find_fixed_points(system, initial_states, inputs=None, *, tol=1e-12, max_ite
         The constant input x during the search; None means zero.
     tol : float
         A start has converged when q = ½ ||F(h) - h||² < tol (the criterion of Golub &
-        Sussillo's FixedPointFinder, tol_q); one more Newton step then polishes the point.
+        Sussillo's FixedPointFinder, tol_q); Newton steps then take each distinct point to
+        rounding level.
     max_iter : int
         Most solver iterations per start.
     slow_tol : float or None
@@ -202,15 +204,19 @@ def find_fixed_points(system, initial_states, inputs=None, *, tol=1e-12, max_ite
         candidates = np.flatnonzero(found)
         labels, chosen = _merge(outcome.states[candidates],
                                 np.argsort(outcome.q[candidates], kind="stable"), merge_tol)
-        points = outcome.states[candidates[chosen]]
+        points, q = outcome.states[candidates[chosen]], outcome.q[candidates[chosen]]
+        # The distinct fixed points (not the slow ones) to rounding level; points that were
+        # apart only by the looseness of tol may meet there: merged again.
+        slow = q >= tol
+        points[~slow], q[~slow] = solver.polish(step_map, drive, points[~slow])
+        again, kept = _merge(points, np.lexsort((q, slow)), merge_tol)
+        labels, points, q, slow = again[labels], points[kept], q[kept], slow[kept]
         eigenvalues = np.linalg.eigvals(step_map.jacobian(points, inputs)) if len(points) else (
             np.empty((0, H), dtype=complex))
     eigenvalues = np.take_along_axis(eigenvalues, _by_decreasing_modulus(eigenvalues), axis=1)
     modulus = np.abs(eigenvalues)
-    q = outcome.q[candidates[chosen]]
-    slow = q >= tol
     unstable_dims = np.sum(modulus > 1, axis=1)
-    counts = np.bincount(labels, minlength=len(chosen))
+    counts = np.bincount(labels, minlength=len(points))
     order = np.lexsort((-counts, unstable_dims, slow))
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))

@@ -10,10 +10,9 @@ solve (LAPACK) of the H x H Jacobians
 A step is the Newton step -J^-1 r when it fits in the state's trust radius, else a point on the
 dogleg path towards the steepest-descent (Cauchy) step of q = ½ ||r||², so q decreases at every
 accepted step and the iteration cannot run away where J is nearly singular; near a fixed point
-the full Newton step is taken and convergence is quadratic. A start is converged when q < tol;
-it then takes one more full Newton step (kept if it lowers q), which brings the position to
-rounding level. Starts retire as they finish, so later iterations cost only the few still
-running.
+the full Newton step is taken and convergence is quadratic. A start is converged when q < tol,
+and retires: later iterations cost only the few still running. ``polish`` then takes the
+distinct points found (far fewer than the starts) to rounding level with full Newton steps.
 
 A start whose q stops decreasing without reaching tol is near a stationary point of q where J is
 singular: a slow point, or a ghost of one. With ``slow_tol``, such starts are then refined by a
@@ -26,8 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["solve", "SolverOutcome", "RUNNING", "CONVERGED", "STATIONARY", "STALLED",
-           "MAX_ITER"]
+__all__ = ["solve", "polish", "SolverOutcome", "RUNNING", "CONVERGED", "STATIONARY",
+           "STALLED", "MAX_ITER"]
 
 RUNNING, CONVERGED, STATIONARY, STALLED, MAX_ITER = 0, 1, 2, 3, 4
 _CHUNK_VALUES = 2**20  # values in one chunk's (n, H, H) array: 8 MB in float64
@@ -35,6 +34,8 @@ _ACCEPT = 1e-4  # accept a step when it achieves this share of the predicted dec
 _STALL_FACTOR = 1e-3  # q must drop by this fraction ...
 _STALL_PATIENCE = 20  # ... at least once in this many iterations, else the start has stalled
 _STATIONARY_GRADIENT = 1e-10  # ||grad q|| <= this * ||r|| * (1 + ||W_hh||_F): stationary
+_POLISH_STEPS = 4  # full Newton steps at most, to take a converged point to rounding level
+_ROUNDING_STEP = 1e-15  # a Newton step below this * (1 + ||h||) changes nothing that counts
 
 
 class SolverOutcome(NamedTuple):
@@ -60,7 +61,6 @@ class _Starts:
         self.max_radius = 1e3 * self.radius
         self.iterations = np.zeros(N, dtype=np.int64)
         self.status = np.full(N, RUNNING, dtype=np.int8)
-        self.polish = np.zeros(N, dtype=bool)  # converged, one last Newton step to take
         self.best_q = self.q.copy()
         self.since_best = np.zeros(N, dtype=np.int64)
 
@@ -131,15 +131,13 @@ def _dogleg(newton, cauchy, gradient, radius):
 def _dogleg_iteration(step_map, drive, s, idx, tol):
     """One trust-region Newton step for the starts idx (a chunk of the running ones)."""
     h, r, slope, q, radius = s.h[idx], s.r[idx], s.slope[idx], s.q[idx], s.radius[idx]
-    polish = s.polish[idx]
     newton = _solve_each(step_map.residual_jacobian(slope), -r)
     gradient = _apply_jacobian_transpose(step_map, slope, r)  # grad q = J^T r
     Jg = _apply_jacobian(step_map, slope, gradient)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.einsum("ij,ij->i", gradient, gradient) / np.einsum("ij,ij->i", Jg, Jg)
     cauchy = -np.where(np.isfinite(t), t, 0.0)[:, None] * gradient
-    step = _dogleg(newton, cauchy, gradient, np.where(polish, np.inf, radius))
-    step[polish & ~np.isfinite(newton).all(axis=1)] = 0.0
+    step = _dogleg(newton, cauchy, gradient, radius)
     predicted = q - _half_square_norm(r + _apply_jacobian(step_map, slope, step))
 
     trial = h + step
@@ -147,7 +145,7 @@ def _dogleg_iteration(step_map, drive, s, idx, tol):
         r_trial, slope_trial = step_map.residual(trial, drive)
         q_trial = _half_square_norm(r_trial)
         rho = np.where(predicted > 0, (q - q_trial) / predicted, -1.0)
-    accept = np.isfinite(q_trial) & np.where(polish, q_trial <= q, rho > _ACCEPT)
+    accept = np.isfinite(q_trial) & (rho > _ACCEPT)
 
     step_norm = np.linalg.norm(step, axis=1)
     radius = np.where(rho < 0.25, 0.25 * step_norm, radius)
@@ -161,16 +159,12 @@ def _dogleg_iteration(step_map, drive, s, idx, tol):
     s.iterations[idx] += 1
 
     q = s.q[idx]
-    s.status[idx[polish]] = CONVERGED
-    newly = ~polish & (q < tol)
-    s.polish[idx[newly & (q > 0)]] = True
-    s.status[idx[newly & (q == 0)]] = CONVERGED  # exact: nothing to polish
+    s.status[idx[q < tol]] = CONVERGED
     improved = q < s.best_q[idx] * (1 - _STALL_FACTOR)
     s.best_q[idx] = np.where(improved, q, s.best_q[idx])
     s.since_best[idx] = np.where(improved, 0, s.since_best[idx] + 1)
     tiny = s.radius[idx] <= 1e-14 * (1 + np.linalg.norm(s.h[idx], axis=1))
-    stalled = (s.status[idx] == RUNNING) & ~s.polish[idx] & (
-        (s.since_best[idx] >= _STALL_PATIENCE) | tiny)
+    stalled = (s.status[idx] == RUNNING) & ((s.since_best[idx] >= _STALL_PATIENCE) | tiny)
     s.status[idx[stalled]] = STALLED
 
 
@@ -223,6 +217,30 @@ def _minimise_q(step_map, drive, h, max_iter):
     return h, q, iterations, stationary
 
 
+def polish(step_map, drive, points):
+    """Full Newton steps from each converged point (n, H), each kept if it lowers q, until the
+    step is at rounding level (or at most _POLISH_STEPS): the points and their q."""
+    h = np.array(points, dtype=np.float64)
+    r, slope = step_map.residual(h, drive)
+    q = _half_square_norm(r)
+    todo = np.flatnonzero(q > 0)
+    for _ in range(_POLISH_STEPS):
+        if not todo.size:
+            break
+        step = _solve_each(step_map.residual_jacobian(slope[todo]), -r[todo])
+        step[~np.isfinite(step).all(axis=1)] = 0.0
+        r_trial, slope_trial = step_map.residual(h[todo] + step, drive)
+        q_trial = _half_square_norm(r_trial)
+        better = q_trial < q[todo]
+        kept = todo[better]
+        h[kept] += step[better]
+        r[kept], slope[kept], q[kept] = r_trial[better], slope_trial[better], q_trial[better]
+        large = np.linalg.norm(step, axis=1) > _ROUNDING_STEP * (
+            1 + np.linalg.norm(h[todo], axis=1))
+        todo = todo[better & large & (q[todo] > 0)]
+    return h, q
+
+
 def solve(step_map, drive, h0, *, tol, max_iter, slow_tol=None):
     """Run every start (rows of h0) to a fixed point of step_map with drive W_xh x + b.
 
@@ -244,8 +262,7 @@ def solve(step_map, drive, h0, *, tol, max_iter, slow_tol=None):
     """
     s = _Starts(step_map, drive, h0)
     H = s.h.shape[1]
-    s.polish[(s.q < tol) & (s.q > 0)] = True
-    s.status[s.q == 0] = CONVERGED
+    s.status[s.q < tol] = CONVERGED
     for _ in range(max_iter):
         running = np.flatnonzero(s.status == RUNNING)
         if not running.size:
