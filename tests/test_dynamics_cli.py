@@ -72,6 +72,14 @@ def test_png_without_matplotlib_is_an_error_before_any_work(monkeypatch, capsys,
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_another_task_is_searched_under_its_delay_input(tmp_path, capsys):
+    assert main(["dynamics", "--task", "decision", "--quick", "--steps", "50", "--save",
+                 str(tmp_path / "decision.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert "perceptual decision making" in printed and "identity initial W_hh" in printed
+    assert "lr 0.001" in printed and "constant input x = (1, 0)" in printed
+
+
 def test_bad_checkpoints_and_inputs_are_clear_errors(quick_run, tmp_path, capsys):
     _, path = quick_run
     assert main(["dynamics", "--checkpoint", str(tmp_path / "missing.npz")]) == 2

@@ -222,9 +222,21 @@ def test_task_model_gradient_matches_central_differences():
                                                                 rel=1e-6)
 
 
+def test_the_identity_initialisation_starts_by_holding_the_state():
+    H = 200
+    W = TaskRNN(2, H, 1, recurrent_init="identity", seed=0).rnn.parameters()["weight_hh_l0"]
+    off_diagonal = W[~np.eye(H, dtype=bool)]
+    assert np.diag(W).mean() == pytest.approx(0.9, abs=0.01)
+    assert off_diagonal.std() * np.sqrt(H) == pytest.approx(0.1, rel=0.05)
+    torch_like = TaskRNN(2, H, 1, seed=0).rnn.parameters()["weight_hh_l0"]
+    assert np.abs(torch_like).max() <= 1 / np.sqrt(H)
+    with pytest.raises(ValueError, match="recurrent_init"):
+        TaskRNN(2, 3, 1, recurrent_init="orthogonal")
+
+
 def test_training_lowers_the_loss_and_a_checkpoint_restores_the_model(tmp_path):
     task = FlipFlop(n_bits=2, steps=30)
-    model = TaskRNN(2, 8, 2, seed=0, n_threads=1)
+    model = TaskRNN(2, 8, 2, recurrent_init="identity", seed=0, n_threads=1)
     trainer = TaskTrainer(model, task, optim.Adam(model.parameters(), lr=1e-2), batch_size=16,
                           seed=0)
     held_out = task.batch(64, seed=9)

@@ -21,15 +21,23 @@ from rnnfast.cli.diagnose import PLOT_HINT, _figure_class, _matplotlib_installed
 from rnnfast.dynamics import find_fixed_points, principal_components, sample_states
 from rnnfast.tasks import (TASKS, TaskRNN, TaskTrainer, evaluate_task, load_task_model,
                            make_task, task_checkpoint)
+from rnnfast.tasks.model import RECURRENT_INITS
 from rnnfast.train import checkpoint, optim
 from rnnfast.train.trainer import NonFiniteError
+from rnnfast.utils.threads import blas_threads_at_most
 
 DEFAULT_CHECKPOINT = "rnnfast-dynamics.npz"
 # Everything the defaults and --quick set, option by option (an explicit option wins).
 DEFAULTS = {"hidden_size": 64, "steps": 1500, "batch_size": 64, "lr": 5e-3, "clip_norm": 1.0,
-            "inits": 1024}
+            "inits": 1024, "recurrent_init": "torch"}
 QUICK = {"hidden_size": 16, "steps": 500, "batch_size": 32, "lr": 1e-2, "clip_norm": 1.0,
-         "inits": 256}
+         "inits": 256, "recurrent_init": "torch"}
+# The decision tasks hold a choice or a stimulus through a delay: they train from a network that
+# starts by holding its state, with a smaller step (measured: a torch-initialised network
+# stayed at the trivial output for delayed match-to-sample).
+_SLOW_TASK = {"lr": 1e-3, "steps": 3000, "recurrent_init": "identity"}
+TASK_DEFAULTS = {"flipflop": {}, "decision": _SLOW_TASK, "context": _SLOW_TASK,
+                 "match": _SLOW_TASK}
 EVAL_TRIALS = 256  # held-out trials: the accuracy, and the trajectories the searches start from
 PROGRESS_LINES = 5  # lines of training progress
 SHOWN_TRAJECTORIES = 12  # trials drawn in the picture
@@ -50,12 +58,17 @@ def configure_parser(parser):
     train.add_argument("--hidden-size", dest="hidden_size", type=positive_int, metavar="H",
                        help=f"hidden units (default {d['hidden_size']})")
     train.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh")
+    train.add_argument("--init", dest="recurrent_init", choices=RECURRENT_INITS,
+                       help="W_hh at the start: torch.nn.RNN's (the flip-flop's default) or "
+                            "0.9 I + noise (the other tasks' default)")
     train.add_argument("--steps", type=positive_int, metavar="N",
-                       help=f"training steps of Adam (default {d['steps']})")
+                       help=f"training steps of Adam (default {d['steps']}; "
+                            f"{_SLOW_TASK['steps']} for the tasks other than the flip-flop)")
     train.add_argument("--batch-size", dest="batch_size", type=positive_int, metavar="B",
                        help=f"trials per step (default {d['batch_size']})")
     train.add_argument("--lr", type=positive_float,
-                       help=f"Adam's learning rate (default {d['lr']:g})")
+                       help=f"Adam's learning rate (default {d['lr']:g}; {_SLOW_TASK['lr']:g} "
+                            f"for the other tasks)")
     train.add_argument("--clip-norm", dest="clip_norm", type=non_negative_float, metavar="MAX",
                        help=f"clip the gradients to this global norm (default "
                             f"{d['clip_norm']:g}; 0: no clipping)")
@@ -88,7 +101,12 @@ def configure_parser(parser):
 
 
 def _settings(args):
-    base = QUICK if args.quick else DEFAULTS
+    """The options with the defaults filled in: --quick's or the task's (an explicit option
+    wins)."""
+    base = dict(DEFAULTS, **TASK_DEFAULTS[args.task])
+    if args.quick:
+        base.update(QUICK, **{key: value for key, value in TASK_DEFAULTS[args.task].items()
+                              if key != "steps"})
     return {key: getattr(args, key) if getattr(args, key) is not None else default
             for key, default in base.items()}
 
@@ -110,7 +128,8 @@ def _task_label(task):
 def _new_model(task, args, s):
     """The network to train: the one place its settings are chosen."""
     return TaskRNN(task.input_size, s["hidden_size"], task.output_size,
-                   nonlinearity=args.nonlinearity, seed=args.seed, n_threads=args.threads)
+                   nonlinearity=args.nonlinearity, recurrent_init=s["recurrent_init"],
+                   seed=args.seed, n_threads=args.threads)
 
 
 def _train(model, task, args, s):
@@ -146,7 +165,8 @@ def _model_and_task(args, s):
           f"{s['hidden_size']} + linear readout")
     print(f"  training: {s['steps']} steps of Adam (lr {s['lr']:g}), batches of "
           f"{s['batch_size']} trials, gradients clipped to norm "
-          f"{s['clip_norm'] if s['clip_norm'] else 'off'}, seed {args.seed}", flush=True)
+          f"{s['clip_norm'] if s['clip_norm'] else 'off'}, {s['recurrent_init']} initial W_hh, "
+          f"seed {args.seed}", flush=True)
     try:
         seconds = _train(model, task, args, s)
     except NonFiniteError as exc:
@@ -301,6 +321,13 @@ def _search_input(args, task):
 def run(args):
     """Run `rnnfast dynamics`. Returns 0, or 2 when it cannot (a bad checkpoint or option,
     --png without matplotlib or to an unwritable place)."""
+    # NumPy's own GEMMs (the readout, the solver) on --threads too: on a busy machine, BLAS
+    # threads waiting for a core that another process holds cost far more than they give.
+    with blas_threads_at_most(args.threads):
+        return _run(args)
+
+
+def _run(args):
     s = _settings(args)
     Figure = None
     if args.png:
@@ -338,7 +365,8 @@ def run(args):
     if args.png:
         title = f"rnnfast dynamics: {_task_label(task)}, H = {model.config['hidden_size']}"
         try:
-            _figure(Figure, fp, states.astype(np.float64), title).savefig(args.png, dpi=100)
+            _figure(Figure, fp, states.astype(np.float64), title).savefig(
+                args.png, dpi=100, bbox_inches="tight")
         except OSError as exc:
             return _error(f"cannot write --png {args.png}: {exc}")
         print(f"wrote {args.png}")

@@ -12,9 +12,13 @@ from rnnfast.nn.parts import Linear
 from rnnfast.nn.rnn import RNN
 from rnnfast.tasks.registry import make_task
 from rnnfast.train import checkpoint
-from rnnfast.utils.validation import check_float_dtype, check_size, load_parameters
+from rnnfast.utils.validation import check_choice, check_float_dtype, check_size, load_parameters
 
-__all__ = ["TaskRNN", "task_checkpoint", "load_task_model"]
+__all__ = ["TaskRNN", "task_checkpoint", "load_task_model", "RECURRENT_INITS"]
+
+RECURRENT_INITS = ("torch", "identity")
+# "identity": W_hh = IDENTITY_GAIN * I + IDENTITY_NOISE * N(0, 1/H) (Le, Jaitly & Hinton 2015).
+IDENTITY_GAIN, IDENTITY_NOISE = 0.9, 0.1
 
 
 class TaskRNN:
@@ -25,6 +29,11 @@ class TaskRNN:
     input_size, hidden_size, output_size : int
         D, H and O.
     nonlinearity : {"tanh", "relu"}
+    recurrent_init : {"torch", "identity"}
+        W_hh as torch.nn.RNN draws it (uniform in ±1/sqrt(H): a network that forgets within a
+        few steps), or 0.9 I + 0.1 N(0, 1/H): one that starts by holding its state, so that
+        what a trial shows early survives its delays while the network learns (needed by
+        delayed match-to-sample, faster on the decision tasks).
     dtype : float32 or float64
     seed : int or None
         Seeds the initialisation of both parts (independently of each other).
@@ -38,17 +47,23 @@ class TaskRNN:
     PARTS = ("rnn", "readout")
 
     def __init__(self, input_size, hidden_size, output_size, *, nonlinearity="tanh",
-                 dtype=np.float32, seed=None, n_threads=None):
+                 recurrent_init="torch", dtype=np.float32, seed=None, n_threads=None):
         self.config = {"input_size": check_size(input_size, "input_size"),
                        "hidden_size": check_size(hidden_size, "hidden_size"),
                        "output_size": check_size(output_size, "output_size"),
                        "nonlinearity": nonlinearity,
+                       "recurrent_init": check_choice(recurrent_init, "recurrent_init",
+                                                      RECURRENT_INITS),
                        "dtype": check_float_dtype(dtype).name}
-        rnn_rng, readout_rng = (np.random.default_rng(s)
-                                for s in np.random.SeedSequence(seed).spawn(2))
+        rnn_rng, readout_rng, recurrent_rng = (np.random.default_rng(s)
+                                               for s in np.random.SeedSequence(seed).spawn(3))
         c = self.config
         self.rnn = RNN(c["input_size"], c["hidden_size"], nonlinearity=nonlinearity,
                        dtype=c["dtype"], seed=rnn_rng, n_threads=n_threads)
+        if recurrent_init == "identity":
+            H = c["hidden_size"]
+            self.rnn.parameters()["weight_hh_l0"][...] = IDENTITY_GAIN * np.eye(H) + (
+                IDENTITY_NOISE / np.sqrt(H)) * recurrent_rng.standard_normal((H, H))
         self.readout = Linear(c["hidden_size"], c["output_size"], dtype=c["dtype"],
                               seed=readout_rng)
 
