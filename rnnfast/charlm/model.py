@@ -11,7 +11,8 @@ import numbers
 import numpy as np
 
 from rnnfast.train import checkpoint
-from rnnfast.utils.validation import as_float_array, check_float_dtype, check_size, load_parameters
+from rnnfast.utils.validation import as_float_array, check_float_dtype, check_size
+from rnnfast.nn.composite import Composite
 from rnnfast.nn.parts import Embedding, Linear
 from rnnfast.nn.rnn import RNN
 from rnnfast.charlm.text import Vocabulary
@@ -19,7 +20,7 @@ from rnnfast.charlm.text import Vocabulary
 __all__ = ["CharRNN", "generate", "model_checkpoint", "load_model"]
 
 
-class CharRNN:
+class CharRNN(Composite):
     """A character-level (or any token-level) RNN language model.
 
     Parameters
@@ -81,21 +82,7 @@ class CharRNN:
         """The shape of the hidden state for one sequence: (num_layers, H)."""
         return (self.config["num_layers"], self.config["hidden_size"])
 
-    # -- parameters --------------------------------------------------------------------------
-
-    def parameters(self):
-        """name -> array (the model's own arrays, which an optimizer updates in place)."""
-        return {f"{part}.{name}": array for part in self.PARTS
-                for name, array in getattr(self, part).parameters().items()}
-
-    def state_dict(self):
-        """name -> a copy of each parameter."""
-        return {name: array.copy() for name, array in self.parameters().items()}
-
-    def load_state_dict(self, state):
-        """Copy parameters in from ``state`` (the keys and shapes of ``state_dict()``; float
-        values, cast to the model's dtype). Nothing is loaded if anything does not match."""
-        load_parameters(self.parameters(), state)
+    # -- modes -------------------------------------------------------------------------------
 
     def train(self, mode=True):
         self.rnn.train(mode)
@@ -135,8 +122,7 @@ class CharRNN:
         dh = self.output.backward(dlogits)
         dx, _ = self.rnn.backward(dh)
         self.embedding.backward(dx)
-        return {f"{part}.{name}": grad for part in self.PARTS
-                for name, grad in getattr(self, part).grads.items()}
+        return self.part_grads()
 
     def initial_state(self, batch_size):
         """Zeros of shape (num_layers, B, H)."""

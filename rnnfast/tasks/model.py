@@ -8,11 +8,12 @@ of the equivalent torch module with submodules rnn and readout.
 """
 import numpy as np
 
+from rnnfast.nn.composite import Composite
 from rnnfast.nn.parts import Linear
 from rnnfast.nn.rnn import RNN
 from rnnfast.tasks.registry import make_task
 from rnnfast.train import checkpoint
-from rnnfast.utils.validation import check_choice, check_float_dtype, check_size, load_parameters
+from rnnfast.utils.validation import check_choice, check_float_dtype, check_size
 
 __all__ = ["TaskRNN", "task_checkpoint", "load_task_model", "RECURRENT_INITS"]
 
@@ -21,7 +22,7 @@ RECURRENT_INITS = ("torch", "identity")
 IDENTITY_GAIN, IDENTITY_NOISE = 0.9, 0.1
 
 
-class TaskRNN:
+class TaskRNN(Composite):
     """A one-layer RNN with a linear readout: the model neuroscience tasks are trained on.
 
     Parameters
@@ -75,20 +76,6 @@ class TaskRNN:
     def dtype(self):
         return np.dtype(self.config["dtype"])
 
-    def parameters(self):
-        """name -> array (the model's own arrays, which an optimizer updates in place)."""
-        return {f"{part}.{name}": array for part in self.PARTS
-                for name, array in getattr(self, part).parameters().items()}
-
-    def state_dict(self):
-        """name -> a copy of each parameter."""
-        return {name: array.copy() for name, array in self.parameters().items()}
-
-    def load_state_dict(self, state):
-        """Copy parameters in (the keys and shapes of ``state_dict()``); nothing is loaded if
-        anything does not match."""
-        load_parameters(self.parameters(), state)
-
     def forward(self, inputs, h0=None):
         """Outputs and hidden states for a batch of trials.
 
@@ -111,8 +98,7 @@ class TaskRNN:
         """Gradients for the last forward, given dL/doutputs (T, B, O): name -> gradient, keyed
         like ``parameters()``."""
         self.rnn.backward(self.readout.backward(doutputs))
-        return {f"{part}.{name}": grad for part in self.PARTS
-                for name, grad in getattr(self, part).grads.items()}
+        return self.part_grads()
 
 
 def task_checkpoint(model, task, meta=None):
