@@ -96,13 +96,9 @@ class FixedPoints:
         ordered as ``eigenvalues`` (by decreasing modulus): column j of ``vectors[k]`` belongs
         to ``values[k, j]``."""
         values, vectors = np.linalg.eig(self.jacobians())
-        order = _by_decreasing_modulus(values)
+        order = solver.by_decreasing_modulus(values)
         return (np.take_along_axis(values, order, axis=1),
                 np.take_along_axis(vectors, order[:, None, :], axis=2))
-
-
-def _by_decreasing_modulus(values):
-    return np.argsort(-np.abs(values), axis=1, kind="stable")
 
 
 def _positive(value, name):
@@ -211,9 +207,7 @@ def find_fixed_points(system, initial_states, inputs=None, *, tol=1e-12, max_ite
         points[~slow], q[~slow] = solver.polish(step_map, drive, points[~slow])
         again, kept = _merge(points, np.lexsort((q, slow)), merge_tol)
         labels, points, q, slow = again[labels], points[kept], q[kept], slow[kept]
-        eigenvalues = np.linalg.eigvals(step_map.jacobian(points, inputs)) if len(points) else (
-            np.empty((0, H), dtype=complex))
-    eigenvalues = np.take_along_axis(eigenvalues, _by_decreasing_modulus(eigenvalues), axis=1)
+        eigenvalues = solver.eigenvalues(step_map, drive, points)
     modulus = np.abs(eigenvalues)
     unstable_dims = np.sum(modulus > 1, axis=1)
     counts = np.bincount(labels, minlength=len(points))

@@ -19,13 +19,13 @@ singular: a slow point, or a ghost of one. With ``slow_tol``, such starts are th
 damped Newton iteration on q itself (its exact Hessian, J^T J + W_hh^T diag(α r f''(a)) W_hh),
 which converges quadratically to the local minimum of q.
 
-Memory: the H x H matrices are built for at most ``_CHUNK_VALUES / H²`` starts at a time.
+Memory: the H x H matrices are built for at most ``_CHUNK_VALUES / H²`` states at a time.
 """
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["solve", "polish", "SolverOutcome", "RUNNING", "CONVERGED", "STATIONARY",
+__all__ = ["solve", "polish", "eigenvalues", "SolverOutcome", "RUNNING", "CONVERGED", "STATIONARY",
            "STALLED", "MAX_ITER"]
 
 RUNNING, CONVERGED, STATIONARY, STALLED, MAX_ITER = 0, 1, 2, 3, 4
@@ -181,6 +181,7 @@ def _minimise_q(step_map, drive, h, max_iter):
     damping = np.zeros(n)
     iterations = np.zeros(n, dtype=np.int64)
     eye = np.eye(H)
+
     def stationary_points():
         gradient = _apply_jacobian_transpose(step_map, slope, r)
         return gradient, np.linalg.norm(gradient, axis=1) <= gradient_scale * np.sqrt(2 * q)
@@ -211,7 +212,7 @@ def _minimise_q(step_map, drive, h, max_iter):
             h[kept] += step[accept]
             r[kept], slope[kept], q[kept] = r_trial[accept], slope_trial[accept], q_trial[accept]
             damping[idx] = np.where(accept, damping[idx] / 4,
-                                    np.maximum(4 * damping[idx], 1e-12))
+                                    np.maximum(4 * damping[idx], 1e-4))
             iterations[idx] += 1
     _, stationary = stationary_points()
     return h, q, iterations, stationary
@@ -223,22 +224,39 @@ def polish(step_map, drive, points):
     h = np.array(points, dtype=np.float64)
     r, slope = step_map.residual(h, drive)
     q = _half_square_norm(r)
-    todo = np.flatnonzero(q > 0)
-    for _ in range(_POLISH_STEPS):
-        if not todo.size:
-            break
-        step = _solve_each(step_map.residual_jacobian(slope[todo]), -r[todo])
-        step[~np.isfinite(step).all(axis=1)] = 0.0
-        r_trial, slope_trial = step_map.residual(h[todo] + step, drive)
-        q_trial = _half_square_norm(r_trial)
-        better = q_trial < q[todo]
-        kept = todo[better]
-        h[kept] += step[better]
-        r[kept], slope[kept], q[kept] = r_trial[better], slope_trial[better], q_trial[better]
-        large = np.linalg.norm(step, axis=1) > _ROUNDING_STEP * (
-            1 + np.linalg.norm(h[todo], axis=1))
-        todo = todo[better & large & (q[todo] > 0)]
+    for idx in _chunks(np.flatnonzero(q > 0), h.shape[1]):
+        for _ in range(_POLISH_STEPS):
+            step = _solve_each(step_map.residual_jacobian(slope[idx]), -r[idx])
+            step[~np.isfinite(step).all(axis=1)] = 0.0
+            r_trial, slope_trial = step_map.residual(h[idx] + step, drive)
+            q_trial = _half_square_norm(r_trial)
+            better = q_trial < q[idx]
+            kept = idx[better]
+            h[kept] += step[better]
+            r[kept], slope[kept], q[kept] = r_trial[better], slope_trial[better], q_trial[better]
+            large = np.linalg.norm(step, axis=1) > _ROUNDING_STEP * (
+                1 + np.linalg.norm(h[idx], axis=1))
+            idx = idx[better & large & (q[idx] > 0)]
+            if not idx.size:
+                break
     return h, q
+
+
+def eigenvalues(step_map, drive, points):
+    """The eigenvalues of dF/dh at each point (n, H), by decreasing modulus: (n, H) complex."""
+    n, H = points.shape
+    values = np.empty((n, H), dtype=complex)
+    for idx in _chunks(np.arange(n), H):
+        _, slope = step_map.residual(points[idx], drive)
+        J = step_map.residual_jacobian(slope)
+        J[:, np.arange(H), np.arange(H)] += 1.0  # dF/dh = I + dr/dh
+        values[idx] = np.linalg.eigvals(J)
+    return np.take_along_axis(values, by_decreasing_modulus(values), axis=1)
+
+
+def by_decreasing_modulus(values):
+    """The order (n, H) that sorts each row of eigenvalues by decreasing modulus."""
+    return np.argsort(-np.abs(values), axis=1, kind="stable")
 
 
 def solve(step_map, drive, h0, *, tol, max_iter, slow_tol=None):
