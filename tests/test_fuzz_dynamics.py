@@ -12,7 +12,7 @@ from test_fuzz import (LAYOUTS, dims, fuzz, plain, present, raises_naming, spoil
 ARRAY_LAYOUTS = tuple(layout for layout in LAYOUTS if layout != "broadcast")
 
 
-@fuzz(300)
+@fuzz(150)
 @given(data=st.data())
 def test_masked_mse(data):
     dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
@@ -50,7 +50,7 @@ def test_masked_mse(data):
     np.testing.assert_array_equal(grad, expected_grad)
 
 
-@fuzz(150)
+@fuzz(100)
 @given(data=st.data())
 def test_find_fixed_points(data):
     H, D, N = (data.draw(dims(), label=label) for label in "HDN")
@@ -92,7 +92,7 @@ def test_find_fixed_points(data):
     assert len(found.unconverged) + found.counts.sum() == N
 
 
-@fuzz(300)
+@fuzz(150)
 @given(data=st.data())
 def test_sample_states(data):
     T, B, H, n = (data.draw(dims(), label=label) for label in "TBHn")

@@ -68,6 +68,7 @@ def test_masked_mse_agrees_with_torch():
     ((np.zeros((2, 2)), np.zeros((2, 2))), ValueError, "outputs"),
     ((np.zeros((2, 2, 1)), np.zeros((2, 2, 2))), ValueError, "targets"),
     ((np.zeros((2, 2, 1)), np.array([["a"]])), TypeError, "targets"),
+    ((np.zeros((2, 2, 1)), np.zeros((2, 2, 1), dtype=complex)), TypeError, "targets"),
     ((np.zeros((2, 2, 1)), np.zeros((2, 2, 1)), np.ones((2, 3))), ValueError, "mask"),
     ((np.zeros((2, 2, 1)), np.zeros((2, 2, 1)), np.zeros((2, 2))), ValueError, "at least one"),
     ((np.zeros((2, 2, 1)), np.zeros((2, 2, 1)), np.full((2, 2), 0.5)), ValueError, "0 and 1"),
