@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from rnnfast.tasks.trials import (Task, check_duration, check_levels, check_non_negative,
+from rnnfast.tasks.trials import (Task, check_levels, check_non_negative, check_periods,
                                   choice_accuracy, during, fixation_cue, signed_choices, timeline)
 
 __all__ = ["PerceptualDecision", "ContextDependentIntegration"]
@@ -44,9 +44,7 @@ class _EvidenceTask(Task):
     def __post_init__(self):
         object.__setattr__(self, "coherences", check_levels(self.coherences, "coherences"))
         object.__setattr__(self, "noise", check_non_negative(self.noise, "noise"))
-        for name in _PERIODS:
-            minimum = 0 if name == "delay" else 1
-            object.__setattr__(self, name, check_duration(getattr(self, name), name, minimum))
+        check_periods(self, _PERIODS)
 
     @property
     def output_size(self):

@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from rnnfast.tasks.trials import (Task, check_duration, check_non_negative, check_probability,
+from rnnfast.tasks.trials import (Task, check_non_negative, check_periods, check_probability,
                                   choice_accuracy, during, fixation_cue, timeline)
 from rnnfast.utils.validation import check_size
 
@@ -57,9 +57,7 @@ class DelayedMatchToSample(Task):
         object.__setattr__(self, "n_stimuli", n)
         object.__setattr__(self, "p_match", check_probability(self.p_match, "p_match"))
         object.__setattr__(self, "noise", check_non_negative(self.noise, "noise"))
-        for name in _PERIODS:
-            minimum = 0 if name == "delay" else 1
-            object.__setattr__(self, name, check_duration(getattr(self, name), name, minimum))
+        check_periods(self, _PERIODS)
 
     @property
     def input_size(self):

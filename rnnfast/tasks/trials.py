@@ -119,6 +119,14 @@ def check_duration(value, name, minimum=1):
     return _steps(value, name, minimum)
 
 
+def check_periods(task, names):
+    """Check (and normalise, on the frozen dataclass task) the durations of its periods: each
+    at least one step, except a "delay", which may be 0."""
+    for name in names:
+        minimum = 0 if name == "delay" else 1
+        object.__setattr__(task, name, check_duration(getattr(task, name), name, minimum))
+
+
 def _steps(value, name, minimum):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum} (or a pair of them); got "
