@@ -22,6 +22,8 @@ LAYERS = [
     "rnnfast",  # the package's public names (rnnfast/__init__.py)
     "rnnfast.charlm",  # the character model, its text and its training run
     "rnnfast.diagnostics",  # gradient flow, the adding problem, a trained model's diagnosis
+    "rnnfast.dynamics",  # fixed points and their linearisation
+    "rnnfast.tasks",  # the classic tasks, their network and trainer
     "rnnfast.torch",  # the PyTorch front end
     "rnnfast.benchmarking",  # problems, peers, the timer, machine information
     "rnnfast.cli",  # the commands: the only modules that print

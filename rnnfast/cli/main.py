@@ -8,6 +8,8 @@ options, calling the library and printing (the only modules of the package that 
     rnnfast bench    the benchmark against NumPy and PyTorch (cli/bench.py)
     rnnfast diagnose vanishing and exploding gradients: how the gradient changes with the lag,
                      on the adding problem or a trained model (cli/diagnose.py)
+    rnnfast dynamics train an RNN on a task (the 3-bit flip-flop) and find its fixed points
+                     (cli/dynamics.py)
 
 A Ctrl-C that reaches here (outside `rnnfast train`'s own handling, or a second one there)
 ends the command with one line and exit status 130, as shells report a SIGINT.
@@ -15,9 +17,9 @@ ends the command with one line and exit status 130, as shells report a SIGINT.
 import argparse
 import sys
 
-from rnnfast.cli import bench, demo, diagnose, train
+from rnnfast.cli import bench, demo, diagnose, dynamics, train
 
-COMMANDS = ("demo", "train", "sample", "bench", "diagnose")
+COMMANDS = ("demo", "train", "sample", "bench", "diagnose", "dynamics")
 INTERRUPTED = 130  # 128 + SIGINT
 
 
@@ -50,11 +52,18 @@ def build_parser():
                     "several spectral radii and orthogonal, with a short training run each; or, "
                     "with --checkpoint, on a model saved by `rnnfast train`. Prints tables and "
                     "a text chart; --png draws a picture (needs matplotlib)."))
+    dynamics.configure_parser(commands.add_parser(
+        "dynamics", help="fixed points of an RNN trained on a task (the 3-bit flip-flop)",
+        description="Train an RNN with a linear readout on a task (by default the 3-bit "
+                    "flip-flop), or load one saved by this command; find its fixed points "
+                    "from the states it visits and linearise it there: how many stable "
+                    "points and saddles, their eigenvalues. --png draws them (needs "
+                    "matplotlib)."))
     return parser
 
 
 RUNNERS = {"demo": demo.run, "train": train.run_train, "sample": train.run_sample,
-           "bench": bench.run, "diagnose": diagnose.run}
+           "bench": bench.run, "diagnose": diagnose.run, "dynamics": dynamics.run}
 
 
 def main(argv=None):

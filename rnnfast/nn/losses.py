@@ -1,16 +1,18 @@
-"""The loss of a token model: softmax cross-entropy over time, and its gradient, in one
-vectorised pass (time-major, float32 or float64)."""
+"""Losses over time and their gradients, each in one vectorised pass (time-major, float32 or
+float64): softmax cross-entropy for token models, and the masked mean squared error for tasks
+whose outputs are continuous (a memory to hold, a choice to report)."""
 import numpy as np
 
 from rnnfast.utils.memory import check_allocation
 from rnnfast.utils.validation import (as_int_array, check_index_range, check_shape, contiguous,
                                       copy_size, float_array, native_dtype)
 
-__all__ = ["softmax_cross_entropy"]
+__all__ = ["softmax_cross_entropy", "masked_mse"]
 
 
-def _as_mask(mask, expected_shape):
-    """mask as a bool array of expected_shape; accepts bool, or integers/floats equal to 0 or 1."""
+def _as_mask(mask, expected_shape, source="(T, B from logits)"):
+    """mask as a bool array of expected_shape; accepts bool, or integers/floats equal to 0 or 1.
+    source says where the expected shape comes from, for the message."""
     try:
         array = np.asarray(mask)
     except (ValueError, TypeError) as exc:
@@ -22,7 +24,7 @@ def _as_mask(mask, expected_shape):
     if array.ndim != 2:
         raise ValueError(f"mask must be 2-D with shape (T, B); got a {array.ndim}-D array with "
                          f"shape {array.shape}")
-    check_shape(array, "mask", ("T", "B"), expected_shape, "(T, B from logits)")
+    check_shape(array, "mask", ("T", "B"), expected_shape, source)
     if array.dtype != np.bool_:
         if not np.all((array == 0) | (array == 1)):
             bad = array[(array != 0) & (array != 1)].flat[0]
@@ -116,3 +118,71 @@ def softmax_cross_entropy(logits, targets, mask=None):
         dlogits[rows] = grad
         dlogits = dlogits.reshape(T, B, V)
     return loss, dlogits
+
+
+def masked_mse(outputs, targets, mask=None):
+    """Mean squared error of outputs against targets over the unmasked steps, and its gradient.
+
+    loss = (1 / (N * O)) * sum over unmasked (t, b) and every o of (outputs - targets)², with N
+    the number of unmasked (t, b) positions: the mean over the elements that count, as
+    ``torch.nn.MSELoss`` on them.
+
+    Parameters
+    ----------
+    outputs : array_like, shape (T, B, O)
+        float32 or float64.
+    targets : array_like, shape (T, B, O)
+        Real values; cast to the dtype of outputs. Values at masked positions are ignored.
+    mask : array_like, shape (T, B), or None
+        True (or 1) where a step counts, False (or 0) where it does not. None: all count.
+
+    Returns
+    -------
+    loss : float
+        Accumulated in float64.
+    doutputs : ndarray, shape (T, B, O)
+        d loss / d outputs, with the dtype of outputs: 2 (outputs - targets) / (N * O) at
+        unmasked positions, exactly 0 at masked ones.
+
+    Raises
+    ------
+    TypeError
+        outputs not float32/float64, targets not real, mask not bool/integer/float.
+    ValueError
+        Wrong number of dimensions, a dimension of size 0, targets or mask whose shape differs
+        from outputs', a mask value other than 0/1, every position masked, or non-finite
+        targets at unmasked positions.
+    """
+    outputs = float_array(outputs, "outputs", ("T", "B", "O"))
+    T, B, O = outputs.shape
+    dtype = native_dtype(outputs)
+    try:
+        target_array = np.asarray(targets)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"targets could not be converted to an array: {exc}") from None
+    if target_array.dtype.kind not in "fiu":
+        raise TypeError(f"targets must hold real numbers; got dtype {target_array.dtype}")
+    if target_array.ndim != 3:
+        raise ValueError(f"targets must be 3-D with shape (T, B, O); got shape "
+                         f"{target_array.shape}")
+    check_shape(target_array, "targets", ("T", "B", "O"), (T, B, O), "(the shape of outputs)")
+    check_allocation("masked_mse", [copy_size(outputs, "outputs", ("T", "B", "O")),
+                                    ("the error and doutputs (2, T, B, O)", (2, T, B, O), dtype)])
+    outputs = contiguous(outputs)
+    error = outputs - target_array.astype(dtype, copy=False)
+    if mask is None:
+        count = T * B
+    else:
+        keep = _as_mask(mask, (T, B), "(T, B from outputs)")
+        count = int(np.count_nonzero(keep))
+        if count == 0:
+            raise ValueError(f"mask must leave at least one step unmasked; all {T * B} (t, b) "
+                             f"positions are masked")
+        error[~keep] = 0.0  # masked targets may hold anything, NaN included
+    if not np.isfinite(error).all() and np.isfinite(outputs).all():
+        raise ValueError("targets must be finite at the unmasked steps")
+    flat = error.reshape(-1).astype(np.float64, copy=False)
+    loss = float(flat @ flat) / (count * O)
+    doutputs = error
+    doutputs *= dtype.type(2.0 / (count * O))
+    return loss, doutputs
