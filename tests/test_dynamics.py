@@ -227,7 +227,8 @@ def test_eigenvalues_match_a_finite_difference_jacobian_of_one_step(nonlinearity
 # --------------------------------------------------------------------------------------------
 # The systems it accepts
 # --------------------------------------------------------------------------------------------
-LAYER_SETTINGS = [{}, {"nonlinearity": "relu"}, {"bias": False}]
+LAYER_SETTINGS = [{}, {"nonlinearity": "relu"}, {"bias": False}, {"leak": 0.3},
+                  {"leak": np.linspace(0.2, 1.0, 5)}]
 
 
 @pytest.mark.parametrize("settings_", LAYER_SETTINGS)

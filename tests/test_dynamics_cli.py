@@ -8,6 +8,7 @@ import pytest
 
 from rnnfast.charlm import CharRNN, Vocabulary, model_checkpoint
 from rnnfast.cli import main
+from rnnfast.tasks import load_task_model
 from rnnfast.train import checkpoint
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -78,6 +79,25 @@ def test_another_task_is_searched_under_its_delay_input(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "perceptual decision making" in printed and "identity initial W_hh" in printed
     assert "lr 0.001" in printed and "constant input x = (1, 0)" in printed
+
+
+def test_a_leaky_noisy_network_is_trained_saved_and_analysed_again(tmp_path, capsys):
+    path = tmp_path / "leaky.npz"
+    assert main(["dynamics", "--quick", "--leak", "0.5", "--noise-std", "0.01", "--save",
+                 str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "leak α = 0.5, recurrent noise σ = 0.01" in printed and "stable" in printed
+    model, _ = load_task_model(path)
+    assert model.config["leak"] == 0.5 and np.all(model.rnn.leak == 0.5)
+    assert main(["dynamics", "--checkpoint", str(path), "--inits", "64"]) == 0
+    assert "leak α = 0.5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "nan"])
+def test_a_leak_outside_0_1_is_refused(value, capsys):
+    with pytest.raises(SystemExit):
+        main(["dynamics", "--quick", "--leak", value])
+    assert "--leak: expected a number in (0, 1]" in capsys.readouterr().err
 
 
 def test_bad_checkpoints_and_inputs_are_clear_errors(quick_run, tmp_path, capsys):

@@ -199,9 +199,10 @@ def test_bad_task_settings_raise_clear_errors(call, error, message):
 # --------------------------------------------------------------------------------------------
 # The model, its trainer and its checkpoints
 # --------------------------------------------------------------------------------------------
-def test_task_model_gradient_matches_central_differences():
+@pytest.mark.parametrize("leak", [1.0, 0.3])
+def test_task_model_gradient_matches_central_differences(leak):
     task = PerceptualDecision(stimulus=4, delay=2, response=3, fixation=2)
-    model = TaskRNN(2, 5, 1, dtype=np.float64, seed=0)
+    model = TaskRNN(2, 5, 1, leak=leak, dtype=np.float64, seed=0)
     batch = task.batch(3, seed=0, dtype=np.float64)
 
     def loss():
@@ -254,6 +255,34 @@ def test_training_lowers_the_loss_and_a_checkpoint_restores_the_model(tmp_path):
                                   model.forward(held_out.inputs)[0])
 
 
+def test_a_leaky_noisy_model_steps_as_its_equations_and_its_checkpoint_keeps_the_leak(tmp_path):
+    model = TaskRNN(2, 6, 2, leak=0.4, noise_std=0.1, dtype=np.float64, seed=0)
+    inputs = np.random.default_rng(1).standard_normal((7, 3, 2))
+    state = model.rnn.rng.bit_generator.state
+    outputs, states = model.forward(inputs)
+    # The same noise, drawn again, through the leaky step written out from the equations.
+    model.rnn.rng.bit_generator.state = state
+    noise = model.rnn.rng.standard_normal(states.shape) * np.sqrt(2 / 0.4) * 0.1
+    W_xh, W_hh, b = model.rnn.direction_weights(0)
+    h = np.zeros((3, 6))
+    for t in range(7):
+        h = 0.6 * h + 0.4 * np.tanh(inputs[t] @ W_xh.T + h @ W_hh.T + b + noise[t])
+        np.testing.assert_allclose(states[t], h, rtol=1e-12, atol=1e-14)
+    path = tmp_path / "leaky.npz"
+    checkpoint.save(path, *task_checkpoint(model, FlipFlop(n_bits=2)))
+    loaded, _ = load_task_model(path)
+    assert loaded.config == model.config and loaded.config["leak"] == 0.4
+    loaded.rnn.noise_std = model.rnn.noise_std = 0.0
+    np.testing.assert_array_equal(loaded.forward(inputs)[0], model.forward(inputs)[0])
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(leak=0.0), "leak"), (dict(leak=1.5), "leak"),
+                                             (dict(noise_std=-1.0), "noise_std")])
+def test_bad_leak_or_noise_of_a_task_model_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TaskRNN(2, 3, 1, **kwargs)
+
+
 def test_a_checkpoint_that_is_not_a_task_model_is_refused(tmp_path):
     path = tmp_path / "other.npz"
     checkpoint.save(path, {"model": {}}, {"model": {}})
@@ -280,9 +309,9 @@ def test_training_stops_on_non_finite_values_and_names_the_step():
 # --------------------------------------------------------------------------------------------
 # The 3-bit flip-flop, opened up (Sussillo & Barak 2013, figure 2)
 # --------------------------------------------------------------------------------------------
-def _trained_flip_flop(seed, H=16, steps=500):
+def _trained_flip_flop(seed, H=16, steps=500, leak=1.0):
     task = FlipFlop(n_bits=3, steps=48)
-    model = TaskRNN(3, H, 3, seed=seed, n_threads=1)
+    model = TaskRNN(3, H, 3, seed=seed, n_threads=1, leak=leak)
     trainer = TaskTrainer(model, task, optim.Adam(model.parameters(), lr=1e-2), batch_size=32,
                           seed=seed)
     for _ in range(steps):
@@ -290,9 +319,9 @@ def _trained_flip_flop(seed, H=16, steps=500):
     return model, task
 
 
-@pytest.mark.parametrize("seed", [11, 23, 37])
-def test_a_trained_3_bit_flip_flop_has_8_stable_points_with_saddles_between(seed):
-    model, task = _trained_flip_flop(seed)
+@pytest.mark.parametrize("seed, leak", [(11, 1.0), (23, 1.0), (37, 1.0), (23, 0.5)])
+def test_a_trained_3_bit_flip_flop_has_8_stable_points_with_saddles_between(seed, leak):
+    model, task = _trained_flip_flop(seed, leak=leak)
     held_out = task.batch(128, seed=1000 + seed)
     assert evaluate_task(model, task, held_out)[1] > 0.99
     _, states = model.forward(held_out.inputs)

@@ -36,3 +36,6 @@ non_negative_int = _int_type("non_negative_int", 0)
 non_negative_float = _real_type("non_negative_float", low=0.0)
 positive_float = _real_type("positive_float", low=0.0, include_low=False)
 unit_interval = _real_type("unit_interval", low=0.0, high=1.0)
+# A leak α in (0, 1]: the weight of the new activation in each step of a leaky RNN.
+leak_fraction = _real_type("leak_fraction", low=0.0, high=1.0, include_low=False,
+                           include_high=True)

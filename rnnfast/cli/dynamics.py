@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from rnnfast.cli.arguments import (non_negative_float, non_negative_int, positive_float,
-                                   positive_int)
+from rnnfast.cli.arguments import (leak_fraction, non_negative_float, non_negative_int,
+                                   positive_float, positive_int)
 from rnnfast.cli.figures import PLOT_HINT, figure_class, matplotlib_installed
 from rnnfast.dynamics import find_fixed_points, principal_components, sample_states
 from rnnfast.tasks import (TASKS, TaskRNN, TaskTrainer, evaluate_task, load_task_model,
@@ -58,6 +58,13 @@ def configure_parser(parser):
     train.add_argument("--hidden-size", dest="hidden_size", type=positive_int, metavar="H",
                        help=f"hidden units (default {d['hidden_size']})")
     train.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh")
+    train.add_argument("--leak", type=leak_fraction, default=1.0, metavar="ALPHA",
+                       help="α = dt/τ of a leaky (continuous-time) network, h_t = (1 - α) "
+                            "h_{t-1} + α f(a_t) (default 1: the Elman RNN)")
+    train.add_argument("--noise-std", dest="noise_std", type=non_negative_float, default=0.0,
+                       metavar="SIGMA",
+                       help="recurrent noise σ on the pre-activation while training, of "
+                            "standard deviation sqrt(2/α) σ per step (default 0: none)")
     train.add_argument("--init", dest="recurrent_init", choices=RECURRENT_INITS,
                        help="W_hh at the start: torch.nn.RNN's (the flip-flop's default) or "
                             "0.9 I + noise (the other tasks' default)")
@@ -128,8 +135,8 @@ def _task_label(task):
 def _new_model(task, args, s):
     """The network to train: the one place its settings are chosen."""
     return TaskRNN(task.input_size, s["hidden_size"], task.output_size,
-                   nonlinearity=args.nonlinearity, recurrent_init=s["recurrent_init"],
-                   seed=args.seed, n_threads=args.threads)
+                   nonlinearity=args.nonlinearity, leak=args.leak, noise_std=args.noise_std,
+                   recurrent_init=s["recurrent_init"], seed=args.seed, n_threads=args.threads)
 
 
 def _train(model, task, args, s):
@@ -155,14 +162,17 @@ def _model_and_task(args, s):
         except checkpoint.CheckpointError as exc:
             return _error(str(exc))
         c = model.config
+        leaky = f", leak α = {c['leak']:g}" if c["leak"] != 1 else ""
         print(f"rnnfast dynamics: {args.checkpoint}: {_task_label(task)}, a {c['nonlinearity']} "
-              f"RNN with H = {c['hidden_size']} + linear readout")
+              f"RNN with H = {c['hidden_size']} + linear readout{leaky}")
         return model, task
     task = make_task(args.task, n_bits=args.bits) if args.task == "flipflop" else \
         make_task(args.task)
     model = _new_model(task, args, s)
+    leaky = f", leak α = {args.leak:g}" if args.leak != 1 else ""
+    noisy = f", recurrent noise σ = {args.noise_std:g}" if args.noise_std else ""
     print(f"rnnfast dynamics: {_task_label(task)}, a {args.nonlinearity} RNN with H = "
-          f"{s['hidden_size']} + linear readout")
+          f"{s['hidden_size']} + linear readout{leaky}{noisy}")
     print(f"  training: {s['steps']} steps of Adam (lr {s['lr']:g}), batches of "
           f"{s['batch_size']} trials, gradients clipped to norm "
           f"{s['clip_norm'] if s['clip_norm'] else 'off'}, {s['recurrent_init']} initial W_hh, "

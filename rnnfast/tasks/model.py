@@ -11,7 +11,7 @@ import numpy as np
 from rnnfast.nn import RNN, Composite, Linear
 from rnnfast.tasks.registry import make_task
 from rnnfast.train import checkpoint
-from rnnfast.utils.validation import check_choice, check_float_dtype, check_size
+from rnnfast.utils.validation import check_choice, check_float_dtype, check_real, check_size
 
 __all__ = ["TaskRNN", "task_checkpoint", "load_task_model", "RECURRENT_INITS"]
 
@@ -28,6 +28,14 @@ class TaskRNN(Composite):
     input_size, hidden_size, output_size : int
         D, H and O.
     nonlinearity : {"tanh", "relu"}
+    leak : float
+        α = dt/τ in (0, 1] of the continuous-time network the task is usually trained on,
+        h_t = (1 - α) h_{t-1} + α f(a_t) (PsychRNN, Yang et al. 2019); 1, the default, is the
+        Elman RNN. One number here (a per-unit leak: build an ``rnnfast.RNN`` directly).
+    noise_std : float
+        σ of the recurrent noise on a_t during every pass, of standard deviation sqrt(2/α) σ
+        per step (Yang et al.'s convention; see rnnfast.nn.leaky); 0, the default: none. The
+        fixed points are those of the noise-free map.
     recurrent_init : {"torch", "identity"}
         W_hh as torch.nn.RNN draws it (uniform in ±1/sqrt(H): a network that forgets within a
         few steps), or 0.9 I + 0.1 N(0, 1/H): one that starts by holding its state, so that
@@ -45,12 +53,16 @@ class TaskRNN(Composite):
 
     PARTS = ("rnn", "readout")
 
-    def __init__(self, input_size, hidden_size, output_size, *, nonlinearity="tanh",
-                 recurrent_init="torch", dtype=np.float32, seed=None, n_threads=None):
+    def __init__(self, input_size, hidden_size, output_size, *, nonlinearity="tanh", leak=1.0,
+                 noise_std=0.0, recurrent_init="torch", dtype=np.float32, seed=None,
+                 n_threads=None):
         self.config = {"input_size": check_size(input_size, "input_size"),
                        "hidden_size": check_size(hidden_size, "hidden_size"),
                        "output_size": check_size(output_size, "output_size"),
                        "nonlinearity": nonlinearity,
+                       "leak": check_real(leak, "leak", low=0.0, high=1.0, include_low=False,
+                                          include_high=True),
+                       "noise_std": check_real(noise_std, "noise_std", low=0.0),
                        "recurrent_init": check_choice(recurrent_init, "recurrent_init",
                                                       RECURRENT_INITS),
                        "dtype": check_float_dtype(dtype).name}
@@ -58,7 +70,8 @@ class TaskRNN(Composite):
                                                for s in np.random.SeedSequence(seed).spawn(3))
         c = self.config
         self.rnn = RNN(c["input_size"], c["hidden_size"], nonlinearity=nonlinearity,
-                       dtype=c["dtype"], seed=rnn_rng, n_threads=n_threads)
+                       dtype=c["dtype"], seed=rnn_rng, n_threads=n_threads, leak=c["leak"],
+                       noise_std=c["noise_std"])
         if recurrent_init == "identity":
             H = c["hidden_size"]
             self.rnn.parameters()["weight_hh_l0"][...] = IDENTITY_GAIN * np.eye(H) + (
