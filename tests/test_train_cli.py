@@ -24,6 +24,13 @@ def text_file(tmp_path):
     return path
 
 
+@pytest.fixture(autouse=True)
+def in_a_fresh_folder(tmp_path, monkeypatch):
+    """Every test runs where no rnnfast-charlm.npz lies (the main job leaves one in the clone's
+    root, which a fresh run rightly refuses to overwrite)."""
+    monkeypatch.chdir(tmp_path)
+
+
 def train(capsys, *args):
     code = cli.main(["train", *map(str, args)])
     out, err = capsys.readouterr()
