@@ -288,3 +288,14 @@ def test_the_weights_are_the_reservoirs_own():
     assert not reservoir.W.flags.writeable and not reservoir.W_in.flags.writeable
     np.testing.assert_array_equal(reservoir.bias, np.full(3, 0.1))
     assert Reservoir.from_weights(W, W_in, 0.0).bias is None
+
+
+@pytest.mark.parametrize("n", [1, 7, 16, 17, 1000])
+def test_the_benchmarks_bandwidth_yardstick_reads_every_word(build, n):
+    words = np.zeros(n, dtype=np.uint64)
+    for i in range(n):  # one bit per word, so a skipped word is missed
+        words[i] = np.uint64(1) << np.uint64(i % 64)
+    expected = int(np.bitwise_or.reduce(words))
+    assert sliced.KERNEL_BUILDS[build].read_words(words, 3) == expected
+    words[-1] = np.uint64(1) << np.uint64(63)
+    assert sliced.KERNEL_BUILDS[build].read_words(words, 1) & (1 << 63)

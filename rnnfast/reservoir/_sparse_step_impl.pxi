@@ -30,7 +30,7 @@
 # Nothing here allocates, validates or touches a Python object: rnnfast/reservoir/sliced.py
 # built the matrix and the buffers and checked everything.
 from cython cimport floating
-from libc.stdint cimport int32_t, uint16_t
+from libc.stdint cimport int32_t, uint16_t, uint64_t
 from libc.string cimport memcpy
 
 from rnnfast._kernels.activation cimport (FORWARD_RELU, FORWARD_TANH, Epilogue, finish,
@@ -43,6 +43,8 @@ ctypedef fused column_t:
 
 cdef extern from "sliced_kernel.h" nogil:
     const Py_ssize_t SLICE_ROWS_ "RNNFAST_SLICE_ROWS"
+    uint64_t read_words_c "rnnfast_read_words"(const uint64_t* words, Py_ssize_t n,
+                                                Py_ssize_t repeats) noexcept
     # sums[order[p]] = sorted row p of W times h (H + 1,), for every row of every slice.
     void slice_sums_f32_u16 "rnnfast_slice_sums_f32_u16"(
         const float* values, const uint16_t* columns, const Py_ssize_t* slice_start,
@@ -227,3 +229,12 @@ def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] W_in_T,
                                  &state[1 - current, 0], &out[t, 0, 0], leak, &scratch[0, 0],
                                  &scratch[1, 0], kind)
                 current = 1 - current
+
+
+def read_words(const uint64_t[::1] words, Py_ssize_t repeats):
+    """The OR of every word of `words`, read `repeats` times: how fast this build streams
+    memory from the cache level the buffer lives in (the benchmark's bandwidth yardstick)."""
+    cdef uint64_t result
+    with nogil:
+        result = read_words_c(&words[0], words.shape[0], repeats)
+    return result

@@ -89,7 +89,9 @@ class ESN:
         series ends. Returns self."""
         self.readout.reset()
         self.reset()
-        return self.partial_fit(u, y, warmup)
+        self.partial_fit(u, y, warmup)
+        self.readout.coef_  # solved now (a singular fit raises here, not at the first predict)
+        return self
 
     def partial_fit(self, u, y, warmup=0):
         """Continue training on the next chunk of the series (u, y as in ``fit``), from the

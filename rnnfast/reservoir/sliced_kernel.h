@@ -51,6 +51,32 @@ static inline uint16_t rnnfast_lane16(uint64_t word, int r) {
 #endif
 }
 
+/* The benchmark's yardstick of bandwidth (bench/test_bench_reservoir.py): the OR of n 64-bit
+ * words, read `repeats` times, with four independent vector accumulators, so that only the
+ * loads bound it (one vector OR per load). Compiled with the step, at its vector width. */
+static RNNFAST_NOINLINE uint64_t rnnfast_read_words(const uint64_t* words, ptrdiff_t n,
+                                                    ptrdiff_t repeats) {
+    uint64_t result = 0;
+    ptrdiff_t i = 0;
+#ifdef RNNFAST_SLICE_VECTORS
+    typedef uint64_t vu64 __attribute__((vector_size(RNNFAST_SLICE_VECTOR_BYTES)));
+    const ptrdiff_t lanes = RNNFAST_SLICE_VECTOR_BYTES / 8, block = 4 * lanes;
+    vu64 a = {0}, b = {0}, c = {0}, d = {0}, x;
+    for (ptrdiff_t r = 0; r < repeats; r++) {
+        for (i = 0; i + block <= n; i += block) {
+            memcpy(&x, words + i, sizeof x); a |= x;
+            memcpy(&x, words + i + lanes, sizeof x); b |= x;
+            memcpy(&x, words + i + 2 * lanes, sizeof x); c |= x;
+            memcpy(&x, words + i + 3 * lanes, sizeof x); d |= x;
+        }
+    }
+    a |= b | c | d;
+    for (ptrdiff_t lane = 0; lane < lanes; lane++) result |= a[lane];
+#endif
+    for (; i < n; i++) result |= words[i];
+    return result;
+}
+
 #define RNNFAST_T float
 #define RNNFAST_V rnnfast_sv32
 #define RNNFAST_LANES (RNNFAST_SLICE_VECTOR_BYTES / 4)
