@@ -16,7 +16,11 @@ Run as a script, one core pinned, candidates interleaved (the figures of the REA
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_reservoir.py --crossover
 
 (--crossover: the sparse and the dense step against each other over densities, the
-measurement behind rnnfast/reservoir/sliced.py's switch.) Under pytest, pytest-benchmark
+measurement behind rnnfast/reservoir/sliced.py's switch; --builds: the baseline and the AVX2
+build of the sparse step; --epilogue: what a step costs besides its products, tanh against
+ReLU; --nrmse: `rnnfast reservoir`'s experiment by rnnfast and by ReservoirPy.) A sparse step
+is also compared with its gathers alone (`gather_sum`: the state loaded at every column index
+of its matrix, no arithmetic), which bound it before the bandwidth does. Under pytest, pytest-benchmark
 groups, one per problem:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench/test_bench_reservoir.py \\
@@ -105,6 +109,27 @@ def read_seconds(nbytes, budget=0.05):
     return best * nbytes / (words.size * 8)
 
 
+def gather_seconds(reservoir, budget=0.05):
+    """Seconds of the gathers of one step alone (h read at every column index of the sliced
+    matrix, no arithmetic: `gather_sum` of the widest build), or None for a dense step. Each
+    nonzero of a sparse step loads its column's state from an arbitrary place: this, not
+    reading the matrix, is what bounds a sparse step of one series."""
+    if reservoir.step_path() == "dense":
+        return None
+    kernel = sliced.KERNEL_BUILDS[sliced.KERNEL]
+    columns = reservoir._sliced_matrix().columns
+    h = np.zeros(reservoir.units + 1)
+    repeats = max(1, int(2e7 // columns.size))
+    kernel.gather_sum(columns, h, 1)
+    best = np.inf
+    deadline = time.perf_counter() + budget
+    while time.perf_counter() < deadline or best == np.inf:
+        start = time.perf_counter()
+        kernel.gather_sum(columns, h, repeats)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best
+
+
 def runners(units, connectivity):
     """The candidates for one problem, as (zero-argument call, steps per call, series)."""
     reservoir = ours(units, connectivity)
@@ -143,16 +168,16 @@ def jax_per_step(units, connectivity):
     reservoir = JaxReservoir(units, lr=LEAK, W=W, Win=jnp.asarray(Win), bias=0.0)
     T = steps_for(units, connectivity)
     times = {}
-    for steps in (T, 4 * T):
+    for steps in (T, 8 * T):
         u = jnp.asarray(inputs(steps))
         reservoir.run(u).block_until_ready()
         best = np.inf
-        for _ in range(2):
+        for _ in range(3):
             start = time.perf_counter()
             reservoir.run(u).block_until_ready()
             best = min(best, time.perf_counter() - start)
         times[steps] = best
-    return (times[4 * T] - times[T]) / (3 * T), times[T]
+    return (times[8 * T] - times[T]) / (7 * T), times[T]
 
 
 def measure(units, connectivity, budget):
@@ -174,6 +199,7 @@ def measure(units, connectivity, budget):
             a / b for a, b in zip(per_step["reservoirpy"], per_step["rnnfast"]))
     nbytes = step_matrix_bytes(ours(units, connectivity))
     row["matrix_bytes"], row["bound"] = nbytes, read_seconds(nbytes)
+    row["gathers"] = gather_seconds(ours(units, connectivity))
     return row
 
 
@@ -183,8 +209,8 @@ def _us(seconds):
 
 def report(rows, jax_rows):
     header = ["H", "conn", "path", "rnnfast us/step", "ReservoirPy us/step", "x RPy",
-              "RPy JAX us/step (call)", "matrix", "stream us", "x bound",
-              f"B={MANY} us/series", f"B={MANY} gain"]
+              "RPy JAX us/step (call)", "matrix", "stream us", "x bound", "gathers us",
+              "x gathers", f"B={MANY} us/series", f"B={MANY} gain"]
     lines = [header]
     for row in rows:
         jax = jax_rows.get((row["units"], row["connectivity"]))
@@ -194,7 +220,10 @@ def report(rows, jax_rows):
             f"{row['speedup']:.1f}x" if "speedup" in row else "-",
             f"{_us(jax[0])} ({jax[1] * 1e3:.0f} ms)" if jax else "-",
             f"{row['matrix_bytes'] / 1024:.0f} KiB", _us(row["bound"]),
-            f"{row['rnnfast'] / row['bound']:.2f}", _us(row["many_per_series"]),
+            f"{row['rnnfast'] / row['bound']:.2f}",
+            "-" if row["gathers"] is None else _us(row["gathers"]),
+            "-" if row["gathers"] is None else f"{row['rnnfast'] / row['gathers']:.2f}",
+            _us(row["many_per_series"]),
             f"{row['many_gain']:.1f}x ({row['path_many']})"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths))
@@ -228,6 +257,104 @@ def crossover(budget):
                       f"{_us(min(samples['dense']) / T):>10} {ratio:>12.2f}", flush=True)
 
 
+def nrmse_against_reservoirpy(units=500, train=4000, test=1000, horizon=500, warmup=100,
+                              ridge=1e-9, seed=0):
+    """`rnnfast reservoir`'s experiment (its defaults), run by rnnfast's ESN and by a
+    ReservoirPy `Reservoir >> Ridge` model on the same weights, series and ridge: the one-step
+    and free-running NRMSE of each (by the std and by the range). ReservoirPy's free run is
+    its documented loop, one `model(x)` call per step, from the state training left."""
+    from reservoirpy.nodes import Reservoir as RPyReservoir, Ridge as RPyRidge
+
+    from rnnfast.cli.reservoir import TRANSIENT
+    from rnnfast.reservoir import ESN, datasets, nrmse
+
+    series = datasets.mackey_glass(TRANSIENT + train + max(test, horizon) + 1)[TRANSIENT:]
+    u, y = series[:-1], series[1:]
+    reservoir = Reservoir(units, spectral_radius=1.25, leak=0.3, seed=seed, input_size=1)
+    esn = ESN(reservoir, ridge=ridge).fit(u[:train], y[:train], warmup)
+    start = esn.state
+    ours_one = esn.predict(u[train:train + test])
+    esn.state = start
+    ours_free = esn.generate(horizon)
+    theirs_reservoir = RPyReservoir(W=reservoir.W, Win=reservoir.W_in, bias=0.0, lr=0.3)
+    readout = RPyRidge(ridge=ridge)
+    model = theirs_reservoir >> readout
+    model.fit(u[:train], y[:train], warmup=warmup)
+    state = dict(theirs_reservoir.state)
+    theirs_one = model.run(u[train:train + test])
+    theirs_reservoir.state = state
+    x, theirs_free = readout.run(state["out"][None])[0], []  # the forecast of u[train]
+    for _ in range(horizon):
+        theirs_free.append(x)
+        x = model(x)  # one step, the output fed back
+    theirs_free = np.array(theirs_free)
+    target_one, target_free = y[train:train + test], u[train:train + horizon]
+    print(f"Mackey-Glass, tau 17; ESN H = {units}, spectral radius 1.25, leak 0.3, ridge "
+          f"{ridge:g}; {train} training steps ({warmup} warm-up), {test} one-step, {horizon} "
+          f"free-running")
+    for name, one, free in (("rnnfast", ours_one, ours_free),
+                            ("ReservoirPy", theirs_one, theirs_free)):
+        print(f"  {name:<12} one-step NRMSE {nrmse(target_one, one):.4e} (std) "
+              f"{nrmse(target_one, one, 'range'):.4e} (range); free-running "
+              f"{nrmse(target_free, free):.4e} (std) {nrmse(target_free, free, 'range'):.4e} "
+              f"(range)")
+    print(f"  largest one-step difference {np.abs(ours_one - theirs_one).max():.2e}")
+    # Which readout is right: the ridge solution by least squares on the augmented system
+    # [S_c; sqrt(ridge) I] (SVD, no normal equations), on the same training states.
+    states = reservoir.run(u[:train + test])
+    S, Y = states[warmup:train], y[warmup:train]
+    mean_s, mean_y = S.mean(axis=0), Y.mean(axis=0)
+    A = np.vstack([S - mean_s, np.sqrt(ridge) * np.eye(units)])
+    b = np.vstack([Y - mean_y, np.zeros((units, 1))])
+    w = np.linalg.lstsq(A, b, rcond=None)[0]
+    oracle = states[train:] @ w + (mean_y - mean_s @ w)
+    print(f"  against the least-squares oracle: rnnfast {np.abs(ours_one - oracle).max():.2e}, "
+          f"ReservoirPy {np.abs(theirs_one - oracle).max():.2e} (largest one-step error)")
+
+
+def builds(budget):
+    """The sparse step of each compiled build against the others, B = 1 and 16."""
+    print(f"{'H':>5} {'B':>3} " + " ".join(f"{name + ' us/step':>18}" for name in
+                                           sliced.KERNEL_BUILDS))
+    chosen = sliced.KERNEL
+    for H in (100, 500, 1000):
+        reservoir = ours(H, 0.1)
+        for B in (1, MANY):
+            u = inputs(steps_for(H, 0.1, B), None if B == 1 else B)
+            calls = {}
+            for name in sliced.KERNEL_BUILDS:
+                def run(name=name):
+                    sliced.KERNEL = name
+                    try:
+                        reservoir.run(u)
+                    finally:
+                        sliced.KERNEL = chosen
+                calls[name] = run
+            samples, _ = time_interleaved(calls, budget, min_windows=5, window_s=0.02)
+            print(f"{H:>5} {B:>3} " + " ".join(
+                f"{_us(statistics.median(samples[name]) / len(u)):>18}" for name in calls),
+                flush=True)
+
+
+def epilogue(budget):
+    """What a step costs besides its products: a reservoir with an empty W (the input
+    projection, the activation, the leak, the copies, the output's pages), tanh and ReLU."""
+    import scipy.sparse
+
+    for H in (100, 1000):
+        u = inputs(200000 // H)
+        calls = {}
+        for nonlinearity in ("tanh", "relu"):
+            reservoir = Reservoir.from_weights(scipy.sparse.csr_array((H, H)),
+                                               np.ones((H, 1)), leak=LEAK,
+                                               nonlinearity=nonlinearity)
+            calls[nonlinearity] = functools.partial(reservoir.run, u)
+        samples, _ = time_interleaved(calls, budget, min_windows=5, window_s=0.02)
+        per_unit = {name: statistics.median(samples[name]) / (len(u) * H) for name in calls}
+        print(f"H = {H}: {per_unit['tanh'] * 1e9:.2f} ns per unit and step with tanh, "
+              f"{per_unit['relu'] * 1e9:.2f} with ReLU", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=4.0, help="seconds per problem")
@@ -235,6 +362,12 @@ def main():
     parser.add_argument("--crossover", action="store_true",
                         help="time the sparse and the dense step against each other")
     parser.add_argument("--no-jax", action="store_true", help="leave ReservoirPy's JAX out")
+    parser.add_argument("--nrmse", action="store_true",
+                        help="`rnnfast reservoir`'s NRMSE, rnnfast against ReservoirPy")
+    parser.add_argument("--builds", action="store_true",
+                        help="the sparse step of each compiled build against the others")
+    parser.add_argument("--epilogue", action="store_true",
+                        help="a step's cost besides its products, with tanh and with ReLU")
     args = parser.parse_args()
     import threadpoolctl
 
@@ -252,6 +385,15 @@ def main():
         if args.crossover:
             crossover(args.budget / 4)
             return
+        if args.nrmse:
+            nrmse_against_reservoirpy()
+            return
+        if args.builds:
+            builds(args.budget / 2)
+            return
+        if args.epilogue:
+            epilogue(args.budget / 2)
+            return
         rows = [measure(units, connectivity, args.budget) for units, connectivity in PROBLEMS]
         jax_rows = {}
         if not args.no_jax:
@@ -262,8 +404,8 @@ def main():
         print("medians of interleaved rounds, per step of one series (B = 1 unless said); x RPy "
               "and the B = 16 gain are medians of per-round ratios; stream: the matrix's bytes "
               "at the bandwidth measured for a buffer of that size; x bound = rnnfast / stream; "
-              "JAX: per step beyond the first call's steps (its whole call, which compiles "
-              "again, in brackets)")
+              "gathers: one step's loads of h at its column indices alone; JAX: per step beyond "
+              "the first call's steps (its whole call, which compiles again, in brackets)")
 
 
 @pytest.mark.parametrize("candidate", ["rnnfast", f"rnnfast B={MANY}", "reservoirpy"])

@@ -22,10 +22,10 @@
 # A step: the products W h_{t-1}, which the C functions write in the units' order, then the
 # epilogue over the whole step, contiguous. One series (B = 1) keeps h_{t-1} as an (H + 1,)
 # vector. Many (B > 1) keep it transposed, in blocks of `block` series (H + 1, block), so that
-# one entry of W multiplies `block` contiguous numbers and a block's state stays in the L1
-# cache while W streams by, once per block (sliced.py chooses the block). Both sum a row's
-# products in the same order, so a series gets the same bits alone or in a batch (up to the
-# sign of a zero).
+# one entry of W multiplies `block` contiguous numbers; W streams by once per block (sliced.py
+# chooses the block). Both sum a row's products in the same order, and the input projection
+# is the same loop for every row, so a series gets the same bits alone or in a batch (up to
+# the sign of a zero).
 #
 # Nothing here allocates, validates or touches a Python object: rnnfast/reservoir/sliced.py
 # built the matrix and the buffers and checked everything.
@@ -45,6 +45,12 @@ cdef extern from "sliced_kernel.h" nogil:
     const Py_ssize_t SLICE_ROWS_ "RNNFAST_SLICE_ROWS"
     uint64_t read_words_c "rnnfast_read_words"(const uint64_t* words, Py_ssize_t n,
                                                 Py_ssize_t repeats) noexcept
+    double gather_sum_u16 "rnnfast_gather_sum_f64_u16"(const uint16_t* columns, Py_ssize_t n,
+                                                       const double* h,
+                                                       Py_ssize_t repeats) noexcept
+    double gather_sum_i32 "rnnfast_gather_sum_f64_i32"(const int32_t* columns, Py_ssize_t n,
+                                                       const double* h,
+                                                       Py_ssize_t repeats) noexcept
     # sums[order[p]] = sorted row p of W times h (H + 1,), for every row of every slice.
     void slice_sums_f32_u16 "rnnfast_slice_sums_f32_u16"(
         const float* values, const uint16_t* columns, const Py_ssize_t* slice_start,
@@ -237,4 +243,16 @@ def read_words(const uint64_t[::1] words, Py_ssize_t repeats):
     cdef uint64_t result
     with nogil:
         result = read_words_c(&words[0], words.shape[0], repeats)
+    return result
+
+
+def gather_sum(const column_t[::1] columns, const double[::1] h, Py_ssize_t repeats):
+    """The sum of h[columns[k]] over every k, `repeats` times: the gathers of a step's products
+    on its own (the benchmark's yardstick; every column index must be below len(h))."""
+    cdef double result
+    with nogil:
+        if column_t is uint16_t:
+            result = gather_sum_u16(&columns[0], columns.shape[0], &h[0], repeats)
+        else:
+            result = gather_sum_i32(&columns[0], columns.shape[0], &h[0], repeats)
     return result

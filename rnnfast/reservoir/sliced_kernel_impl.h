@@ -183,6 +183,24 @@ static RNNFAST_NOINLINE void RNNFAST_NAME(rnnfast_row_sums)(
     }
 }
 
+/* The benchmark's yardstick of the gathers (bench/test_bench_reservoir.py --bounds): the sum
+ * of h[columns[k]] over the sliced matrix's n entries, `repeats` times: the loads of a step's
+ * products without their arithmetic, eight independent sums. */
+static RNNFAST_NOINLINE RNNFAST_T RNNFAST_NAME(rnnfast_gather_sum)(
+        const RNNFAST_COLUMN* columns, ptrdiff_t n, const RNNFAST_T* h, ptrdiff_t repeats) {
+    RNNFAST_T sums[RNNFAST_SLICE_ROWS] = {0};
+    for (ptrdiff_t r = 0; r < repeats; r++)
+        for (ptrdiff_t k = 0; k + RNNFAST_SLICE_ROWS <= n; k += RNNFAST_SLICE_ROWS) {
+            const RNNFAST_COLUMN* c = columns + k;
+            RNNFAST_LOAD_COLUMNS(c);
+            for (int lane = 0; lane < RNNFAST_SLICE_ROWS; lane++)
+                sums[lane] += h[RNNFAST_INDEX(c, lane)];
+        }
+    RNNFAST_T total = 0;
+    for (int lane = 0; lane < RNNFAST_SLICE_ROWS; lane++) total += sums[lane];
+    return total;
+}
+
 #undef RNNFAST_SLICE_VECTORS_PER_COLUMN
 #undef RNNFAST_LOAD_COLUMNS
 #undef RNNFAST_INDEX
