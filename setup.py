@@ -82,24 +82,32 @@ if asan:
               "WITHOUT AddressSanitizer", file=sys.stderr)
 
 
-# C headers the kernels include: an edit to one must recompile them (Cython tracks .pxd/.pxi).
-C_HEADERS = ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/microkernel_impl.h"]
+# C headers the extensions include, by package: an edit to one must recompile them (Cython
+# tracks .pxd/.pxi).
+C_HEADERS = {"_kernels": ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/microkernel_impl.h"],
+             "reservoir": ["rnnfast/reservoir/sliced_kernel.h",
+                           "rnnfast/reservoir/sliced_kernel_impl.h"]}
 
 
-def _extension(name, extra_args=(), parallel=True):
+def _extension(name, extra_args=(), parallel=True, package="_kernels"):
     flags = compile_args + list(extra_args) + (openmp if parallel else [])
-    return Extension(f"rnnfast._kernels.{name}", [f"rnnfast/_kernels/{name}.pyx"],
-                     include_dirs=["rnnfast/_kernels"],
-                     extra_compile_args=flags, depends=C_HEADERS,
+    return Extension(f"rnnfast.{package}.{name}", [f"rnnfast/{package}/{name}.pyx"],
+                     include_dirs=[f"rnnfast/{package}"],
+                     extra_compile_args=flags, depends=C_HEADERS[package],
                      extra_link_args=(openmp if parallel else []) + asan_flags)
 
 
-extensions = [_extension("blas", parallel=False), _extension("recurrence")]
+# The sparse reservoir step (rnnfast/reservoir/_sparse_step_impl.pxi), one thread, no BLAS.
+extensions = [_extension("blas", parallel=False), _extension("recurrence"),
+              _extension("_sparse_step", parallel=False, package="reservoir")]
 # On x86-64 the kernels are compiled a second time with AVX2 and FMA, which doubles the SIMD
 # width and fuses multiply-adds; rnnfast/_kernels/backend.py picks that build at run time when
-# the processor has them, so the package stays portable without -march=native.
+# the processor has them, so the package stays portable without -march=native. The sparse
+# reservoir step follows the same choice (rnnfast/reservoir/sliced.py).
 if platform.machine().lower() in {"x86_64", "amd64"} and sys.platform != "win32":
     extensions.append(_extension("recurrence_avx2", ["-mavx2", "-mfma"]))
+    extensions.append(_extension("_sparse_step_avx2", ["-mavx2", "-mfma"], parallel=False,
+                                 package="reservoir"))
 
 # Each flavour writes its C files to its own folder: cythonize regenerates C only when the .pyx
 # is newer than the .c, so with one folder a debug build after a release build would silently

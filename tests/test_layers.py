@@ -24,6 +24,7 @@ LAYERS = [
     "rnnfast.diagnostics",  # gradient flow, the adding problem, a trained model's diagnosis
     "rnnfast.dynamics",  # fixed points and their linearisation
     "rnnfast.tasks",  # the classic tasks, their network and trainer
+    "rnnfast.reservoir",  # echo state networks: the reservoir, its sparse step, the readout
     "rnnfast.torch",  # the PyTorch front end
     "rnnfast.benchmarking",  # problems, peers, the timer, machine information
     "rnnfast.cli",  # the commands: the only modules that print

@@ -10,6 +10,8 @@ options, calling the library and printing (the only modules of the package that 
                      on the adding problem or a trained model (cli/diagnose.py)
     rnnfast dynamics train an RNN on a task (the 3-bit flip-flop) and find its fixed points
                      (cli/dynamics.py)
+    rnnfast reservoir fit an echo state network on the Mackey-Glass series: one-step and
+                     free-running NRMSE, and the time taken (cli/reservoir.py)
 
 A Ctrl-C that reaches here (outside `rnnfast train`'s own handling, or a second one there)
 ends the command with one line and exit status 130, as shells report a SIGINT.
@@ -17,9 +19,9 @@ ends the command with one line and exit status 130, as shells report a SIGINT.
 import argparse
 import sys
 
-from rnnfast.cli import bench, demo, diagnose, dynamics, train
+from rnnfast.cli import bench, demo, diagnose, dynamics, reservoir, train
 
-COMMANDS = ("demo", "train", "sample", "bench", "diagnose", "dynamics")
+COMMANDS = ("demo", "train", "sample", "bench", "diagnose", "dynamics", "reservoir")
 INTERRUPTED = 130  # 128 + SIGINT
 
 
@@ -59,11 +61,15 @@ def build_parser():
                     "from the states it visits and linearise it there: how many stable "
                     "points and saddles, their eigenvalues. --png draws them (needs "
                     "matplotlib)."))
+    reservoir.configure_parser(commands.add_parser(
+        "reservoir", help="an echo state network on Mackey-Glass: one-step and free-running "
+                          "NRMSE", description=reservoir.DESCRIPTION))
     return parser
 
 
 RUNNERS = {"demo": demo.run, "train": train.run_train, "sample": train.run_sample,
-           "bench": bench.run, "diagnose": diagnose.run, "dynamics": dynamics.run}
+           "bench": bench.run, "diagnose": diagnose.run, "dynamics": dynamics.run,
+           "reservoir": reservoir.run}
 
 
 def main(argv=None):
