@@ -83,18 +83,27 @@ if asan:
 
 
 # C headers the kernels include: an edit to one must recompile them (Cython tracks .pxd/.pxi).
-C_HEADERS = ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/microkernel_impl.h"]
+C_HEADERS = ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/microkernel_impl.h",
+             "rnnfast/_kernels/scratch.h"]
 
 
-def _extension(name, extra_args=(), parallel=True):
+def _extension(name, extra_args=(), parallel=True, numpy_api=False):
     flags = compile_args + list(extra_args) + (openmp if parallel else [])
+    include_dirs = ["rnnfast/_kernels"]
+    macros = []
+    if numpy_api:  # the compiled entry checks and allocates arrays with NumPy's C API
+        import numpy
+
+        include_dirs.append(numpy.get_include())
+        macros.append(("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"))
     return Extension(f"rnnfast._kernels.{name}", [f"rnnfast/_kernels/{name}.pyx"],
-                     include_dirs=["rnnfast/_kernels"],
+                     include_dirs=include_dirs, define_macros=macros,
                      extra_compile_args=flags, depends=C_HEADERS,
                      extra_link_args=(openmp if parallel else []) + asan_flags)
 
 
-extensions = [_extension("blas", parallel=False), _extension("recurrence")]
+extensions = [_extension("blas", parallel=False), _extension("recurrence"),
+              _extension("entry", parallel=False, numpy_api=True)]
 # On x86-64 the kernels are compiled a second time with AVX2 and FMA, which doubles the SIMD
 # width and fuses multiply-adds; rnnfast/_kernels/backend.py picks that build at run time when
 # the processor has them, so the package stays portable without -march=native.

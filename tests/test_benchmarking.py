@@ -36,8 +36,8 @@ def test_result_error_sees_a_wrong_gradient():
 
 
 def test_unknown_implementation_is_named():
-    with pytest.raises(ValueError, match="unknown implementation 'numba'"):
-        make_runner("numba", make_problem((2, 1, 1, 1), "float32"), "forward")
+    with pytest.raises(ValueError, match="unknown implementation 'numbat'"):
+        make_runner("numbat", make_problem((2, 1, 1, 1), "float32"), "forward")
 
 
 def test_problem_and_flops():

@@ -340,7 +340,7 @@ def test_rnn_backward_arguments(data):
     # Caches that rnn_forward did not return: other objects, its fields in a tuple or a dict,
     # the None of a forward pass without need_grad (an RNNCache itself cannot be edited or
     # built by hand: test_the_cache_cannot_be_edited_or_built_by_hand).
-    fields = {slot[1:]: getattr(cache, slot[1:]) for slot in rnnfast.RNNCache.__slots__}
+    fields = {name: getattr(cache, name) for name in rnnfast.RNNCache.FIELDS}
     for label, bad in [("a tuple", tuple(fields.values())), ("None", None), ("a dict", fields)]:
         candidates.append(("cache", label, bad, TypeError, {"cache"}))
     fault = spoil_one(data, candidates)
