@@ -47,7 +47,9 @@ def forward_buffers(T, B, D, H, dtype, h0=True, order=None, leaky=False, noise=F
     sorted copy is freed before the caller's order is restored): their total is an upper
     bound of a pass's peak, by less than their largest buffer (tests/test_memory.py measures
     both)."""
-    kept = [("out (T, B, H)", (T, B, H), dtype)]
+    # With need_grad the states are kept with h0 (or zeros) before them: out is a view.
+    kept = [("the states h0, h_1..h_T (T + 1, B, H)", (T + 1, B, H), dtype) if need_grad
+            else ("out (T, B, H)", (T, B, H), dtype)]
     scratch = [("the step matrix (H, H padded)", step_matrix_shape(H), dtype),
                ("the rows active at each step (T,)", (T,), _INTP)]
     if leaky:
@@ -55,7 +57,7 @@ def forward_buffers(T, B, D, H, dtype, h0=True, order=None, leaky=False, noise=F
             kept.append(("act(a_t) for the backward pass (T, B, H)", (T, B, H), dtype))
         else:
             scratch.append(("act(a_t) of one step (B, H)", (B, H), dtype))
-    if not h0:
+    if not h0 and not need_grad:
         scratch.append(("a zero initial state (B, H)", (B, H), dtype))
     if order is not None:
         scratch.append(("lengths, their order and its inverse (3, B)", (3, B), _INTP))

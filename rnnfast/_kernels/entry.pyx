@@ -90,11 +90,13 @@ cdef class Switches:
         M * N * K up to 65536 * GEMM_MULTITHREAD_THRESHOLD (4, its default) on one thread:
         passes whose GEMMs are all that small skip the thread-count calls.
     numpy_weight_grads_min_flops = 2**20, blas_threads_min_pass_flops = 2**24
-        From this many multiply-adds (T * B * H * (D + H)) on, the weight gradients go to
-        NumPy's BLAS after the pass: the OpenBLAS that NumPy ships ran these transposed GEMMs
-        1.2-2x faster than SciPy's here (0.3.31 against 0.3.30), which repays NumPy's few
-        microseconds per call. From blas_threads_min_pass_flops on they get n_threads BLAS
-        threads.
+        From this many multiply-adds (T * B * H * (D + H)) on, the float32 weight gradients go
+        to NumPy's BLAS after the pass: the OpenBLAS that NumPy ships ran these transposed
+        GEMMs (da^T @ x) 1.16-1.47x faster than SciPy's here in float32 (0.3.31 against
+        0.3.30; T*B, H, D from 100, 128, 128 to 3200, 512, 512), which repays NumPy's few
+        microseconds per call; in float64 both ran alike (0.89-1.02x), so float64 keeps them
+        in the kernel's call. Passes from blas_threads_min_pass_flops on with n_threads > 1
+        give them to NumPy with n_threads BLAS threads, whatever the dtype.
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
@@ -107,6 +109,7 @@ cdef class Switches:
     cdef public Py_ssize_t blas_min_batch_float32, blas_min_batch_float64, l2_cache_bytes
     cdef public Py_ssize_t threads_min_step_flops, openblas_single_thread_mnk
     cdef public Py_ssize_t numpy_weight_grads_min_flops, blas_threads_min_pass_flops
+    cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
     cdef readonly Py_ssize_t passes  # passes run so far (every thread's)
     cdef bint last_blas  # how the last pass ran (last_pass)
@@ -122,6 +125,7 @@ cdef class Switches:
         self.openblas_single_thread_mnk = 65536 * 4
         self.numpy_weight_grads_min_flops = 1 << 20
         self.blas_threads_min_pass_flops = 1 << 24
+        self.own_products_max_bytes = 1 << 19
         self.cores = available_cores()
         self.forced = -1
         self.build = KERNEL
@@ -185,6 +189,15 @@ cdef inline int kernel_threads(Switches s, Py_ssize_t B, Py_ssize_t H, int n_thr
     return 1
 
 
+cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t H, Py_ssize_t D,
+                              Py_ssize_t itemsize) noexcept:
+    """Whether the input projection (X @ W_xh.T) and dx (da @ W_xh) of a small-step pass go to
+    the step kernels rather than BLAS: in builds whose step kernels read W as it is, for a
+    W_xh of at most own_products_max_bytes (a tenth of its passes come from beyond L2)."""
+    return (s.table.natural and not blas_steps and s.forced != 1
+            and H * D * itemsize <= s.own_products_max_bytes)
+
+
 def use_blas(B, H, dtype):
     """Whether a (B, H) step in dtype goes to BLAS rather than the small-step kernel."""
     return blas_steps(switches, B, H, np.dtype(dtype).itemsize)
@@ -209,6 +222,7 @@ def kept_scratch_bytes():
 # ---------------------------------------------------------------------------------------------
 # The cache
 # ---------------------------------------------------------------------------------------------
+@cython.no_gc
 cdef class RNNCache:
     """What rnn_backward needs from a forward pass. Treat it as opaque.
 
@@ -220,12 +234,13 @@ cdef class RNNCache:
     """
 
     cdef readonly object x, h0, W_xh, W_hh, out, nonlinearity, backend, lengths, leak, act
-    cdef readonly object saved
+    cdef readonly object saved, states
     cdef readonly bint has_bias
 
-    # The names of the fields, in the order new_cache takes them.
+    # The names of the fields, in the order new_cache takes them (then states, which only the
+    # compiled forward pass makes: see run_forward).
     FIELDS = ("x", "h0", "W_xh", "W_hh", "has_bias", "out", "nonlinearity", "backend",
-              "lengths", "leak", "act", "saved")
+              "lengths", "leak", "act", "saved", "states")
 
     def __init__(self, *args, **kwargs):
         raise TypeError("an RNNCache is made by rnn_forward only; pass the one it returned")
@@ -244,13 +259,15 @@ cdef RNNCache make_cache(object x, object h0, object W_xh, object W_hh, bint has
     cache.x, cache.h0, cache.W_xh, cache.W_hh, cache.has_bias = x, h0, W_xh, W_hh, has_bias
     cache.out, cache.nonlinearity, cache.backend = out, nonlinearity, backend
     cache.lengths, cache.leak, cache.act, cache.saved = lengths, leak, act, saved
+    cache.states = None
     return cache
 
 
 def new_cache(x, h0, W_xh, W_hh, has_bias, out, nonlinearity, backend, lengths, leak, act,
               saved):
     """The RNNCache of a forward pass made in Python (the NumPy backend, a reordered batch):
-    the fields of RNNCache.FIELDS. ``saved`` is what that backend's backward needs besides."""
+    the fields of RNNCache.FIELDS but states. ``saved`` is what that backend's backward needs
+    besides."""
     return make_cache(x, h0, W_xh, W_hh, has_bias, out, nonlinearity, backend, lengths, leak,
                       act, saved)
 
@@ -497,26 +514,41 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
                         Py_ssize_t H, object x, object h0, object W_xh, object W_hh, object b,
                         bint relu, int threads, object lengths, int leak_is, double leak_value,
                         object leak, object noise, object state_noise, bint need_grad):
-    """The pass on checked arguments: (out, act) with act(a_t) (T, B, H) of a leaky pass that
-    keeps it, else None. leak_is as leak_kind says (an array in leak when 2); a state noise
-    makes a plain pass leaky (leak 1: the same results)."""
+    """The pass on checked arguments: (out, act, states) with act(a_t) (T, B, H) of a leaky
+    pass that keeps it, else None. leak_is as leak_kind says (an array in leak when 2); a
+    state noise makes a plain pass leaky (leak 1: the same results).
+
+    With need_grad the states go to states (T + 1, B, H), whose row 0 is h0 (or zeros) and
+    out is a view of rows 1..T: the backward pass then pairs every da_t with its h_{t-1} in
+    one GEMM (dW_hh = da^T @ states[:-1]). Without, out is an array of its own, states None."""
     cdef Py_ssize_t itemsize = 4 if typenum == cnp.NPY_FLOAT else 8
     cdef cnp.npy_intp dims[3]
     cdef ForwardPass p
     cdef rnnfast_scratch scratch
     cdef bint leaky = leak_is != 0 or state_noise is not None
+    states = None
+    if need_grad:
+        dims[0], dims[1], dims[2] = T + 1, B, H
+        states = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+        out = rows_after_first(states, T, B, H, typenum, itemsize)
+        if h0 is None:
+            memset(cnp.PyArray_DATA(<cnp.ndarray>states), 0, B * H * itemsize)
+        else:
+            memcpy(cnp.PyArray_DATA(<cnp.ndarray>states), data(h0), B * H * itemsize)
     dims[0], dims[1], dims[2] = T, B, H
-    out = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    if not need_grad:
+        out = cnp.PyArray_EMPTY(3, dims, typenum, 0)
     act = None
     if leaky and need_grad:
         act = cnp.PyArray_EMPTY(3, dims, typenum, 0)
     p.T, p.B, p.D, p.H = T, B, D, H
     p.x, p.W_xh, p.W_hh, p.b = data(x), data(W_xh), data(W_hh), data(b)
-    p.h0, p.out = data(h0), data(out)
+    p.h0, p.out = data(h0 if states is None else states), data(out)
     p.ldm = H + (-H) % COLUMN_PAD
     p.relu = relu
     p.n_threads = kernel_threads(s, B, H, threads)
     p.use_blas = False if p.n_threads > 1 else blas_steps(s, B, H, itemsize)
+    p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.noise, p.state_noise = data(noise), data(state_noise)
     p.leak, p.act, p.act_step = NULL, NULL, 0
     if leaky:
@@ -533,7 +565,7 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
             raise MemoryError("rnn_forward: no memory for the pass's scratch")
         if not fill_active(<Py_ssize_t*>p.active, lengths, T, B):
             raise ValueError("lengths must be sorted longest first and within 1..T here")
-        if h0 is None:
+        if p.h0 == NULL:
             p.h0 = scratch_get(&scratch, SLOT_ZEROS, B * H * itemsize)
             if p.h0 == NULL:
                 raise MemoryError("rnn_forward: no memory for a zero state")
@@ -556,7 +588,19 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
         scratch_end(&scratch)
         if cap is not None:
             cap.__exit__(None, None, None)
-    return out, act
+    return out, act, states
+
+
+cdef object rows_after_first(object states, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                             int typenum, Py_ssize_t itemsize):
+    """states[1:] of a C-contiguous (T + 1, B, H) array, as a view (of states)."""
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = T, B, H
+    view = cnp.PyArray_SimpleNewFromData(3, dims, typenum,
+                                         <char*>cnp.PyArray_DATA(<cnp.ndarray>states)
+                                         + B * H * itemsize)
+    cnp.set_array_base(<cnp.ndarray>view, states)
+    return view
 
 
 def forward(x, h0, W_xh, W_hh, b, nonlinearity, backend, n_threads, lengths, leak, noise,
@@ -629,8 +673,9 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, backend, n_threads, lengths, lea
             return None
         # A copy of its own: the cache's lengths must stay those of this pass.
         lengths = cnp.PyArray_NewCopy(<cnp.ndarray>lengths, cnp.NPY_CORDER)
-    out, act = run_forward(s, typenum, T, B, D, H, x, h0, W_xh, W_hh, b, relu, threads,
-                           lengths, leak_is, leak_value, leak, noise, state_noise, grad)
+    out, act, states = run_forward(s, typenum, T, B, D, H, x, h0, W_xh, W_hh, b, relu,
+                                   threads, lengths, leak_is, leak_value, leak, noise,
+                                   state_noise, grad)
     if not grad:
         return out, None
     cnp.PyArray_CLEARFLAGS(<cnp.ndarray>out, cnp.NPY_ARRAY_WRITEABLE)
@@ -639,8 +684,10 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, backend, n_threads, lengths, lea
             leak = every_unit(leak_value if leak_is == 1 else 1.0, H, typenum)
     else:
         leak = None
-    return out, make_cache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend,
-                           lengths, leak, act, None)
+    cache = make_cache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend, lengths,
+                       leak, act, None)
+    cache.states = states
+    return out, cache
 
 
 # ---------------------------------------------------------------------------------------------
@@ -650,16 +697,21 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
                          Py_ssize_t H, object dout, object dh_n, object x, object h0,
                          object W_xh, object W_hh, bint has_bias, object out, object act,
                          bint relu, int threads, object lengths, object leak,
-                         bint return_norms, bint need_dx, bint need_weight_grads):
+                         bint return_norms, bint need_dx, bint need_weight_grads,
+                         object states=None):
     """The backward pass on checked arguments: RNNGrads (dx None without need_dx; dW_xh,
-    dW_hh and db None without need_weight_grads), and with return_norms (grads, norms)."""
+    dW_hh and db None without need_weight_grads), and with return_norms (grads, norms).
+    states: the forward's (T + 1, B, H) of which out is rows 1..T (see run_forward), or None:
+    then h0 (or zeros) and out are apart."""
     cdef Py_ssize_t itemsize = 4 if typenum == cnp.NPY_FLOAT else 8
     cdef cnp.npy_intp dims[3]
     cdef BackwardPass p
     cdef rnnfast_scratch scratch
     cdef Py_ssize_t extra_rows = 0
-    cdef bint weight_grads_in_numpy = (need_weight_grads
-                                       and T * B * H * (D + H) >= s.numpy_weight_grads_min_flops)
+    cdef Py_ssize_t pass_flops = T * B * H * (D + H)
+    cdef bint threaded_grads = threads > 1 and pass_flops >= s.blas_threads_min_pass_flops
+    cdef bint weight_grads_in_numpy = need_weight_grads and (threaded_grads or (
+        typenum == cnp.NPY_FLOAT and pass_flops >= s.numpy_weight_grads_min_flops))
     dims[0], dims[1], dims[2] = T, B, D
     dx = cnp.PyArray_EMPTY(3, dims, typenum, 0) if need_dx else None
     dims[0], dims[1] = B, H
@@ -680,7 +732,8 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
         dims[0], dims[1], dims[2] = T, B, H
         da = cnp.PyArray_EMPTY(3, dims, typenum, 0)
     p.T, p.B, p.D, p.H = T, B, D, H
-    p.dout, p.dh_n, p.x, p.h0 = data(dout), data(dh_n), data(x), data(h0)
+    p.dout, p.dh_n, p.x = data(dout), data(dh_n), data(x)
+    p.h0 = data(h0 if states is None else states)
     p.W_xh, p.W_hh, p.out = data(W_xh), data(W_hh), data(out)
     p.act = data(act) if leak is not None else data(out)
     p.ldm = H + (-H) % COLUMN_PAD
@@ -690,6 +743,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.relu = relu
     p.n_threads = kernel_threads(s, B, H, threads)
     p.use_blas = False if p.n_threads > 1 else blas_steps(s, B, H, itemsize)
+    p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.norms = data(norms)
     p.leak = data(leak)
     p.da, p.squares, p.carry = data(da), NULL, NULL
@@ -707,12 +761,12 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
             raise MemoryError("rnn_backward: no memory for the pass's scratch")
         if not fill_active(<Py_ssize_t*>p.active, lengths, T, B):
             raise ValueError("the cache's lengths are no longer those of its forward pass")
-        if h0 is None or dh_n is None:
+        if p.h0 == NULL or dh_n is None:
             zeros = scratch_get(&scratch, SLOT_ZEROS, B * H * itemsize)
             if zeros == NULL:
                 raise MemoryError("rnn_backward: no memory for a zero state")
             memset(zeros, 0, B * H * itemsize)
-            if h0 is None:
+            if p.h0 == NULL:
                 p.h0 = zeros
             if dh_n is None:
                 p.dh_n = zeros
@@ -735,12 +789,23 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
         if cap is not None:
             cap.__exit__(None, None, None)
     if weight_grads_in_numpy:
-        threaded = T * B * H * (D + H) >= s.blas_threads_min_pass_flops
-        with blas_threads_at_most(threads if threaded else 1):
-            weight_grads(da, x, np.zeros((B, H), da.dtype) if h0 is None else h0, out, dW_xh,
-                         dW_hh)
+        with blas_threads_at_most(threads if threaded_grads else 1):
+            if states is not None:
+                weight_grads_from_states(da, x, states, dW_xh, dW_hh)
+            else:
+                weight_grads(da, x, np.zeros((B, H), da.dtype) if h0 is None else h0, out,
+                             dW_xh, dW_hh)
     grads = make_grads(dx, dh0, dW_xh, dW_hh, db)
     return (grads, norms) if return_norms else grads
+
+
+def weight_grads_from_states(da, x, states, dW_xh, dW_hh):
+    """dW_xh = sum_t da_t^T x_t and dW_hh = sum_t da_t^T h_{t-1}, h_{t-1} = states[t]: two GEMMs
+    over all T*B rows."""
+    T, B, H = da.shape
+    rows = da.reshape(T * B, H).T
+    np.matmul(rows, x.reshape(T * B, -1), out=dW_xh)
+    np.matmul(rows, states[:T].reshape(T * B, H), out=dW_hh)
 
 
 def weight_grads(da, x, h0, out, dW_xh, dW_hh):
@@ -773,6 +838,11 @@ cdef inline int check_cached(RNNCache c, int* typenum, Py_ssize_t* T, Py_ssize_t
             and (c.leak is None or (has_shape(c.leak, typenum[0], H[0], 0, 0, 1)
                                     and has_shape(c.act, typenum[0], T[0], B[0], H[0], 3)))
             and are_lengths(c.lengths, B[0])):
+        return 0
+    if c.states is not None and not (
+            has_shape(c.states, typenum[0], T[0] + 1, B[0], H[0], 3)
+            and <char*>data(c.out) == <char*>data(c.states) + B[0] * H[0]
+            * (4 if typenum[0] == cnp.NPY_FLOAT else 8)):
         return 0
     return 1
 
@@ -811,7 +881,7 @@ def backward(dout, cache, dh_n, n_threads, return_norms):
         return None
     return run_backward(s, typenum, T, B, D, H, dout, dh_n, c.x, c.h0, c.W_xh, c.W_hh,
                         c.has_bias, c.out, c.act, c.nonlinearity == "relu", threads, c.lengths,
-                        c.leak, norms, True, True)
+                        c.leak, norms, True, True, c.states)
 
 
 def backward_arrays(dout, dh_n, x, h0, W_xh, W_hh, bint has_bias, out, act, nonlinearity,

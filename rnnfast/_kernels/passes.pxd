@@ -20,6 +20,7 @@ ctypedef struct ForwardPass:
     bint relu
     bint use_blas
     int n_threads
+    bint own_products  # the input projection by the step kernels rather than BLAS (see entry)
     const void* leak  # (H,), NULL: the plain RNN
     void* act  # act(a_t) of a leaky pass: (T, B, H) kept (act_step = B * H), or (B, H) scratch
     Py_ssize_t act_step
@@ -49,6 +50,7 @@ ctypedef struct BackwardPass:
     bint relu
     bint use_blas
     int n_threads
+    bint own_products  # dx by the step kernels rather than BLAS (see entry)
     void* norms  # (T, B) ||dL/dh_t||, NULL: not measured
     double* squares  # float64 scratch for the norms (see backward_loop)
     const void* leak  # (H,), NULL: the plain RNN
@@ -65,3 +67,4 @@ ctypedef struct KernelTable:
     BackwardKernel backward_f32
     BackwardKernel backward_f64
     Py_ssize_t block_bytes  # the bytes of one micro-kernel column block in this build
+    bint natural  # whether the small steps read W_hh as it is (no packing; natural.h)

@@ -37,8 +37,9 @@ from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue
                                           FORWARD_RELU, FORWARD_TANH)
 from rnnfast._kernels.blas cimport gemm
 from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable
-from rnnfast._kernels.step cimport (VECTOR_BYTES, blas_step, block_columns, finish_rows,
-                                    shifted, small_step, small_step_block)
+from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, blas_step,
+                                    block_columns, finish_rows, shifted, small_step,
+                                    small_step_block, step_product)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
 COLUMN_PAD = 16
@@ -300,13 +301,18 @@ cdef void pack_panels(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t l
                     panel[j * CB + c] = W[j * n + col]
 
 
-cdef void prepare_step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
-                              bint transpose, bint use_blas) noexcept nogil:
-    """M = W.T (or W) in the layout the chosen step path reads."""
+cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
+                                 bint transpose, bint use_blas) noexcept nogil:
+    """W.T (or W) in the layout the chosen step path reads: W itself for small steps in builds
+    that read it as it is (NATURAL_LAYOUT), else copied into M (padded for BLAS, in panels for
+    the micro-kernel). Returns what the steps read."""
     if use_blas:
         copy_padded(W, n, M, ldm, transpose)
+    elif NATURAL_LAYOUT:
+        return W
     else:
         pack_panels(W, n, M, ldm, transpose)
+    return M
 
 
 cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
@@ -319,18 +325,30 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
     cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H, row, i, t
     cdef const floating* b = <const floating*>p.b
     cdef const floating* noise = <const floating*>p.noise
-    cdef floating* M = <floating*>p.M
-    gemm(False, True, T * B, H, D, 1, <const floating*>p.x, D, <const floating*>p.W_xh, D, 0,
-         out, H)  # P = X @ W_xh.T
-    if b != NULL:
+    cdef const floating* M
+    if NATURAL_LAYOUT and p.own_products:  # P = b (+ noise), then P += X @ W_xh.T
         for row in range(T * B):
-            for i in range(H):
-                out[row * H + i] += b[i]
-    if noise != NULL:  # the noise on a_t folds into the input projection
-        for i in range(T * B * H):
-            out[i] += noise[i]
+            if b != NULL:
+                memcpy(out + row * H, b, H * sizeof(floating))
+            else:
+                memset(out + row * H, 0, H * sizeof(floating))
+        if noise != NULL:  # the noise on a_t folds into the input projection
+            for i in range(T * B * H):
+                out[i] += noise[i]
+        step_product(True, <const floating*>p.x, T * B, D, <const floating*>p.W_xh, out, out, H,
+                     0, H)
+    else:
+        any_gemm(False, True, T * B, H, D, 1, <const floating*>p.x, D,
+                 <const floating*>p.W_xh, D, 0, out, H)  # P = X @ W_xh.T
+        if b != NULL:
+            for row in range(T * B):
+                for i in range(H):
+                    out[row * H + i] += b[i]
+        if noise != NULL:  # the noise on a_t folds into the input projection
+            for i in range(T * B * H):
+                out[i] += noise[i]
     # the forward step right-multiplies by W_hh^T
-    prepare_step_matrix(<const floating*>p.W_hh, H, M, p.ldm, True, p.use_blas)
+    M = step_matrix(<const floating*>p.W_hh, H, <floating*>p.M, p.ldm, True, p.use_blas)
     forward_loop(out, <const floating*>p.h0, T, B, H, M, p.ldm, p.active,
                  FORWARD_RELU if p.relu else FORWARD_TANH, p.use_blas, p.n_threads,
                  <const floating*>p.leak, <floating*>p.act, p.act_step,
@@ -352,33 +370,41 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     """
     cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H, row, i
     cdef const floating* W_hh = <const floating*>p.W_hh
-    cdef floating* M = <floating*>p.M
+    cdef const floating* M
     cdef floating* dh0 = <floating*>p.dh0
     cdef floating* dW_hh = <floating*>p.dW_hh
     cdef floating* db = <floating*>p.db
     cdef const floating* alpha = <const floating*>p.leak
     # the backward step right-multiplies by W_hh
-    prepare_step_matrix(W_hh, H, M, p.ldm, False, p.use_blas)
+    M = step_matrix(W_hh, H, <floating*>p.M, p.ldm, False, p.use_blas)
     backward_loop(da, <const floating*>p.dout, <const floating*>p.act,
                   <const floating*>p.dh_n, T, B, H, M, p.ldm, p.active,
                   BACKWARD_RELU if p.relu else BACKWARD_TANH, p.use_blas, p.n_threads,
                   <floating*>p.norms, p.squares, alpha, <floating*>p.carry, dh0)
-    if p.dx != NULL:
-        gemm(False, False, T * B, D, H, 1, da, H, <const floating*>p.W_xh, D, 0,
-             <floating*>p.dx, D)  # dx = da @ W_xh
+    if p.dx != NULL and NATURAL_LAYOUT and p.own_products:  # dx = 0 + da @ W_xh
+        memset(p.dx, 0, T * B * D * sizeof(floating))
+        step_product(False, da, T * B, H, <const floating*>p.W_xh, <floating*>p.dx,
+                     <floating*>p.dx, D, 0, D)
+    elif p.dx != NULL:
+        any_gemm(False, False, T * B, D, H, 1, da, H, <const floating*>p.W_xh, D, 0,
+                 <floating*>p.dx, D)  # dx = da @ W_xh
     if dW_hh != NULL:
-        gemm(True, False, H, D, T * B, 1, da, H, <const floating*>p.x, D, 0,
-             <floating*>p.dW_xh, D)  # dW_xh = da.T @ x
+        any_gemm(True, False, H, D, T * B, 1, da, H, <const floating*>p.x, D, 0,
+                 <floating*>p.dW_xh, D)  # dW_xh = da.T @ x
         # dW_hh = sum_t da_t^T h_{t-1}: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
-        gemm(True, False, H, H, B, 1, da, H, <const floating*>p.h0, H, 0, dW_hh,
-             H)  # dW_hh = da[0].T @ h0
-        if T > 1:
-            gemm(True, False, H, H, (T - 1) * B, 1, da + B * H, H, <const floating*>p.out, H,
-                 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
+        if <const floating*>p.h0 + B * H == <const floating*>p.out:  # h0 right before out
+            any_gemm(True, False, H, H, T * B, 1, da, H, <const floating*>p.h0, H, 0, dW_hh,
+                     H)  # dW_hh = da.T @ [h0; out[:-1]]
+        else:
+            any_gemm(True, False, H, H, B, 1, da, H, <const floating*>p.h0, H, 0, dW_hh,
+                     H)  # dW_hh = da[0].T @ h0
+            if T > 1:
+                any_gemm(True, False, H, H, (T - 1) * B, 1, da + B * H, H,
+                         <const floating*>p.out, H, 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
     if alpha == NULL:
-        gemm(False, False, B, H, H, 1, da, H, W_hh, H, 0, dh0, H)  # dh0 = da[0] @ W_hh
+        any_gemm(False, False, B, H, H, 1, da, H, W_hh, H, 0, dh0, H)  # dh0 = da[0] @ W_hh
     else:  # dh0 holds (1 - leak) dL/dh_0 from the loop
-        gemm(False, False, B, H, H, 1, da, H, W_hh, H, 1, dh0, H)  # dh0 += da[0] @ W_hh
+        any_gemm(False, False, B, H, H, 1, da, H, W_hh, H, 1, dh0, H)  # dh0 += da[0] @ W_hh
     if db != NULL:
         # db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable.
         memset(db, 0, H * sizeof(floating))
@@ -409,6 +435,7 @@ TABLE.forward_f64 = forward_f64
 TABLE.backward_f32 = backward_f32
 TABLE.backward_f64 = backward_f64
 TABLE.block_bytes = BLOCK_BYTES
+TABLE.natural = NATURAL_LAYOUT
 
 
 def kernel_table():

@@ -170,22 +170,26 @@ class Peer:
 
     name: its key (command line, JSON); label: its column in the table; make(problem,
     with_backward, n_threads) -> runner; available() -> whether it can run here (its library
-    is installed).
+    is installed); install: how to install it, for the line that says it was skipped.
     """
 
     name: str
     label: str
     make: Callable
     available: Callable = lambda: True
+    install: str = ""
 
 
 PEERS = {peer.name: peer for peer in (
     Peer("cython", "cython", _rnnfast_runner("cython")),
     Peer("numpy", "numpy ref", _rnnfast_runner("numpy")),
     Peer("numpy-batched", "np batched", _batched_runner),
-    Peer("torch", "torch", _torch_runner, available=lambda: import_torch() is not None),
-    Peer("numba", "numba", _module_runner("numba_peer"), available=lambda: _installed("numba")),
-    Peer("jax", "jax", _module_runner("jax_peer"), available=lambda: _installed("jax")),
+    Peer("torch", "torch", _torch_runner, available=lambda: import_torch() is not None,
+         install="pip install torch (the CPU build: see the README)"),
+    Peer("numba", "numba", _module_runner("numba_peer"), available=lambda: _installed("numba"),
+         install='pip install "rnnfast[bench]"'),
+    Peer("jax", "jax", _module_runner("jax_peer"), available=lambda: _installed("jax"),
+         install='pip install "rnnfast[bench]"'),
 )}
 IMPLEMENTATIONS = tuple(PEERS)
 # rnnfast's fast backend, whose speed-ups over the others the table reports.
