@@ -84,21 +84,31 @@ if asan:
 
 # C headers the extensions include, by package: an edit to one must recompile them (Cython
 # tracks .pxd/.pxi).
-C_HEADERS = {"_kernels": ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/microkernel_impl.h"],
+C_HEADERS = {"_kernels": ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/microkernel_impl.h",
+                          "rnnfast/_kernels/natural.h", "rnnfast/_kernels/natural_impl.h",
+                          "rnnfast/_kernels/scratch.h"],
              "reservoir": ["rnnfast/reservoir/sliced_kernel.h",
                            "rnnfast/reservoir/sliced_kernel_impl.h"]}
 
 
-def _extension(name, extra_args=(), parallel=True, package="_kernels"):
+def _extension(name, extra_args=(), parallel=True, numpy_api=False, package="_kernels"):
     flags = compile_args + list(extra_args) + (openmp if parallel else [])
+    include_dirs = [f"rnnfast/{package}"]
+    macros = []
+    if numpy_api:  # the compiled entry checks and allocates arrays with NumPy's C API
+        import numpy
+
+        include_dirs.append(numpy.get_include())
+        macros.append(("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"))
     return Extension(f"rnnfast.{package}.{name}", [f"rnnfast/{package}/{name}.pyx"],
-                     include_dirs=[f"rnnfast/{package}"],
+                     include_dirs=include_dirs, define_macros=macros,
                      extra_compile_args=flags, depends=C_HEADERS[package],
                      extra_link_args=(openmp if parallel else []) + asan_flags)
 
 
 # The sparse reservoir step (rnnfast/reservoir/_sparse_step_impl.pxi), one thread, no BLAS.
 extensions = [_extension("blas", parallel=False), _extension("recurrence"),
+              _extension("entry", parallel=False, numpy_api=True),
               _extension("_sparse_step", parallel=False, package="reservoir")]
 # On x86-64 the kernels are compiled a second time with AVX2 and FMA, which doubles the SIMD
 # width and fuses multiply-adds; rnnfast/_kernels/backend.py picks that build at run time when

@@ -3,17 +3,17 @@
 Validation, casting to contiguous arrays and backend dispatch happen here, once; the backends
 (rnnfast.reference and the Cython kernels) trust what they receive.
 """
-import functools
-import math
 import numbers
-import operator
 
 import numpy as np
 
 from rnnfast._kernels import backend as _cython_backend
+from rnnfast._kernels import entry as _entry
+from rnnfast._kernels.buffers import backward_fits, forward_fits
+from rnnfast._kernels.entry import RNNCache
 from rnnfast import reference
 from rnnfast.grads import RNNGrads
-from rnnfast.utils.memory import check_allocation, surely_fits
+from rnnfast.utils.memory import check_allocation
 from rnnfast.utils.threads import resolve_n_threads
 from rnnfast.utils.validation import (MAX_DIM, check_bool, check_choice, check_lengths,
                                       check_same_dtype, check_shape, contiguous, copy_size,
@@ -27,46 +27,6 @@ BACKENDS = {"cython": _cython_backend, "numpy": reference}
 _ADVICE = "split the sequence into chunks or the batch into smaller ones"
 
 __all__ = ["RNNCache", "RNNGrads", "rnn_forward", "rnn_backward", "NONLINEARITIES", "BACKENDS"]
-
-
-def _field(name):
-    """A read-only field of RNNCache, kept in the slot _name."""
-    return property(operator.attrgetter("_" + name))
-
-
-class RNNCache:
-    """What rnn_backward needs from a forward pass. Treat it as opaque.
-
-    It keeps references (not copies) to the inputs and to ``out``; do not modify them in place
-    between the forward and the backward pass. Only rnn_forward makes one, and its fields are
-    read-only: the kernels trust the arrays in it, so a cache built or edited by hand must
-    never reach them (building one raises TypeError, assigning a field AttributeError).
-    """
-
-    __slots__ = ("_x", "_h0", "_W_xh", "_W_hh", "_has_bias", "_out", "_nonlinearity",
-                 "_backend", "_lengths", "_leak", "_saved")
-    x, h0, W_xh, W_hh = _field("x"), _field("h0"), _field("W_xh"), _field("W_hh")
-    has_bias, out, nonlinearity = _field("has_bias"), _field("out"), _field("nonlinearity")
-    backend, lengths, leak, saved = (_field("backend"), _field("lengths"), _field("leak"),
-                                     _field("saved"))
-
-    def __init__(self, *args, **kwargs):
-        raise TypeError("an RNNCache is made by rnn_forward only; pass the one it returned")
-
-    def __repr__(self):
-        T, B, H = self._out.shape
-        return (f"RNNCache(T={T}, B={B}, H={H}, dtype={self._out.dtype}, "
-                f"nonlinearity={self._nonlinearity!r}, backend={self._backend!r}, "
-                f"leaky={self._leak is not None})")
-
-
-def _new_cache(x, h0, W_xh, W_hh, has_bias, out, nonlinearity, backend, lengths, leak, saved):
-    """The RNNCache of a forward pass, for rnn_forward."""
-    cache = object.__new__(RNNCache)
-    cache._x, cache._h0, cache._W_xh, cache._W_hh, cache._has_bias = x, h0, W_xh, W_hh, has_bias
-    cache._out, cache._nonlinearity, cache._backend = out, nonlinearity, backend
-    cache._lengths, cache._leak, cache._saved = lengths, leak, saved
-    return cache
 
 
 def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", n_threads=None,
@@ -146,6 +106,10 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     MemoryError
         The call's buffers cannot fit in this machine's memory (said before any is allocated).
     """
+    fast = _entry.forward(x, h0, W_xh, W_hh, b, nonlinearity, backend, n_threads, lengths, leak,
+                          noise, state_noise, need_grad)
+    if fast is not None:  # arrays that needed no conversion, checked in compiled code
+        return fast
     check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
     check_choice(backend, "backend", tuple(BACKENDS))
     n_threads = resolve_n_threads(n_threads)
@@ -161,13 +125,13 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     if noise is not None or state_noise is not None:
         noise, state_noise = _check_noises(noise, state_noise, x, H)
         if state_noise is not None and leak is None:  # act(a_t) is not h_t: a leaky pass
-            leak = np.ones(H, dtype)
+            leak = _entry.leak_for_every_unit(1.0, H, dtype)
     buffers = (T, B, D, H, dtype, h0 is not None, _cython_backend.batch_order(lengths),
                leak is not None, noise is not None, state_noise is not None, need_grad)
     # The inputs' copies at most: x, W_hh, W_xh, h0, b and leak, the noises.
     inputs = (T * B * D + H * (H + D + B + 2)
               + T * B * H * ((noise is not None) + (state_noise is not None)))
-    if not _forward_fits(buffers, inputs):
+    if not forward_fits(buffers, inputs):
         kept, scratch = _cython_backend.forward_buffers(*buffers)
         _check_memory("rnn_forward", _FORWARD_INPUTS, (x, W_hh, W_xh, h0, b, noise, state_noise),
                       kept + scratch)
@@ -178,13 +142,16 @@ def rnn_forward(x, h0, W_xh, W_hh, b, *, nonlinearity="tanh", backend="cython", 
     state_noise = None if state_noise is None else contiguous(state_noise)
     if lengths is not None:
         lengths = lengths.astype(np.intp)
-    out, saved = BACKENDS[backend].forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths,
-                                           leak, noise, state_noise, need_grad)
+    if backend == "cython":
+        return _cython_backend.forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths,
+                                       leak, noise, state_noise, need_grad)
+    out, saved = reference.forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths, leak,
+                                   noise, state_noise, need_grad)
     if not need_grad:
         return out, None
     out.flags.writeable = False
-    return out, _new_cache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend, lengths,
-                           leak, saved)
+    return out, _entry.new_cache(x, h0, W_xh, W_hh, b is not None, out, nonlinearity, backend,
+                                 lengths, leak, None, saved)
 
 
 def check_leak(leak, H, dtype):
@@ -198,7 +165,7 @@ def check_leak(leak, H, dtype):
         value = float(dtype.type(leak))  # as the kernels see it (0.1 differs in float32)
         if not 0 < value <= 1:  # NaN too
             check_leak_values(np.asarray(value), leak)  # raises, saying so
-        return None if value == 1 else _every_unit(value, H, dtype)
+        return None if value == 1 else _entry.leak_for_every_unit(value, H, dtype)
     array = float_array(leak, "leak", _LAYOUTS["leak"])
     check_shape(array, "leak", _LAYOUTS["leak"], (H,), "(H from W_hh)")
     if native_dtype(array) != dtype:
@@ -209,14 +176,6 @@ def check_leak(leak, H, dtype):
     if not (0 < smallest and largest <= 1):
         check_leak_values(array)
     return None if smallest == 1 else contiguous(array)
-
-
-@functools.lru_cache(maxsize=64)
-def _every_unit(value, H, dtype):
-    """np.full(H, value, dtype), read-only: made once for the leaks a program uses."""
-    array = np.full(H, value, dtype)
-    array.flags.writeable = False
-    return array
 
 
 def check_leak_values(values, given=None):
@@ -259,25 +218,6 @@ def _check_memory(caller, names, arrays, buffers):
     copies = [copy_size(array, name, _LAYOUTS[name]) for name, array in zip(names, arrays)
               if array is not None]
     check_allocation(caller, copies + buffers, _ADVICE)
-
-
-def _total_bytes(buffers):
-    return sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in buffers)
-
-
-# Whether a pass with these arguments of the backend's buffer list, and inputs of so many
-# elements (each counted as copied), surely fits in memory. Calls repeat their shapes (a
-# training loop), so these are memoised: most calls pay one lookup, not the list.
-@functools.lru_cache(maxsize=1024)
-def _forward_fits(buffers, inputs):
-    kept, scratch = _cython_backend.forward_buffers(*buffers)
-    return surely_fits(inputs * buffers[4].itemsize + _total_bytes(kept + scratch))
-
-
-@functools.lru_cache(maxsize=1024)
-def _backward_fits(buffers, inputs):
-    return surely_fits(inputs * buffers[4].itemsize
-                       + _total_bytes(_cython_backend.backward_buffers(*buffers)))
 
 
 def check_forward_inputs(x, h0, W_xh, W_hh, b):
@@ -351,12 +291,15 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None, return_norms=False):
         ``dout``/``dh_n`` do not have the shapes of the forward's output and final state, or
         ``n_threads`` is below 1.
     """
+    fast = _entry.backward(dout, cache, dh_n, n_threads, return_norms)
+    if fast is not None:  # arrays that needed no conversion, checked in compiled code
+        return fast
     _check_cache(cache)
     n_threads = resolve_n_threads(n_threads)
     return_norms = check_bool(return_norms, "return_norms")
-    T, B, H = cache._out.shape
-    D = cache._x.shape[2]
-    dtype = cache._out.dtype
+    T, B, H = cache.out.shape
+    D = cache.x.shape[2]
+    dtype = cache.out.dtype
     dout = float_array(dout, "dout", _LAYOUTS["dout"])
     check_shape(dout, "dout", ("T", "B", "H"), (T, B, H), "(the shape of the forward output)")
     if dh_n is not None:
@@ -366,17 +309,18 @@ def rnn_backward(dout, cache, dh_n=None, *, n_threads=None, return_norms=False):
         if array is not None and native_dtype(array) != dtype:
             raise TypeError(f"{name} must have the dtype of the forward pass, "
                             f"{dtype}; got {array.dtype}")
-    buffers = (T, B, D, H, dtype, _cython_backend.batch_order(cache._lengths),
-               cache._leak is not None, return_norms)
-    if not _backward_fits(buffers, T * B * H + B * H):  # the copies of dout, dh_n at most
+    buffers = (T, B, D, H, dtype, _cython_backend.batch_order(cache.lengths),
+               cache.leak is not None, return_norms)
+    if not backward_fits(buffers, T * B * H + B * H):  # the copies of dout, dh_n at most
         _check_memory("rnn_backward", _BACKWARD_INPUTS, (dout, dh_n),
                       _cython_backend.backward_buffers(*buffers))
     dout = contiguous(dout)
     dh_n = None if dh_n is None else contiguous(dh_n)
-    return BACKENDS[cache._backend].backward(
-        dout, dh_n, cache._x, cache._h0, cache._W_xh, cache._W_hh, cache._has_bias, cache._out,
-        cache._nonlinearity, n_threads, cache._saved, return_norms, cache._leak,
-    )
+    if cache.backend == "cython":
+        return _cython_backend.backward(dout, cache, dh_n, n_threads, return_norms)
+    return reference.backward(dout, dh_n, cache.x, cache.h0, cache.W_xh, cache.W_hh,
+                              cache.has_bias, cache.out, cache.nonlinearity, n_threads,
+                              cache.saved, return_norms, cache.leak)
 
 
 def _check_cache(cache):

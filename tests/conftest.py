@@ -29,8 +29,8 @@ def any_path(request, monkeypatch):
     """Every kernel path, and the small-step loop on two threads (n_threads > 1 needed)."""
     if request.param == "small-threaded":
         force_path(monkeypatch, f"small-{_cython_backend.KERNEL}")
-        monkeypatch.setattr(_cython_backend, "THREADS_MIN_STEP_FLOPS", 0)
-        monkeypatch.setattr(_cython_backend, "available_cores", lambda: 2)
+        monkeypatch.setattr(_cython_backend.switches, "threads_min_step_flops", 0)
+        monkeypatch.setattr(_cython_backend.switches, "cores", 2)
     else:
         force_path(monkeypatch, request.param)
     return request.param

@@ -242,15 +242,11 @@ PATHS = tuple(f"{step}-{build}" for build in _cython_backend.KERNEL_BUILDS for s
 def force_path(monkeypatch, path):
     """Make every Cython step take ``path`` ("<step>-<build>", e.g. "small-avx2").
 
-    The step: ``use_blas``, the switch, is replaced: both kernels must be correct on every
-    shape, whichever one the switch would pick today. The build: the kernels' entry points are
-    replaced by that build's.
+    The step: the switch (``switches.forced_step``) sends every step to that kernel: both
+    kernels must be correct on every shape, whichever one the switch would pick today ("blas"
+    also keeps steps off the threads, which would take big steps to the micro-kernel). The
+    build: the passes run that build's kernels (``switches.build``).
     """
     step, build = path.split("-")
-    want_blas = step == "blas"
-    monkeypatch.setattr(_cython_backend, "use_blas", lambda B, H, dtype: want_blas)
-    if want_blas:  # threads would take big steps to the micro-kernel
-        monkeypatch.setattr(_cython_backend, "THREADS_MIN_STEP_FLOPS", 2**62)
-    forward, backward = _cython_backend._specialisations(build)
-    monkeypatch.setattr(_cython_backend, "_FORWARD", forward)
-    monkeypatch.setattr(_cython_backend, "_BACKWARD", backward)
+    monkeypatch.setattr(_cython_backend.switches, "forced_step", step)
+    monkeypatch.setattr(_cython_backend.switches, "build", build)

@@ -79,31 +79,32 @@ def test_path_fixture_reaches_the_backend(B, path, monkeypatch):
     one that runs, for B = 1 too (this test fails if the switch is bypassed or cached)."""
     from rnnfast._kernels import backend as _cython_backend
 
-    forced = _cython_backend.use_blas
-    answers = []
-
-    def recording(B_, H_, dtype_):
-        answers.append(forced(B_, H_, dtype_))
-        return answers[-1]
-
-    monkeypatch.setattr(_cython_backend, "use_blas", recording)
-    run(make_problem(2, 2, B, 3, 5), "tanh", "cython")
-    assert len(answers) >= 2 and set(answers) == {path.startswith("blas")}
+    switches = _cython_backend.switches
+    p = make_problem(2, 2, B, 3, 5)
+    passes = switches.passes
+    out, cache = rnnfast.rnn_forward(*p.args)
+    ran = [switches.last_pass]
+    rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n)
+    ran.append(switches.last_pass)
+    step, build = path.split("-")
+    assert switches.passes == passes + 2
+    assert ran == [(build, step, 1)] * 2
 
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)], ids=str)
 def test_switch_follows_its_constants(dtype, monkeypatch):
-    """Batches from BLAS_MIN_BATCH rows go to BLAS; single sequences never do; a W_hh larger
-    than L2_CACHE_BYTES sends steps that would stream it more than once to BLAS."""
+    """Batches from blas_min_batch rows go to BLAS; single sequences never do; a W_hh larger
+    than l2_cache_bytes sends steps that would stream it more than once to BLAS."""
     from rnnfast._kernels import backend as _cython_backend
 
-    min_batch = _cython_backend.BLAS_MIN_BATCH[dtype]
+    name = f"blas_min_batch_{dtype.name}"
+    min_batch = getattr(_cython_backend.switches, name)
     assert _cython_backend.use_blas(min_batch, 16, dtype)
     assert not _cython_backend.use_blas(min_batch - 1 if min_batch % 4 == 1 else 4, 16, dtype)
     assert not _cython_backend.use_blas(1, 4096, dtype)
     assert not _cython_backend.use_blas(4, 4096, dtype)  # one pass over W_hh per step
     assert _cython_backend.use_blas(3, 4096, dtype)  # two passes (2 rows + 1 row)
-    monkeypatch.setitem(_cython_backend.BLAS_MIN_BATCH, dtype, 2)
+    monkeypatch.setattr(_cython_backend.switches, name, 2)
     assert _cython_backend.use_blas(2, 16, dtype)
 
 
@@ -164,10 +165,10 @@ def test_one_and_two_blas_threads_agree(dtype, path):
 def test_weight_gradients_agree_wherever_they_are_computed(shape, dtype, where, path,
                                                            monkeypatch):
     """dW_xh and dW_hh come from the kernel's BLAS for small problems and from NumPy's for
-    large ones (NUMPY_WEIGHT_GRADS_MIN_FLOPS); both agree with the reference."""
+    large ones (switches.numpy_weight_grads_min_flops); both agree with the reference."""
     from rnnfast._kernels import backend as _cython_backend
 
-    monkeypatch.setattr(_cython_backend, "NUMPY_WEIGHT_GRADS_MIN_FLOPS",
+    monkeypatch.setattr(_cython_backend.switches, "numpy_weight_grads_min_flops",
                         0 if where == "numpy" else 2**62)
     for h0 in (True, False):
         p = make_problem(6, *shape, dtype, h0=h0)

@@ -36,8 +36,8 @@ def test_result_error_sees_a_wrong_gradient():
 
 
 def test_unknown_implementation_is_named():
-    with pytest.raises(ValueError, match="unknown implementation 'numba'"):
-        make_runner("numba", make_problem((2, 1, 1, 1), "float32"), "forward")
+    with pytest.raises(ValueError, match="unknown implementation 'numbat'"):
+        make_runner("numbat", make_problem((2, 1, 1, 1), "float32"), "forward")
 
 
 def test_problem_and_flops():
@@ -85,6 +85,10 @@ def test_a_tiny_run_reports_every_row_and_setting():
     report = run.to_json(warnings=["w"])
     assert report["settings"]["implementations"] == impls and report["warnings"] == ["w"]
     row = report["rows"][1]
-    assert set(row["speedup_of_cython"]) == set(impls) - {"cython"}
-    assert all(len(windows) == 2 for windows in row["seconds_per_call_by_window"].values())
+    assert set(row["speedup_of_cython"]) == set(benchmarking.MODES)
+    for mode in benchmarking.MODES:
+        assert set(row["speedup_of_cython"][mode]) == set(impls) - {"cython"}
+        assert row["best_peer"][mode] in set(impls) - {"cython"}
+        assert all(len(windows) == 2
+                   for windows in row["seconds_per_call_by_window"][mode].values())
     assert row["flops"] == benchmarking.flops((3, 1, 2, 5), "forward+backward")

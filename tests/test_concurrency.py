@@ -78,7 +78,7 @@ def any_path(request, monkeypatch):
 def test_functional_calls_from_threads_equal_sequential_calls(any_path, workers, n_threads,
                                                               monkeypatch):
     if any_path.startswith("small"):  # n_threads > 1 shares every step among OpenMP threads
-        monkeypatch.setattr(_cython_backend, "THREADS_MIN_STEP_FLOPS", 0)
+        monkeypatch.setattr(_cython_backend.switches, "threads_min_step_flops", 0)
     dtype = np.float32 if workers != 4 else np.float64
     weights = {H: shared_weights(dtype, D, H) for _, _, D, H in SHAPES}
     # Fewer calls with OpenMP teams: on 2 cores, 8 threads' teams make every step's barrier
@@ -268,15 +268,14 @@ def test_calls_from_worker_threads_hold_blas_to_n_threads(monkeypatch):
     if _threads.available_cores() < 2:
         pytest.skip("one core: n_threads=1 changes nothing")
     seen = []
-    forward = dict(_cython_backend._FORWARD)
+    enter = _threads.blas_threads_at_most.__enter__
 
-    def spy(dtype):
-        def run(*args):
-            seen.append(tuple(lib.get_num_threads() for lib in _threads._blas_libraries()[0]))
-            return forward[dtype](*args)
-        return run
+    def spy(self):  # BLAS's threads once the pass has set its limit, just before its kernel
+        entered = enter(self)
+        seen.append(tuple(lib.get_num_threads() for lib in _threads._blas_libraries()[0]))
+        return entered
 
-    monkeypatch.setattr(_cython_backend, "_FORWARD", {dtype: spy(dtype) for dtype in forward})
+    monkeypatch.setattr(_threads.blas_threads_at_most, "__enter__", spy)
     T, B, D, H = SHAPES[1]  # its GEMMs are large enough to be held to one BLAS thread
     p = make_problem(0, T, B, D, H, np.float32)
     run = lambda: rnnfast.rnn_forward(*p.args, n_threads=1)  # noqa: E731

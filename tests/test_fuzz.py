@@ -340,7 +340,7 @@ def test_rnn_backward_arguments(data):
     # Caches that rnn_forward did not return: other objects, its fields in a tuple or a dict,
     # the None of a forward pass without need_grad (an RNNCache itself cannot be edited or
     # built by hand: test_the_cache_cannot_be_edited_or_built_by_hand).
-    fields = {slot[1:]: getattr(cache, slot[1:]) for slot in rnnfast.RNNCache.__slots__}
+    fields = {name: getattr(cache, name) for name in rnnfast.RNNCache.FIELDS}
     for label, bad in [("a tuple", tuple(fields.values())), ("None", None), ("a dict", fields)]:
         candidates.append(("cache", label, bad, TypeError, {"cache"}))
     fault = spoil_one(data, candidates)
@@ -502,8 +502,9 @@ def test_memory_check_comes_before_the_backend(monkeypatch):
         monkeypatch.setattr(module, "forward", fail)
     x = np.broadcast_to(np.float32(1), (10**6, 1000, 10))
     W_xh, W_hh = np.ones((800, 10), np.float32), np.broadcast_to(np.float32(0), (800, 800))
-    with pytest.raises(MemoryError, match=r"^rnn_forward would allocate 3\.2 TB for out "
-                                          r"\(T, B, H\) = \(1000000, 1000, 800\) float32"):
+    with pytest.raises(MemoryError, match=r"^rnn_forward would allocate 3\.2 TB for the states "
+                                          r"h0, h_1\.\.h_T \(T \+ 1, B, H\) = "
+                                          r"\(1000001, 1000, 800\) float32"):
         rnnfast.rnn_forward(x, None, W_xh, W_hh, None)
 
 

@@ -126,21 +126,22 @@ def test_leak_one_is_the_plain_rnn_bit_for_bit(dtype, lengths, any_path):
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)], ids=str)
 def test_leaky_kernels_at_leak_one_equal_the_plain_kernels(dtype, lengths, any_path):
     """The leaky code itself (act(a_t) kept apart, the carry of the backward pass), run with
-    alpha = 1 by the backend, gives the plain kernels' results bit for bit: (1 - 1) h and
-    (1 - 1) dh add exact zeros (rnn_forward sends leak 1 to the plain kernels instead)."""
+    alpha = 1, gives the plain kernels' results bit for bit: (1 - 1) h and (1 - 1) dh add exact
+    zeros (rnn_forward sends leak 1 to the plain kernels instead; a state noise, here zeros,
+    makes a pass leaky with leak 1)."""
     p = make_problem(11, 5, 4, 3, 37, dtype)
     T, B, D, H = p.shape
     lengths = None if lengths is None else np.array(lengths, np.intp)
     n_threads = 2
 
-    def pass_(leak):
-        out, saved = _cython_backend.forward(p.x, p.h0, p.W_xh, p.W_hh, p.b, "tanh", n_threads,
-                                             lengths, leak)
-        grads, norms = _cython_backend.backward(p.dout, p.dh_n, p.x, p.h0, p.W_xh, p.W_hh,
-                                                True, out, "tanh", n_threads, saved, True, leak)
+    def pass_(state_noise):
+        out, cache = _cython_backend.forward(p.x, p.h0, p.W_xh, p.W_hh, p.b, "tanh", n_threads,
+                                             lengths, None, None, state_noise)
+        assert (cache.leak is None) == (state_noise is None)
+        grads, norms = _cython_backend.backward(p.dout, cache, p.dh_n, n_threads, True)
         return out, grads, norms
 
-    plain, leaky = pass_(None), pass_(np.ones(H, dtype))
+    plain, leaky = pass_(None), pass_(np.zeros((T, B, H), dtype))
     assert_results_equal(leaky, plain)
 
 
@@ -239,8 +240,8 @@ def test_the_noises_have_the_gradients_of_a_bias_and_of_the_state(lengths, leak,
 @pytest.mark.parametrize("lengths", [None, [6, 6, 4, 3, 1]], ids=["full", "sorted_lengths"])
 @pytest.mark.parametrize("n_threads", [2, 3])
 def test_threads_give_the_one_thread_bits(n_threads, lengths, monkeypatch):
-    monkeypatch.setattr(_cython_backend, "THREADS_MIN_STEP_FLOPS", 0)
-    monkeypatch.setattr(_cython_backend, "available_cores", lambda: n_threads)
+    monkeypatch.setattr(_cython_backend.switches, "threads_min_step_flops", 0)
+    monkeypatch.setattr(_cython_backend.switches, "cores", n_threads)
     p = make_problem(16, 6, 5, 4, 70, np.float32)
     dynamics = make_dynamics(17, 70, 6, 5, np.float32)
     lengths = None if lengths is None else np.array(lengths)

@@ -127,8 +127,8 @@ def test_norms_are_bit_identical_for_any_thread_count(path, dtype, lengths, monk
     blocks and a narrower last one."""
     force_path(monkeypatch, path)
     if path.startswith("small"):  # (BLAS steps stay on the serial loop)
-        monkeypatch.setattr(_cython_backend, "THREADS_MIN_STEP_FLOPS", 0)
-    monkeypatch.setattr(_cython_backend, "available_cores", lambda: 4)
+        monkeypatch.setattr(_cython_backend.switches, "threads_min_step_flops", 0)
+    monkeypatch.setattr(_cython_backend.switches, "cores", 4)
     p = make_problem(12, 6, 7, 4, 70, dtype)
     lengths = None if lengths is None else np.array(lengths)
     _, norms_1 = run(p, lengths=lengths, n_threads=1)

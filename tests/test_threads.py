@@ -30,7 +30,7 @@ def run(p, nonlinearity, n_threads, backend="cython"):
 def threaded_small_path(request, monkeypatch):
     """Small steps of every size go to the threaded loop when n_threads > 1."""
     force_path(monkeypatch, request.param)
-    monkeypatch.setattr(_cython_backend, "THREADS_MIN_STEP_FLOPS", 0)
+    monkeypatch.setattr(_cython_backend.switches, "threads_min_step_flops", 0)
     return request.param
 
 
@@ -48,22 +48,17 @@ def test_threaded_small_steps_agree_with_the_reference(shape, nonlinearity, dtyp
 
 
 @pytest.mark.parametrize("n_threads", [2, 3, 7])
-def test_the_kernels_give_identical_results_for_any_thread_count(n_threads,
-                                                                threaded_small_path):
+def test_the_kernels_give_identical_results_for_any_thread_count(n_threads, threaded_small_path,
+                                                                monkeypatch):
     """Each column block is computed by one thread in the serial order, so the time loops are
     bit-identical across thread counts (BLAS, outside them, may round differently)."""
+    monkeypatch.setattr(_cython_backend.switches, "cores", n_threads)  # more than this machine's
     p = make_problem(12, 6, 5, 4, 70, np.float32)
-    T, B, D, H = p.shape
-    dtype = np.dtype(np.float32)
-    outputs = []
-    for n in (1, n_threads):
-        out = np.empty((T, B, H), dtype)
-        # Sequences of different lengths (sorted, as the kernels take them) end at every step.
-        active = _cython_backend._sort_by_length(T, B, np.array([6, 6, 4, 3, 1])).active
-        _cython_backend._FORWARD[dtype](p.x, p.h0, p.W_xh, p.W_hh, p.b, out,
-                                        _cython_backend._step_scratch(H, dtype), active, False,
-                                        False, n)
-        outputs.append(out)
+    # Sequences of different lengths (sorted, as the kernels take them) end at every step.
+    lengths = np.array([6, 6, 4, 3, 1])
+    outputs = [rnnfast.rnn_forward(*p.args, lengths=lengths, n_threads=n, need_grad=False)[0]
+               for n in (1, n_threads)]
+    assert _cython_backend.switches.last_pass[2] == n_threads
     np.testing.assert_array_equal(outputs[1], outputs[0])
 
 

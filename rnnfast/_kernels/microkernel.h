@@ -65,4 +65,32 @@ typedef float rnnfast_vf32_half __attribute__((vector_size(RNNFAST_VECTOR_BYTES 
 #undef RNNFAST_N
 #undef RNNFAST_NAME
 
+/* The step's product on columns c0 .. c1 - 1, C = init + X @ Mop for all B rows, Mop = W_hh.T
+ * forward and W_hh backward, from M as prepare_step_matrix leaves it: W_hh itself in builds with
+ * RNNFAST_NATURAL (natural.h: AVX2 + FMA), else Mop packed in panels (c0 a multiple of
+ * RNNFAST_BLOCK, the panel kernels above). */
+#if defined(__AVX2__) && defined(__FMA__) && defined(RNNFAST_VECTOR_TYPES)
+#define RNNFAST_NATURAL 1
+#include "natural.h"
+#define RNNFAST_STEP_PRODUCT(T, S)                                                          \
+    static inline void rnnfast_step_product_##S(                                           \
+            int forward, const T* X, ptrdiff_t B, ptrdiff_t K, const T* M, const T* init,  \
+            T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {                               \
+        if (forward) rnnfast_dot_rows_##S(X, B, K, M, init, C, N, c0, c1);                 \
+        else rnnfast_axpy_rows_##S(X, B, K, M, init, C, N, c0, c1);                        \
+    }
+#else
+#define RNNFAST_NATURAL 0
+#define RNNFAST_STEP_PRODUCT(T, S)                                                          \
+    static inline void rnnfast_step_product_##S(                                           \
+            int forward, const T* X, ptrdiff_t B, ptrdiff_t K, const T* M, const T* init,  \
+            T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {                               \
+        (void)forward;                                                                     \
+        rnnfast_panel_rows_##S(X, B, K, M, init, C, N, c0, c1);                            \
+    }
+#endif
+RNNFAST_STEP_PRODUCT(float, f32)
+RNNFAST_STEP_PRODUCT(double, f64)
+#undef RNNFAST_STEP_PRODUCT
+
 #endif

@@ -173,6 +173,67 @@ static inline void RNNFAST_NAME(rnnfast_block_4_rows)(
     RNNFAST_NAME(rnnfast_block_rows)(4, X, K, M, ldm, init, C, N, width);
 }
 
+/* C[:, c0:c1] = init + X @ M[:, c0:c1] for all B rows, M (K, N) packed in panels (one per
+ * column block of RNNFAST_BLOCK, K x block, zero-padded): a block after another, its rows six
+ * at a time, then four, two, one. c0 is a multiple of the block. */
+static inline void RNNFAST_NAME(rnnfast_panel_rows)(
+        const RNNFAST_T* X, ptrdiff_t B, ptrdiff_t K, const RNNFAST_T* M,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {
+    const ptrdiff_t CB = RNNFAST_BLOCK;
+    const ptrdiff_t B6 = B - B % 6, B4 = B6 + (B - B6) / 4 * 4, B2 = B4 + (B - B4) / 2 * 2;
+    for (ptrdiff_t col0 = c0; col0 < c1; col0 += CB) {
+        const ptrdiff_t width = c1 - col0 < CB ? c1 - col0 : CB;
+        const RNNFAST_T* panel = M + (col0 / CB) * K * CB;
+        ptrdiff_t b = 0;
+        for (; b < B6; b += 6)
+            RNNFAST_NAME(rnnfast_block_6_rows)(X + b * K, K, panel, CB, init + b * N + col0,
+                                               C + b * N + col0, N, width);
+        for (; b < B4; b += 4)
+            RNNFAST_NAME(rnnfast_block_4_rows)(X + b * K, K, panel, CB, init + b * N + col0,
+                                               C + b * N + col0, N, width);
+        for (; b < B2; b += 2)
+            RNNFAST_NAME(rnnfast_block_2_rows)(X + b * K, K, panel, CB, init + b * N + col0,
+                                               C + b * N + col0, N, width);
+        for (; b < B; b++)
+            RNNFAST_NAME(rnnfast_block_1_row)(X + b * K, K, panel, CB, init + b * N + col0,
+                                              C + b * N + col0, width);
+    }
+}
+
+/* C = alpha op(A) @ op(B) + beta C, row-major as rnnfast/_kernels/blas.pyx's gemm takes it
+ * (op(A) m x k, op(B) k x n; beta 0: C is not read), in plain loops, for GEMMs so small that
+ * BLAS's per-call costs (60-140 ns here, more on a cold call) exceed the work. The inner loops
+ * run along rows (contiguous, vectorised): a row of C at a time, axpy over the rows of op(B),
+ * or dot products with op(B)'s rows when B is transposed. trans_a and trans_b are not both
+ * set. Each output is summed over k in order: repeatable. */
+static inline void RNNFAST_NAME(rnnfast_gemm_loops)(
+        int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, RNNFAST_T alpha,
+        const RNNFAST_T* A, ptrdiff_t lda, const RNNFAST_T* B, ptrdiff_t ldb, RNNFAST_T beta,
+        RNNFAST_T* C, ptrdiff_t ldc) {
+    for (ptrdiff_t i = 0; i < m; i++) {
+        RNNFAST_T* c = C + i * ldc;
+        if (trans_b) {  /* c[j] = beta c[j] + alpha sum_p A[i, p] B[j, p] */
+            const RNNFAST_T* a = A + i * lda;
+            for (ptrdiff_t j = 0; j < n; j++) {
+                const RNNFAST_T* b = B + j * ldb;
+                RNNFAST_T sum = 0;
+                for (ptrdiff_t p = 0; p < k; p++) sum += a[p] * b[p];
+                c[j] = (beta == 0 ? 0 : beta * c[j]) + alpha * sum;
+            }
+            continue;
+        }
+        if (beta == 0)
+            for (ptrdiff_t j = 0; j < n; j++) c[j] = 0;
+        else if (beta != 1)
+            for (ptrdiff_t j = 0; j < n; j++) c[j] *= beta;
+        for (ptrdiff_t p = 0; p < k; p++) {  /* c += alpha op(A)[i, p] B[p, :] */
+            const RNNFAST_T a = alpha * (trans_a ? A[p * lda + i] : A[i * lda + p]);
+            const RNNFAST_T* b = B + p * ldb;
+            for (ptrdiff_t j = 0; j < n; j++) c[j] += a * b[j];
+        }
+    }
+}
+
 /* sum(v[i]^2) for i < n, accumulated in double (the squares of floats are exact in double and
  * can neither overflow nor underflow there). Two vectors of doubles accumulate, each taking
  * an RNNFAST_N at a time (half a vector of floats, a whole vector of doubles), the tail

@@ -25,18 +25,21 @@
 # one micro-kernel and one BLAS path (rnnfast/_kernels/step.pxd) serve both directions. M is a
 # scratch copy whose rows are zero-padded to a multiple of COLUMN_PAD, so the micro-kernel always
 # reads whole column blocks; for the micro-kernel it is also packed in column panels. Nothing
-# here allocates, validates or touches a Python object: the caller (rnnfast/_kernels/backend.py)
-# allocated and checked everything.
+# here allocates, validates or touches a Python object: the caller (rnnfast/_kernels/entry.pyx)
+# checked and allocated everything, and describes a pass by pointers (passes.pxd).
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
 from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue,
                                           FORWARD_RELU, FORWARD_TANH)
 from rnnfast._kernels.blas cimport gemm
-from rnnfast._kernels.step cimport (VECTOR_BYTES, blas_step, block_columns, finish_rows,
-                                    shifted, small_step, small_step_block)
+from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable
+from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, blas_step,
+                                    block_columns, finish_rows, shifted, small_step,
+                                    small_step_block, step_product)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
 COLUMN_PAD = 16
@@ -45,11 +48,13 @@ COLUMN_PAD = 16
 BLOCK_BYTES = 2 * VECTOR_BYTES
 
 
-cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
-                       const floating[:, ::1] M, const Py_ssize_t[::1] active,
-                       Epilogue activate, bint use_blas, int n_threads, const floating* alpha,
-                       floating* act, Py_ssize_t act_step, const floating* noise) noexcept nogil:
-    """The forward time loop: BLAS steps, or small steps on one thread or on n_threads.
+cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
+                       Py_ssize_t H, const floating* M, Py_ssize_t ldm,
+                       const Py_ssize_t* active, Epilogue activate, bint use_blas,
+                       int n_threads, const floating* alpha, floating* act,
+                       Py_ssize_t act_step, const floating* noise) noexcept nogil:
+    """The forward time loop over h (T, B, H): BLAS steps, or small steps on one thread or on
+    n_threads.
 
     Step t updates the first active[t] rows only (the batch is sorted by length, so the
     sequences still running are a prefix); the caller zeroes the other rows afterwards.
@@ -58,51 +63,51 @@ cdef void forward_loop(floating[:, :, ::1] h, const floating[:, ::1] h0,
     (B, H) scratch, act_step = 0), and h_t = (1 - alpha) h_{t-1} + alpha act(a_t), plus the
     state noise noise_t when noise (T, B, H) is not NULL.
     """
-    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], ldm = M.shape[1], t
-    cdef const floating* h_prev = &h0[0, 0]
+    cdef Py_ssize_t t
+    cdef const floating* h_prev = h0
     cdef floating* h_t
     cdef floating* act_t
     cdef const floating* noise_t = NULL
     if not use_blas and n_threads > 1:
-        forward_loop_threaded(h, h0, M, active, activate, n_threads, alpha, act, act_step,
-                              noise)
+        forward_loop_threaded(h, h0, T, B, H, M, active, activate, n_threads, alpha, act,
+                              act_step, noise)
         return
     for t in range(T):
-        h_t = &h[t, 0, 0]
+        h_t = h + t * B * H
         # Plain: h_t = act(h_t + h_prev @ W_hh^T) in place (`finish` reads no h going forward).
         # Leaky: act_t = act(h_t + h_prev @ W_hh^T), then h_t = (1 - alpha) h_prev + alpha act_t.
         act_t = h_t if alpha == NULL else act + t * act_step
         if noise != NULL:
             noise_t = noise + t * B * H
         if use_blas:
-            blas_step(h_prev, &M[0, 0], ldm, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
+            blas_step(h_prev, M, ldm, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
                       alpha, noise_t, h_t)
         else:
-            small_step(h_prev, &M[0, 0], h_t, h_prev, act_t, active[t], H, H, activate, NULL,
+            small_step(h_prev, M, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
                        alpha, noise_t, h_t)
         h_prev = h_t
 
 
-cdef void take_norms(floating[:, ::1] norms, const double[:, ::1] squares,
-                     const Py_ssize_t[::1] active) noexcept nogil:
-    """norms[t, b] = sqrt(squares[t, b]), rounded to the dtype once, for the rows still running
-    at step t; 0 for the others (no state past a sequence's end, so no gradient on it). One
-    pass after the time loop, so that the loop itself only stores sums."""
-    cdef Py_ssize_t T = norms.shape[0], B = norms.shape[1], t, b
+cdef void take_norms(floating* norms, const double* squares, Py_ssize_t T, Py_ssize_t B,
+                     const Py_ssize_t* active) noexcept nogil:
+    """norms[t, b] = sqrt(squares[t, b]) (both (T, B)), rounded to the dtype once, for the rows
+    still running at step t; 0 for the others (no state past a sequence's end, so no gradient
+    on it). One pass after the time loop, so that the loop itself only stores sums."""
+    cdef Py_ssize_t t, b
     for t in range(T):
         for b in range(active[t]):
-            norms[t, b] = <floating>sqrt(squares[t, b])
+            norms[t * B + b] = <floating>sqrt(squares[t * B + b])
         for b in range(active[t], B):
-            norms[t, b] = 0
+            norms[t * B + b] = 0
 
 
-cdef inline const floating* leak_extra(const floating[:, :, ::1] dout, Py_ssize_t t,
+cdef inline const floating* leak_extra(const floating* dout, Py_ssize_t t, Py_ssize_t BH,
                                        const floating* alpha) noexcept nogil:
-    """What a leaky backward step t adds to its carry: dout_{t-1}; NULL at t = 0 (dh0 gets no
-    output gradient) and for plain steps."""
+    """What a leaky backward step t adds to its carry: dout_{t-1} (steps BH apart); NULL at
+    t = 0 (dh0 gets no output gradient) and for plain steps."""
     if alpha == NULL or t == 0:
         return NULL
-    return &dout[t - 1, 0, 0]
+    return dout + (t - 1) * BH
 
 
 cdef inline floating* leak_target(floating* carry, floating* dh0, Py_ssize_t t) noexcept nogil:
@@ -111,13 +116,14 @@ cdef inline floating* leak_target(floating* carry, floating* dh0, Py_ssize_t t) 
     return dh0 if t == 0 else carry
 
 
-cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
-                        const floating[:, :, ::1] h, const floating[:, ::1] dh_n,
-                        const floating[:, ::1] M, const Py_ssize_t[::1] active,
-                        Epilogue derivative, bint use_blas, int n_threads,
-                        floating[:, ::1] norms, double[:, ::1] squares, const floating* alpha,
-                        floating* carry, floating* dh0) noexcept nogil:
-    """The backward time loop: BLAS steps, or small steps on one thread or on n_threads.
+cdef void backward_loop(floating* da, const floating* dout, const floating* h,
+                        const floating* dh_n, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                        const floating* M, Py_ssize_t ldm, const Py_ssize_t* active,
+                        Epilogue derivative, bint use_blas, int n_threads, floating* norms,
+                        double* squares, const floating* alpha, floating* carry,
+                        floating* dh0) noexcept nogil:
+    """The backward time loop into da (T, B, H): BLAS steps, or small steps on one thread or
+    on n_threads.
 
     At step t, rows active[t + 1] .. active[t] - 1 take their last step: the gradient from
     beyond it is dh_n, not a matmul, so those rows (for every t) are done first, and the rows
@@ -128,56 +134,53 @@ cdef void backward_loop(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
     dout_{t-1} + (1 - alpha) dL/dh_t for the step before it (leak_backward), which adds
     da_t @ W_hh; step 0 leaves (1 - alpha) dL/dh_0 in dh0 (B, H) instead.
 
-    norms (T, B), or (0, 0) for none, receives ||dL/dh_t|| of every row, 0 past a sequence's
-    end. squares is scratch for it: rows 0..T-1 take each step's sums of squares, rows from T
-    on (2 per column block) are the threaded loop's (see backward_loop_threaded).
+    norms (T, B), or NULL for none, receives ||dL/dh_t|| of every row, 0 past a sequence's
+    end. squares is scratch for it, rows of B: rows 0..T-1 take each step's sums of squares,
+    rows from T on (2 per column block) are the threaded loop's (see backward_loop_threaded).
     """
-    cdef Py_ssize_t T = da.shape[0], B = da.shape[1], H = da.shape[2], ldm = M.shape[1], t, i
+    cdef Py_ssize_t BH = B * H, t, i
     cdef Py_ssize_t ending, running
     cdef floating* da_t
     cdef const floating* g_t
     cdef const floating* extra
-    cdef const floating* carried = &dh_n[0, 0]
-    cdef bint measure = norms.shape[0] > 0
+    cdef bint measure = norms != NULL
     for t in range(T):
         running = active[t + 1] if t + 1 < T else 0
         ending = active[t]
-        da_t = &da[t, 0, 0]
-        g_t = &dout[t, 0, 0]
+        da_t = da + t * BH
+        g_t = dout + t * BH
         for i in range(running * H, ending * H):
-            da_t[i] = g_t[i] + carried[i]
-        extra = leak_extra(dout, t, alpha)
-        finish_rows(da_t + running * H, &h[t, 0, 0] + running * H, ending - running, H, H,
-                    derivative, &squares[t, running] if measure and running < ending else NULL,
-                    False, alpha, shifted(extra, running * H),
+            da_t[i] = g_t[i] + dh_n[i]
+        extra = leak_extra(dout, t, BH, alpha)
+        finish_rows(da_t + running * H, h + t * BH + running * H, ending - running, H, H,
+                    derivative, squares + t * B + running if measure and running < ending
+                    else NULL, False, alpha, shifted(extra, running * H),
                     NULL if alpha == NULL else leak_target(carry, dh0, t) + running * H)
         if ending < B:
             memset(da_t + ending * H, 0, (B - ending) * H * sizeof(floating))
     if not use_blas and n_threads > 1:
-        backward_loop_threaded(da, dout, h, M, active, derivative, n_threads, norms, squares,
-                               alpha, carry, dh0)
+        backward_loop_threaded(da, dout, h, T, B, H, M, active, derivative, n_threads, norms,
+                               squares, alpha, carry, dh0)
     else:
         for t in range(T - 2, -1, -1):
             # da_t = (init + da_{t+1} @ W_hh) * act'(a_t) (leaky: * alpha), for the sequences
             # still running; init = dout_t, or with a leak the carry
             if use_blas:
-                blas_step(&da[t + 1, 0, 0], &M[0, 0], ldm,
-                          &dout[t, 0, 0] if alpha == NULL else carry, &h[t, 0, 0],
-                          &da[t, 0, 0], active[t + 1], H, H, derivative,
-                          &squares[t, 0] if measure else NULL, alpha,
-                          leak_extra(dout, t, alpha), leak_target(carry, dh0, t))
+                blas_step(da + (t + 1) * BH, M, ldm, dout + t * BH if alpha == NULL else carry,
+                          h + t * BH, da + t * BH, active[t + 1], H, H, derivative,
+                          squares + t * B if measure else NULL, alpha,
+                          leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t))
             else:
-                small_step(&da[t + 1, 0, 0], &M[0, 0],
-                           &dout[t, 0, 0] if alpha == NULL else carry, &h[t, 0, 0],
-                           &da[t, 0, 0], active[t + 1], H, H, derivative,
-                           &squares[t, 0] if measure else NULL, alpha,
-                           leak_extra(dout, t, alpha), leak_target(carry, dh0, t))
+                small_step(da + (t + 1) * BH, M, dout + t * BH if alpha == NULL else carry,
+                           h + t * BH, da + t * BH, active[t + 1], H, H, derivative,
+                           squares + t * B if measure else NULL, alpha,
+                           leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t))
     if measure:
-        take_norms(norms, squares, active)
+        take_norms(norms, squares, T, B, active)
 
 
-cdef void forward_loop_threaded(floating[:, :, ::1] h, const floating[:, ::1] h0,
-                                const floating[:, ::1] M, const Py_ssize_t[::1] active,
+cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
+                                Py_ssize_t H, const floating* M, const Py_ssize_t* active,
                                 Epilogue activate, int n_threads, const floating* alpha,
                                 floating* act, Py_ssize_t act_step,
                                 const floating* noise) noexcept nogil:
@@ -189,38 +192,39 @@ cdef void forward_loop_threaded(floating[:, :, ::1] h, const floating[:, ::1] h0
     thread count. A leaky block reads only its own columns of h_{t-1} and writes only its own
     of h_t.
     """
-    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], t, blk
-    cdef Py_ssize_t CB = block_columns(&M[0, 0])
+    cdef Py_ssize_t BH = B * H, t, blk
+    cdef Py_ssize_t CB = block_columns(M)
     cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
     with parallel(num_threads=n_threads):
         for t in range(T):
             for blk in prange(n_blocks, schedule="static"):
-                small_step_block(&h0[0, 0] if t == 0 else &h[t - 1, 0, 0], &M[0, 0],
-                                 &h[t, 0, 0], &h0[0, 0] if t == 0 else &h[t - 1, 0, 0],
-                                 &h[t, 0, 0] if alpha == NULL else act + t * act_step,
+                small_step_block(h0 if t == 0 else h + (t - 1) * BH, M, h + t * BH,
+                                 h0 if t == 0 else h + (t - 1) * BH,
+                                 h + t * BH if alpha == NULL else act + t * act_step,
                                  active[t], H, H, blk * CB, activate, NULL, False, alpha,
-                                 shifted(noise, t * B * H), &h[t, 0, 0])
+                                 shifted(noise, t * BH), h + t * BH)
 
 
-cdef inline void add_block_squares(double[:, ::1] squares, Py_ssize_t t, Py_ssize_t first,
-                                   Py_ssize_t n_blocks, Py_ssize_t rows) noexcept nogil:
-    """squares[t, b] = the sum of squares[first + blk, b] over the blocks, for b < rows, added
-    in their order from 0: the sum small_step makes, bit for bit."""
+cdef inline void add_block_squares(double* squares, Py_ssize_t B, Py_ssize_t t,
+                                   Py_ssize_t first, Py_ssize_t n_blocks,
+                                   Py_ssize_t rows) noexcept nogil:
+    """squares[t, b] = the sum of squares[first + blk, b] over the blocks (rows of B), for
+    b < rows, added in their order from 0: the sum small_step makes, bit for bit."""
     cdef Py_ssize_t b, blk
     cdef double total
     for b in range(rows):
         total = 0
         for blk in range(n_blocks):
-            total += squares[first + blk, b]
-        squares[t, b] = total
+            total += squares[(first + blk) * B + b]
+        squares[t * B + b] = total
 
 
-cdef void backward_loop_threaded(floating[:, :, ::1] da, const floating[:, :, ::1] dout,
-                                 const floating[:, :, ::1] h, const floating[:, ::1] M,
-                                 const Py_ssize_t[::1] active, Epilogue derivative,
-                                 int n_threads, floating[:, ::1] norms,
-                                 double[:, ::1] squares, const floating* alpha,
-                                 floating* carry, floating* dh0) noexcept nogil:
+cdef void backward_loop_threaded(floating* da, const floating* dout, const floating* h,
+                                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const floating* M,
+                                 const Py_ssize_t* active, Epilogue derivative,
+                                 int n_threads, floating* norms, double* squares,
+                                 const floating* alpha, floating* carry,
+                                 floating* dh0) noexcept nogil:
     """backward_loop's small-step path for steps T-2..0 (the caller did the last steps), with
     each step's column blocks shared among n_threads, as in forward_loop_threaded (a leaky
     block reads and writes only its own columns of the carry).
@@ -232,10 +236,10 @@ cdef void backward_loop_threaded(floating[:, :, ::1] da, const floating[:, :, ::
     t + 1 has made it complete; step t writes the other set): no extra barrier. Step 0's after
     the loop.
     """
-    cdef Py_ssize_t T = da.shape[0], H = da.shape[2], t, blk
-    cdef Py_ssize_t CB = block_columns(&M[0, 0])
+    cdef Py_ssize_t BH = B * H, t, blk
+    cdef Py_ssize_t CB = block_columns(M)
     cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
-    cdef bint measure = norms.shape[0] > 0
+    cdef bint measure = norms != NULL
     cdef double* block_squares
     with parallel(num_threads=n_threads):
         for t in range(T - 2, -1, -1):
@@ -243,24 +247,23 @@ cdef void backward_loop_threaded(floating[:, :, ::1] da, const floating[:, :, ::
                 block_squares = NULL
                 if measure:
                     if blk == 0 and t + 2 < T:
-                        add_block_squares(squares, t + 1, T + ((t + 1) % 2) * n_blocks,
+                        add_block_squares(squares, B, t + 1, T + ((t + 1) % 2) * n_blocks,
                                           n_blocks, active[t + 2])
-                    block_squares = &squares[T + (t % 2) * n_blocks + blk, 0]
-                small_step_block(&da[t + 1, 0, 0], &M[0, 0],
-                                 &dout[t, 0, 0] if alpha == NULL else carry, &h[t, 0, 0],
-                                 &da[t, 0, 0], active[t + 1], H, H, blk * CB, derivative,
-                                 block_squares, False, alpha, leak_extra(dout, t, alpha),
+                    block_squares = squares + (T + (t % 2) * n_blocks + blk) * B
+                small_step_block(da + (t + 1) * BH, M,
+                                 dout + t * BH if alpha == NULL else carry, h + t * BH,
+                                 da + t * BH, active[t + 1], H, H, blk * CB, derivative,
+                                 block_squares, False, alpha, leak_extra(dout, t, BH, alpha),
                                  leak_target(carry, dh0, t))
     if measure and T > 1:
-        add_block_squares(squares, 0, T, n_blocks, active[1])
+        add_block_squares(squares, B, 0, T, n_blocks, active[1])
 
 
-cdef void copy_padded(const floating[:, ::1] W, floating[:, ::1] M, bint transpose) noexcept nogil:
-    """M[:, :n] = W.T (or W), M[:, n:] = 0, for a square W (n, n) and M (n, >= n): the layout
-    BLAS reads. The transpose goes tile by tile (16 x 16), a few cache lines at a time."""
-    cdef Py_ssize_t n = W.shape[0], ldm = M.shape[1], i, j, i0, j0, i_end, j_end
-    cdef const floating* w = &W[0, 0]
-    cdef floating* m = &M[0, 0]
+cdef void copy_padded(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
+                      bint transpose) noexcept nogil:
+    """M[:, :n] = W.T (or W), M[:, n:] = 0, for a square W (n, n) and M (n, ldm >= n): the
+    layout BLAS reads. The transpose goes tile by tile (16 x 16), a few cache lines at a time."""
+    cdef Py_ssize_t i, j, i0, j0, i_end, j_end
     if transpose:
         for i0 in range(0, n, 16):
             i_end = i0 + 16 if i0 + 16 < n else n
@@ -268,147 +271,174 @@ cdef void copy_padded(const floating[:, ::1] W, floating[:, ::1] M, bint transpo
                 j_end = j0 + 16 if j0 + 16 < n else n
                 for i in range(i0, i_end):
                     for j in range(j0, j_end):
-                        m[j * ldm + i] = w[i * n + j]
+                        M[j * ldm + i] = W[i * n + j]
     else:
         for i in range(n):
-            memcpy(m + i * ldm, w + i * n, n * sizeof(floating))
+            memcpy(M + i * ldm, W + i * n, n * sizeof(floating))
     if ldm > n:
         for i in range(n):
-            memset(m + i * ldm + n, 0, (ldm - n) * sizeof(floating))
+            memset(M + i * ldm + n, 0, (ldm - n) * sizeof(floating))
 
 
-cdef void pack_panels(const floating[:, ::1] W, floating[:, ::1] M, bint transpose) noexcept nogil:
-    """The same matrix as copy_padded (W.T or W, zero-padded to M's row length), packed for
-    the micro-kernel: panel p holds columns p*CB .. p*CB + CB - 1 of every row, row after row,
-    so a step reads each panel as one contiguous stream."""
-    cdef Py_ssize_t n = W.shape[0], ldm = M.shape[1], CB = block_columns(&W[0, 0])
+cdef void pack_panels(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
+                      bint transpose) noexcept nogil:
+    """The same matrix as copy_padded (W.T or W, zero-padded to M's row length ldm), packed
+    for the micro-kernel: panel p holds columns p*CB .. p*CB + CB - 1 of every row, row after
+    row, so a step reads each panel as one contiguous stream."""
+    cdef Py_ssize_t CB = block_columns(W)
     cdef Py_ssize_t p, j, c, col
-    cdef const floating* w = &W[0, 0]
     cdef floating* panel
     for p in range(ldm // CB):
-        panel = &M[0, 0] + p * n * CB
+        panel = M + p * n * CB
         for j in range(n):
             for c in range(CB):
                 col = p * CB + c
                 if col >= n:
                     panel[j * CB + c] = 0
                 elif transpose:
-                    panel[j * CB + c] = w[col * n + j]
+                    panel[j * CB + c] = W[col * n + j]
                 else:
-                    panel[j * CB + c] = w[j * n + col]
+                    panel[j * CB + c] = W[j * n + col]
 
 
-cdef void prepare_step_matrix(const floating[:, ::1] W, floating[:, ::1] M, bint transpose,
-                              bint use_blas) noexcept nogil:
-    """M = W.T (or W) in the layout the chosen step path reads."""
+cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
+                                 bint transpose, bint use_blas) noexcept nogil:
+    """W.T (or W) in the layout the chosen step path reads: W itself for small steps in builds
+    that read it as it is (NATURAL_LAYOUT), else copied into M (padded for BLAS, in panels for
+    the micro-kernel). Returns what the steps read."""
     if use_blas:
-        copy_padded(W, M, transpose)
+        copy_padded(W, n, M, ldm, transpose)
+    elif NATURAL_LAYOUT:
+        return W
     else:
-        pack_panels(W, M, transpose)
+        pack_panels(W, n, M, ldm, transpose)
+    return M
 
 
-def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] h0,
-                 const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
-                 const floating[::1] b, floating[:, :, ::1] out, floating[:, ::1] M,
-                 const Py_ssize_t[::1] active, bint relu, bint use_blas, int n_threads,
-                 const floating[::1] leak=None, floating[:, :, ::1] act=None,
-                 const floating[:, :, ::1] noise=None,
-                 const floating[:, :, ::1] state_noise=None):
-    """out = [h_1, ..., h_T] for x (T, B, D), h0 (B, H), W_xh (H, D), W_hh (H, H).
+cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
+    """out = [h_1, ..., h_T] (the pass's out, typed) for x (T, B, D), h0 (B, H), W_xh (H, D),
+    W_hh (H, H), as ForwardPass describes them (rnnfast/_kernels/passes.pxd).
 
-    b has length H, or 0 for no bias. M (H, >= H, a multiple of COLUMN_PAD) is scratch.
-    active (T,) counts the sequences still running at each step, rows sorted by length
-    (non-increasing; all B without lengths); rows past their sequence's end are zero.
-    use_blas chooses the step path; n_threads > 1 shares small steps among that many threads.
-    noise (T, B, H), if given, is added to the pre-activations a_t.
-    leak (H,), if given, makes the steps leaky, h_t = (1 - leak) h_{t-1} + leak act(a_t)
-    (+ state_noise_t, if given (T, B, H)); act(a_t) goes to act: (T, B, H), kept for
-    backward_pass, or (1, B, H), scratch for a forward pass alone. None: the plain RNN.
-    Python entry point; the caller has validated shapes, dtypes and contiguity.
+    The input projection P = X W_xh^T (+ b, + the noise) goes to out first, as one GEMM; the
+    time loop then turns it into the states in place. Rows past a sequence's end are zero.
     """
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
-    cdef Py_ssize_t row, i, t
-    cdef floating* P = &out[0, 0, 0]
-    cdef const floating* alpha = NULL
-    cdef floating* act_rows = NULL
-    cdef Py_ssize_t act_step = 0
-    cdef const floating* noise_rows = NULL
-    cdef const floating* state_noise_rows = NULL
-    if leak is not None:
-        alpha, act_rows = &leak[0], &act[0, 0, 0]
-        act_step = B * H if act.shape[0] > 1 else 0
-        if state_noise is not None:
-            state_noise_rows = &state_noise[0, 0, 0]
-    if noise is not None:
-        noise_rows = &noise[0, 0, 0]
-    with nogil:
-        gemm(False, True, T * B, H, D, 1, &x[0, 0, 0], D, &W_xh[0, 0], D, 0, P, H)  # P = X @ W_xh.T
-        if b.shape[0] > 0:
+    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H, row, i, t
+    cdef const floating* b = <const floating*>p.b
+    cdef const floating* noise = <const floating*>p.noise
+    cdef const floating* M
+    if NATURAL_LAYOUT and p.own_products:  # P = b (+ noise), then P += X @ W_xh.T
+        for row in range(T * B):
+            if b != NULL:
+                memcpy(out + row * H, b, H * sizeof(floating))
+            else:
+                memset(out + row * H, 0, H * sizeof(floating))
+        if noise != NULL:  # the noise on a_t folds into the input projection
+            for i in range(T * B * H):
+                out[i] += noise[i]
+        step_product(True, <const floating*>p.x, T * B, D, <const floating*>p.W_xh, out, out, H,
+                     0, H)
+    else:
+        any_gemm(False, True, T * B, H, D, 1, <const floating*>p.x, D,
+                 <const floating*>p.W_xh, D, 0, out, H)  # P = X @ W_xh.T
+        if b != NULL:
             for row in range(T * B):
                 for i in range(H):
-                    P[row * H + i] += b[i]
-        if noise_rows != NULL:  # the noise on a_t folds into the input projection
+                    out[row * H + i] += b[i]
+        if noise != NULL:  # the noise on a_t folds into the input projection
             for i in range(T * B * H):
-                P[i] += noise_rows[i]
-        prepare_step_matrix(W_hh, M, True, use_blas)  # the forward step right-multiplies by W_hh^T
-        forward_loop(out, h0, M, active, FORWARD_RELU if relu else FORWARD_TANH, use_blas,
-                     n_threads, alpha, act_rows, act_step, state_noise_rows)
-        for t in range(T):  # outputs past a sequence's end are zeros
-            if active[t] < B:
-                memset(&out[t, active[t], 0], 0, (B - active[t]) * H * sizeof(floating))
+                out[i] += noise[i]
+    # the forward step right-multiplies by W_hh^T
+    M = step_matrix(<const floating*>p.W_hh, H, <floating*>p.M, p.ldm, True, p.use_blas)
+    forward_loop(out, <const floating*>p.h0, T, B, H, M, p.ldm, p.active,
+                 FORWARD_RELU if p.relu else FORWARD_TANH, p.use_blas, p.n_threads,
+                 <const floating*>p.leak, <floating*>p.act, p.act_step,
+                 <const floating*>p.state_noise)
+    for t in range(T):  # outputs past a sequence's end are zeros
+        if p.active[t] < B:
+            memset(out + (t * B + p.active[t]) * H, 0, (B - p.active[t]) * H * sizeof(floating))
 
 
-def backward_pass(const floating[:, :, ::1] dout, const floating[:, ::1] dh_n,
-                  const floating[:, :, ::1] x, const floating[:, ::1] h0,
-                  const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
-                  const floating[:, :, ::1] out, floating[:, :, ::1] da, floating[:, ::1] M,
-                  floating[:, :, ::1] dx, floating[:, ::1] dh0, floating[:, ::1] dW_xh,
-                  floating[:, ::1] dW_hh, floating[::1] db, const Py_ssize_t[::1] active,
-                  bint relu, bint use_blas, int n_threads, bint weight_grads,
-                  floating[:, ::1] norms, double[:, ::1] squares,
-                  const floating[::1] leak=None, const floating[:, :, ::1] act=None,
-                  floating[:, ::1] carry=None):
-    """BPTT: fill dx, dh0, db (length H, or 0 for no bias) and, if weight_grads, dW_xh, dW_hh.
+cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
+    """BPTT as BackwardPass describes it (rnnfast/_kernels/passes.pxd), da its scratch, typed:
+    dx (unless NULL), dh0, db (unless NULL) and, unless dW_xh is NULL, dW_xh and dW_hh.
 
-    da (T, B, H) and M (H, >= H, a multiple of COLUMN_PAD) are scratch; active as in
-    forward_pass (dh_n reaches each sequence at its last step). norms (T, B), or (0, 0) for
-    none, receives ||dL/dh_t|| for every step and row (0 past a sequence's end); squares is
-    float64 scratch for it: (T, B), or (T + 2 * column blocks of BLOCK_BYTES, B) for small
-    steps on n_threads > 1. h0 is the initial
+    dh_n reaches each sequence at its last step (active as in forward_pass). h0 is the initial
     state used forward (zeros when the caller had none: its term in dW_hh is still computed,
     so an infinite gradient times a zero state gives NaN, exactly as in the reference).
-    A leaky pass takes the forward's leak (H,) and act (T, B, H), and carry (B, H) as scratch:
+    A leaky pass (leak not NULL) reads act(a_t) from act and uses carry (B, H) as scratch:
     da_t = leak dL/dh_t act'(a_t), and dL/dh_{t-1} gets (1 - leak) dL/dh_t besides W_hh^T da_t.
-    Python entry point; the caller has validated shapes, dtypes and contiguity.
     """
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
-    cdef Py_ssize_t row, i
-    cdef floating* da_rows = &da[0, 0, 0]
-    cdef const floating* alpha = NULL
-    cdef floating* carry_rows = NULL
-    cdef const floating[:, :, ::1] derivative_of = out  # act(a_t): the states, plain
-    if leak is not None:
-        alpha, carry_rows, derivative_of = &leak[0], &carry[0, 0], act
-    with nogil:
-        prepare_step_matrix(W_hh, M, False, use_blas)  # the backward step right-multiplies by W_hh
-        backward_loop(da, dout, derivative_of, dh_n, M, active,
-                      BACKWARD_RELU if relu else BACKWARD_TANH, use_blas, n_threads, norms,
-                      squares, alpha, carry_rows, &dh0[0, 0])
-        gemm(False, False, T * B, D, H, 1, da_rows, H, &W_xh[0, 0], D, 0, &dx[0, 0, 0], D)  # dx = da @ W_xh
-        if weight_grads:
-            gemm(True, False, H, D, T * B, 1, da_rows, H, &x[0, 0, 0], D, 0, &dW_xh[0, 0], D)  # dW_xh = da.T @ x
-            # dW_hh = sum_t da_t^T h_{t-1}: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
-            gemm(True, False, H, H, B, 1, da_rows, H, &h0[0, 0], H, 0, &dW_hh[0, 0], H)  # dW_hh = da[0].T @ h0
+    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H, row, i
+    cdef const floating* W_hh = <const floating*>p.W_hh
+    cdef const floating* M
+    cdef floating* dh0 = <floating*>p.dh0
+    cdef floating* dW_hh = <floating*>p.dW_hh
+    cdef floating* db = <floating*>p.db
+    cdef const floating* alpha = <const floating*>p.leak
+    # the backward step right-multiplies by W_hh
+    M = step_matrix(W_hh, H, <floating*>p.M, p.ldm, False, p.use_blas)
+    backward_loop(da, <const floating*>p.dout, <const floating*>p.act,
+                  <const floating*>p.dh_n, T, B, H, M, p.ldm, p.active,
+                  BACKWARD_RELU if p.relu else BACKWARD_TANH, p.use_blas, p.n_threads,
+                  <floating*>p.norms, p.squares, alpha, <floating*>p.carry, dh0)
+    if p.dx != NULL and NATURAL_LAYOUT and p.own_products:  # dx = 0 + da @ W_xh
+        memset(p.dx, 0, T * B * D * sizeof(floating))
+        step_product(False, da, T * B, H, <const floating*>p.W_xh, <floating*>p.dx,
+                     <floating*>p.dx, D, 0, D)
+    elif p.dx != NULL:
+        any_gemm(False, False, T * B, D, H, 1, da, H, <const floating*>p.W_xh, D, 0,
+                 <floating*>p.dx, D)  # dx = da @ W_xh
+    if dW_hh != NULL:
+        any_gemm(True, False, H, D, T * B, 1, da, H, <const floating*>p.x, D, 0,
+                 <floating*>p.dW_xh, D)  # dW_xh = da.T @ x
+        # dW_hh = sum_t da_t^T h_{t-1}: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
+        if <const floating*>p.h0 + B * H == <const floating*>p.out:  # h0 right before out
+            any_gemm(True, False, H, H, T * B, 1, da, H, <const floating*>p.h0, H, 0, dW_hh,
+                     H)  # dW_hh = da.T @ [h0; out[:-1]]
+        else:
+            any_gemm(True, False, H, H, B, 1, da, H, <const floating*>p.h0, H, 0, dW_hh,
+                     H)  # dW_hh = da[0].T @ h0
             if T > 1:
-                gemm(True, False, H, H, (T - 1) * B, 1, &da[1, 0, 0], H, &out[0, 0, 0], H, 1,
-                     &dW_hh[0, 0], H)  # dW_hh += da[1:].T @ out[:-1]
-        if alpha == NULL:
-            gemm(False, False, B, H, H, 1, da_rows, H, &W_hh[0, 0], H, 0, &dh0[0, 0], H)  # dh0 = da[0] @ W_hh
-        else:  # dh0 holds (1 - leak) dL/dh_0 from the loop
-            gemm(False, False, B, H, H, 1, da_rows, H, &W_hh[0, 0], H, 1, &dh0[0, 0], H)  # dh0 += da[0] @ W_hh
-        if db.shape[0] > 0:
-            # db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable.
-            memset(&db[0], 0, H * sizeof(floating))
-            for row in range(T * B):
-                for i in range(H):
-                    db[i] += da_rows[row * H + i]
+                any_gemm(True, False, H, H, (T - 1) * B, 1, da + B * H, H,
+                         <const floating*>p.out, H, 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
+    if alpha == NULL:
+        any_gemm(False, False, B, H, H, 1, da, H, W_hh, H, 0, dh0, H)  # dh0 = da[0] @ W_hh
+    else:  # dh0 holds (1 - leak) dL/dh_0 from the loop
+        any_gemm(False, False, B, H, H, 1, da, H, W_hh, H, 1, dh0, H)  # dh0 += da[0] @ W_hh
+    if db != NULL:
+        # db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable.
+        memset(db, 0, H * sizeof(floating))
+        for row in range(T * B):
+            for i in range(H):
+                db[i] += da[row * H + i]
+
+
+cdef void forward_f32(const ForwardPass* p) noexcept nogil:
+    forward_pass(p, <float*>p.out)
+
+
+cdef void forward_f64(const ForwardPass* p) noexcept nogil:
+    forward_pass(p, <double*>p.out)
+
+
+cdef void backward_f32(const BackwardPass* p) noexcept nogil:
+    backward_pass(p, <float*>p.da)
+
+
+cdef void backward_f64(const BackwardPass* p) noexcept nogil:
+    backward_pass(p, <double*>p.da)
+
+
+cdef KernelTable TABLE
+TABLE.forward_f32 = forward_f32
+TABLE.forward_f64 = forward_f64
+TABLE.backward_f32 = backward_f32
+TABLE.backward_f64 = backward_f64
+TABLE.block_bytes = BLOCK_BYTES
+TABLE.natural = NATURAL_LAYOUT
+
+
+def kernel_table():
+    """This build's passes as a PyCapsule named "rnnfast.KernelTable" holding a pointer to its
+    KernelTable (rnnfast/_kernels/passes.pxd), for the compiled entry to call."""
+    return PyCapsule_New(&TABLE, b"rnnfast.KernelTable", NULL)

@@ -1,7 +1,8 @@
-# One time step of the recurrence, C = finish(init + X @ M): the register-blocked micro-kernel
-# (rnnfast/_kernels/microkernel.h) for small steps and the BLAS path for large ones. A backward step can
-# also measure each row of init + X @ M (the gradient dL/dh_t, before act') on its way to finish:
-# its sum of squares goes to squares[row] (squares NULL: no measuring, no cost).
+# One time step of the recurrence, C = finish(init + X @ M): the small-step product
+# (rnnfast/_kernels/microkernel.h: on W_hh itself in AVX2 builds, natural.h; in panels of it
+# elsewhere) for small steps and the BLAS path for large ones. A backward step can also measure
+# each row of init + X @ M (the gradient dL/dh_t, before act') on its way to finish: its sum of
+# squares goes to squares[row] (squares NULL: no measuring, no cost).
 #
 # A leaky step (alpha not NULL: the leak of each of the N columns) then adds the leak
 # (activation.pxd, leak_forward and leak_backward), which writes `carry` (B, N):
@@ -13,39 +14,34 @@
 from cython cimport floating
 from libc.string cimport memcpy
 
-from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue, finish,
-                                          leak_backward, leak_forward)
+from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue,
+                                          FORWARD_RELU, FORWARD_TANH, finish, leak_backward,
+                                          leak_forward)
 from rnnfast._kernels.blas cimport gemm
 
 
 cdef extern from "microkernel.h" nogil:
     # A block row is two vectors of this many bytes (32 with AVX, else 16).
     const Py_ssize_t VECTOR_BYTES "RNNFAST_VECTOR_BYTES"
-    # C[r, :width] = init[r, :width] + X[r] @ M[:, :width] for 6, 4, 2 or 1 rows; see the header.
-    void block_6_rows_f32 "rnnfast_block_6_rows_f32"(
-        const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
-        float* C, Py_ssize_t N, Py_ssize_t width) noexcept
-    void block_6_rows_f64 "rnnfast_block_6_rows_f64"(
-        const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
-        double* C, Py_ssize_t N, Py_ssize_t width) noexcept
-    void block_4_rows_f32 "rnnfast_block_4_rows_f32"(
-        const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
-        float* C, Py_ssize_t N, Py_ssize_t width) noexcept
-    void block_4_rows_f64 "rnnfast_block_4_rows_f64"(
-        const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
-        double* C, Py_ssize_t N, Py_ssize_t width) noexcept
-    void block_2_rows_f32 "rnnfast_block_2_rows_f32"(
-        const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
-        float* C, Py_ssize_t N, Py_ssize_t width) noexcept
-    void block_2_rows_f64 "rnnfast_block_2_rows_f64"(
-        const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
-        double* C, Py_ssize_t N, Py_ssize_t width) noexcept
-    void block_1_row_f32 "rnnfast_block_1_row_f32"(
-        const float* X, Py_ssize_t K, const float* M, Py_ssize_t ldm, const float* init,
-        float* C, Py_ssize_t width) noexcept
-    void block_1_row_f64 "rnnfast_block_1_row_f64"(
-        const double* X, Py_ssize_t K, const double* M, Py_ssize_t ldm, const double* init,
-        double* C, Py_ssize_t width) noexcept
+    # Whether the small steps read W_hh as it is (1: AVX2 builds) or packed in panels (0).
+    const bint NATURAL_LAYOUT "RNNFAST_NATURAL"
+    # C[:, c0:c1] = init[:, c0:c1] + (X @ W_hh.T forward, X @ W_hh backward)[:, c0:c1] for B
+    # rows, from M: W_hh itself (NATURAL_LAYOUT) or its panels; see the header.
+    void step_product_f32 "rnnfast_step_product_f32"(
+        bint forward, const float* X, Py_ssize_t B, Py_ssize_t K, const float* M,
+        const float* init, float* C, Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1) noexcept
+    void step_product_f64 "rnnfast_step_product_f64"(
+        bint forward, const double* X, Py_ssize_t B, Py_ssize_t K, const double* M,
+        const double* init, double* C, Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1) noexcept
+    # C = alpha op(A) @ op(B) + beta C in plain loops, for tiny GEMMs (see the header).
+    void gemm_loops_f32 "rnnfast_gemm_loops_f32"(
+        bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+        const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, float beta, float* C,
+        Py_ssize_t ldc) noexcept
+    void gemm_loops_f64 "rnnfast_gemm_loops_f64"(
+        bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+        const double* A, Py_ssize_t lda, const double* B, Py_ssize_t ldb, double beta,
+        double* C, Py_ssize_t ldc) noexcept
     # sum(v[i]^2) for i < n, accumulated in double, vectorised, in an order fixed per build.
     double sum_squares_f32 "rnnfast_sum_squares_f32"(const float* v, Py_ssize_t n) noexcept
     double sum_squares_f64 "rnnfast_sum_squares_f64"(const double* v, Py_ssize_t n) noexcept
@@ -108,6 +104,53 @@ cdef inline void finish_rows(floating* C, const floating* h, Py_ssize_t rows, Py
                          width, kind)
 
 
+# GEMMs of at most this many multiply-adds (m * n * k) run in plain loops (gemm_loops), not
+# BLAS: measured here, an OpenBLAS sgemm call of 1 x 8 x 8 took 143 ns, 1 x 64 x 64 183 ns,
+# 16 x 64 x 64 1.2 us, against 20-40 ns for the loops at the smallest sizes; the loops keep
+# tiny passes and cold calls off BLAS's code entirely.
+cdef enum:
+    LOOPS_MAX_MNK = 4096
+
+
+cdef inline void any_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                          floating alpha, const floating* A, Py_ssize_t lda, const floating* B,
+                          Py_ssize_t ldb, floating beta, floating* C,
+                          Py_ssize_t ldc) noexcept nogil:
+    """blas.pxd's gemm, or the same product in plain loops when it is tiny (LOOPS_MAX_MNK)."""
+    if m * n * k > LOOPS_MAX_MNK:
+        gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    elif floating is float:
+        gemm_loops_f32(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        gemm_loops_f64(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+cdef inline void step_product(bint forward, const floating* X, Py_ssize_t B, Py_ssize_t K,
+                              const floating* M, const floating* init, floating* C, Py_ssize_t N,
+                              Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """C[:, c0:c1] = init + (X @ W_hh.T if forward else X @ W_hh)[:, c0:c1] (see the header)."""
+    if floating is float:
+        step_product_f32(forward, X, B, K, M, init, C, N, c0, c1)
+    else:
+        step_product_f64(forward, X, B, K, M, init, C, N, c0, c1)
+
+
+cdef inline void finish_blocks(floating* C, const floating* h, Py_ssize_t B, Py_ssize_t N,
+                               Py_ssize_t c0, Py_ssize_t c1, Epilogue kind, double* squares,
+                               const floating* alpha, const floating* extra,
+                               floating* carry) noexcept nogil:
+    """finish_rows on each column block of c0 .. c1 - 1 in turn, for every row: the squares of
+    a row summed block by block in their order (0 + block 0 + block 1 + ...: the first block of
+    the row stores, the others add), the same sums as the threaded loops make."""
+    cdef Py_ssize_t CB = block_columns(C), col0 = c0, width
+    while col0 < c1:
+        width = c1 - col0 if c1 - col0 < CB else CB
+        finish_rows(C + col0, h + col0, B, width, N, kind, squares, col0 > 0,
+                    shifted(alpha, col0), shifted(extra, col0),
+                    NULL if carry == NULL else carry + col0)
+        col0 += CB
+
+
 cdef inline void small_step_block(const floating* X, const floating* M, const floating* init,
                                   const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
                                   Py_ssize_t N, Py_ssize_t col0, Epilogue kind,
@@ -118,46 +161,14 @@ cdef inline void small_step_block(const floating* X, const floating* M, const fl
     added to it (see finish_rows); with alpha, the leak of these columns (alpha, extra and
     carry as for the whole step, see the top of this file).
 
-    X (B, K), init/h/C (B, N); C may be init (the forward step works in place). M (K, N) is
-    packed in panels (see pack_panels): the K x block panel of these columns is contiguous, so
-    the kernel streams it from memory in order. Rows go six at a time, then four, two, one.
-    Blocks are independent, so threads can share a step's blocks out.
+    X (B, K), init/h/C (B, N); C may be init (the forward step works in place). The product is
+    step_product's, forward for the forward epilogues. Blocks are independent, so threads can
+    share a step's blocks out: each output is computed the same way in any block.
     """
     cdef Py_ssize_t CB = block_columns(X)
     cdef Py_ssize_t width = N - col0 if N - col0 < CB else CB
-    cdef const floating* panel = M + (col0 // CB) * K * CB
-    # Rows go six at a time; the rest (0..5) four, two and one at a time.
-    cdef Py_ssize_t b, B6 = B - B % 6
-    cdef Py_ssize_t B4 = B6 + (B - B6) // 4 * 4
-    cdef Py_ssize_t B2 = B4 + (B - B4) // 2 * 2
-    for b in range(0, B6, 6):
-        if floating is float:
-            block_6_rows_f32(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
-                             N, width)
-        else:
-            block_6_rows_f64(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
-                             N, width)
-    for b in range(B6, B4, 4):
-        if floating is float:
-            block_4_rows_f32(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
-                             N, width)
-        else:
-            block_4_rows_f64(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
-                             N, width)
-    for b in range(B4, B2, 2):
-        if floating is float:
-            block_2_rows_f32(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
-                             N, width)
-        else:
-            block_2_rows_f64(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
-                             N, width)
-    for b in range(B2, B):
-        if floating is float:
-            block_1_row_f32(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
-                            width)
-        else:
-            block_1_row_f64(X + b * K, K, panel, CB, init + b * N + col0, C + b * N + col0,
-                            width)
+    step_product(kind == FORWARD_TANH or kind == FORWARD_RELU, X, B, K, M, init, C, N, col0,
+                 col0 + width)
     finish_rows(C + col0, h + col0, B, width, N, kind, squares, add, shifted(alpha, col0),
                 shifted(extra, col0), NULL if carry == NULL else carry + col0)
 
@@ -166,14 +177,11 @@ cdef inline void small_step(const floating* X, const floating* M, const floating
                             const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
                             Py_ssize_t N, Epilogue kind, double* squares, const floating* alpha,
                             const floating* extra, floating* carry) noexcept nogil:
-    """C = finish(init + X @ M, h), one column block after another (see small_step_block); with
-    squares, squares[row] = the row's sum of squares, summed block by block in their order
-    (0 + block 0 + block 1 + ...: the first block stores, the others add); with alpha, the
-    leak."""
-    cdef Py_ssize_t CB = block_columns(X), blk
-    for blk in range((N + CB - 1) // CB):
-        small_step_block(X, M, init, h, C, B, K, N, blk * CB, kind, squares, blk > 0, alpha,
-                         extra, carry)
+    """C = finish(init + X @ M, h): the product over all columns, then the epilogue a column
+    block after another (see finish_blocks); with squares, squares[row] = the row's sum of
+    squares; with alpha, the leak. The same bits as small_step_block on every block."""
+    step_product(kind == FORWARD_TANH or kind == FORWARD_RELU, X, B, K, M, init, C, N, 0, N)
+    finish_blocks(C, h, B, N, 0, N, kind, squares, alpha, extra, carry)
 
 
 cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,

@@ -1,6 +1,11 @@
 """A benchmark run: every (shape, dtype, pass) of a grid, each candidate checked against the
-reference and then timed interleaved with the others, between two measurements of the
-machine's GEMM throughput (the yardstick of rnnfast's GFLOP/s).
+reference and then timed in two modes, between two measurements of the machine's GEMM
+throughput (the yardstick of rnnfast's GFLOP/s).
+
+The modes (``MODES``): "hot", each candidate's calls back to back in windows of ~10 ms (a
+benchmark loop: caches and branch predictors warm), and "interleaved", one call of each
+candidate in turn (every call starts where the others left the caches, as in a program that
+does other work between calls). Both rotate the candidates round-robin.
 
 ``run_benchmark`` is what `rnnfast bench` measures; it returns a ``BenchmarkRun`` holding every
 figure and the raw windows (``to_json`` for the report), and prints nothing.
@@ -15,14 +20,18 @@ from rnnfast.benchmarking.machine import machine_info
 from rnnfast.benchmarking.peers import ORACLE, SUBJECT, make_runner, result_error
 from rnnfast.benchmarking.problems import flops, make_problem
 from rnnfast.benchmarking.timing import (GEMM_LIBRARIES, WINDOW_S, gemm_throughput,
-                                         paired_ratio, pinned_to_one_core, time_interleaved)
+                                         paired_ratio, pinned_to_one_core, time_interleaved,
+                                         warm_up)
 
 __all__ = ["Row", "BenchmarkRun", "measure_row", "run_benchmark", "timing_settings",
-           "AGREEMENT", "YARDSTICK"]
+           "AGREEMENT", "YARDSTICK", "MODES"]
 
-# Timing: the per-row budget (seconds) and minimum number of windows per candidate, for a full
-# and a quick run; GEMM repeats for each.
-BUDGET_S, QUICK_BUDGET_S = 5.0, 0.6
+# The two ways of timing (see the top of this module), and their windows' target lengths.
+MODES = {"hot": WINDOW_S, "interleaved": 0.0}
+
+# Timing: the budget per row and mode (seconds) and the minimum number of windows per
+# candidate, for a full and a quick run; GEMM repeats for each.
+BUDGET_S, QUICK_BUDGET_S = 2.5, 0.3
 MIN_WINDOWS, QUICK_MIN_WINDOWS = 7, 3
 GEMM_REPEATS, QUICK_GEMM_REPEATS = 3, 1
 # The GEMM whose throughput rnnfast's GFLOP/s are a share of.
@@ -35,9 +44,9 @@ AGREEMENT = {"float32": 1e-3, "float64": 1e-8}
 
 
 def timing_settings(quick=False, budget_s=None, rounds=None):
-    """Keyword arguments of ``time_interleaved`` for a row: exactly ``rounds`` windows per
-    candidate, or as many as fit in ``budget_s`` (default 5 s, 0.6 s when ``quick``) with at
-    least 7 (3 when quick)."""
+    """Keyword arguments of ``time_interleaved`` for a row and mode: exactly ``rounds`` windows
+    per candidate, or as many as fit in ``budget_s`` (default 2.5 s, 0.3 s when ``quick``)
+    with at least 7 (3 when quick)."""
     if rounds:
         return {"budget_s": 0.0, "min_windows": rounds, "max_windows": rounds}
     return {"budget_s": budget_s or (QUICK_BUDGET_S if quick else BUDGET_S),
@@ -46,14 +55,14 @@ def timing_settings(quick=False, budget_s=None, rounds=None):
 
 @dataclass
 class Row:
-    """The measurements of one (shape, dtype, pass)."""
+    """The measurements of one (shape, dtype, pass), in each mode of MODES."""
 
     shape: tuple
     dtype: str
     pass_name: str
-    medians: dict  # impl -> seconds per call (median over windows)
-    samples: dict  # impl -> seconds per call, one per window
-    calls_per_window: dict
+    medians: dict  # mode -> impl -> seconds per call (median over windows)
+    samples: dict  # mode -> impl -> seconds per call, one per window
+    calls_per_window: dict  # mode -> impl -> calls
     errors: dict  # impl -> relative error against the reference
     disagreeing: list  # impls whose error exceeds AGREEMENT
 
@@ -61,28 +70,41 @@ class Row:
     def flops(self):
         return flops(self.shape, self.pass_name)
 
-    def speedup(self, peer):
+    @property
+    def peers(self):
+        return [impl for impl in self.errors if impl != SUBJECT]
+
+    def speedup(self, peer, mode="hot"):
         """How many times faster the subject (cython) ran than ``peer``: the median over rounds
         of peer time / subject time within a round (``paired_ratio``)."""
-        return paired_ratio(self.samples[peer], self.samples[SUBJECT])
+        return paired_ratio(self.samples[mode][peer], self.samples[mode][SUBJECT])
 
-    def ratio_of_medians(self, peer):
+    def ratio_of_medians(self, peer, mode="hot"):
         """peer median / subject median: the other estimate of the speed-up."""
-        return self.medians[peer] / self.medians[SUBJECT]
+        return self.medians[mode][peer] / self.medians[mode][SUBJECT]
 
-    def gflops(self, impl=SUBJECT):
-        return self.flops / self.medians[impl] / 1e9
+    def best_peer(self, mode="hot"):
+        """The fastest peer in ``mode`` (smallest median), or None when there is none."""
+        return min(self.peers, key=lambda peer: self.medians[mode][peer], default=None)
+
+    def gflops(self, impl=SUBJECT, mode="hot"):
+        return self.flops / self.medians[mode][impl] / 1e9
 
 
 def measure_row(shape, dtype, pass_name, impls, timing, n_threads):
-    """Check every implementation against the reference, then time them interleaved."""
+    """Check every implementation against the reference, warm each up, then time them in
+    each mode, round-robin."""
     problem = make_problem(shape, dtype)
     runners = {impl: make_runner(impl, problem, pass_name, n_threads) for impl in impls}
     expected = runners[ORACLE]()
     errors = {impl: result_error(run(), expected) for impl, run in runners.items()}
-    samples, calls = time_interleaved(runners, **timing)
+    warm_up(runners)
+    samples, calls = {}, {}
+    for mode, window_s in MODES.items():
+        samples[mode], calls[mode] = time_interleaved(runners, window_s=window_s, **timing)
     return Row(shape, dtype, pass_name,
-               medians={impl: float(np.median(s)) for impl, s in samples.items()},
+               medians={mode: {impl: float(np.median(s)) for impl, s in by_impl.items()}
+                        for mode, by_impl in samples.items()},
                samples=samples, calls_per_window=calls, errors=errors,
                disagreeing=[impl for impl, e in errors.items() if e > AGREEMENT[dtype]])
 
@@ -130,22 +152,32 @@ class BenchmarkRun:
         return {
             "machine": self.info, "warnings": list(warnings),
             "settings": {"threads": self.threads, "pinned_core": self.pinned_core,
-                         "quick": self.quick, "window_s": WINDOW_S, **self.timing,
+                         "quick": self.quick, "window_s": MODES, **self.timing,
                          "implementations": self.impls, "subject": SUBJECT, "oracle": ORACLE},
             "gemm_gflops": {library: {dtype: {str(n): g for n, g in by_size.items()}
                                       for dtype, by_size in by_dtype.items()}
                             for library, by_dtype in self.gemm.items()},
             "gemm_yardstick": {"library": YARDSTICK, "gflops": yardstick},
-            "rows": [{"shape": dict(zip("TBDH", row.shape)), "dtype": row.dtype,
-                      "pass": row.pass_name, "flops": row.flops, "median_s": row.medians,
-                      "speedup_of_cython": {peer: row.speedup(peer) for peer in peers},
-                      "ratio_of_medians": {peer: row.ratio_of_medians(peer) for peer in peers},
-                      "gflops": {impl: row.gflops(impl) for impl in self.impls},
-                      "gemm_share_of_cython": row.gflops() / yardstick[row.dtype],
-                      "relative_error": row.errors, "disagreeing": row.disagreeing,
-                      "calls_per_window": row.calls_per_window,
-                      "seconds_per_call_by_window": row.samples} for row in self.rows],
+            "rows": [_row_json(row, peers, yardstick) for row in self.rows],
         }
+
+
+def _row_json(row, peers, yardstick):
+    """One row of to_json: every figure of every mode."""
+    return {"shape": dict(zip("TBDH", row.shape)), "dtype": row.dtype, "pass": row.pass_name,
+            "flops": row.flops, "median_s": row.medians,
+            "speedup_of_cython": {mode: {peer: row.speedup(peer, mode) for peer in peers}
+                                  for mode in MODES},
+            "ratio_of_medians": {mode: {peer: row.ratio_of_medians(peer, mode) for peer in peers}
+                                 for mode in MODES},
+            "best_peer": {mode: row.best_peer(mode) for mode in MODES},
+            "gflops": {mode: {impl: row.gflops(impl, mode) for impl in row.errors}
+                       for mode in MODES},
+            "gemm_share_of_cython": {mode: row.gflops(mode=mode) / yardstick[row.dtype]
+                                     for mode in MODES},
+            "relative_error": row.errors, "disagreeing": row.disagreeing,
+            "calls_per_window": row.calls_per_window,
+            "seconds_per_call_by_window": row.samples}
 
 
 def run_benchmark(shapes, dtypes, passes, impls, threads=1, timing=None, quick=False,
@@ -163,7 +195,7 @@ def run_benchmark(shapes, dtypes, passes, impls, threads=1, timing=None, quick=F
         Threads of BLAS and OpenMP (threadpoolctl), PyTorch and rnnfast. With 1 thread the
         process is pinned to one core for the whole measurement.
     timing : dict or None
-        ``timing_settings(...)``; default ``timing_settings(quick)``.
+        ``timing_settings(...)``, for each mode; default ``timing_settings(quick)``.
     quick : bool
         Fewer GEMM repeats (and the quick timing, by default).
     on_row : callable or None

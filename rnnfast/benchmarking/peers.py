@@ -9,13 +9,20 @@ on a problem and returning (out, grads), grads None for a forward pass, else
   T*B rows, only ``h @ W_hh.T`` + tanh per step (forward) and the da/dh chain per step
   (backward) in Python;
 - ``torch``: ``torch.nn.RNN`` on the CPU, when PyTorch is importable (forward under
-  ``torch.no_grad()``, forward+backward with autograd and ``out.backward(G)``).
+  ``torch.no_grad()``, forward+backward with autograd and ``out.backward(G)``);
+- ``numba``: the batched algorithm under ``@numba.njit``, no Python per step
+  (rnnfast/benchmarking/numba_peer.py), when numba is installed;
+- ``jax``: ``lax.scan`` under ``jax.jit``, the backward by ``jax.vjp``
+  (rnnfast/benchmarking/jax_peer.py), when JAX is installed.
+
+The optional peers install with the ``bench`` extra (``pip install "rnnfast[bench]"``).
 
 A new peer is one function ``make(problem, with_backward, n_threads) -> runner`` and one
 ``Peer`` in ``PEERS``; the command line, the pytest-benchmark suite and the JSON report pick it
 up from there.
 """
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Callable
 
@@ -142,26 +149,47 @@ def _torch_runner(problem, with_backward, n_threads):
     return forward_backward if with_backward else forward
 
 
+def _installed(module):
+    """Whether ``module`` can be imported here (found without importing it)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def _module_runner(module):
+    """A peer's make function that imports rnnfast.benchmarking.<module> on first use."""
+
+    def make(problem, with_backward, n_threads):
+        peer = importlib.import_module(f"rnnfast.benchmarking.{module}")
+        return peer.make(problem, with_backward, n_threads)
+
+    return make
+
+
 @dataclass(frozen=True)
 class Peer:
     """A candidate of the benchmark.
 
     name: its key (command line, JSON); label: its column in the table; make(problem,
     with_backward, n_threads) -> runner; available() -> whether it can run here (its library
-    is installed).
+    is installed); install: how to install it, for the line that says it was skipped.
     """
 
     name: str
     label: str
     make: Callable
     available: Callable = lambda: True
+    install: str = ""
 
 
 PEERS = {peer.name: peer for peer in (
     Peer("cython", "cython", _rnnfast_runner("cython")),
     Peer("numpy", "numpy ref", _rnnfast_runner("numpy")),
     Peer("numpy-batched", "np batched", _batched_runner),
-    Peer("torch", "torch", _torch_runner, available=lambda: import_torch() is not None),
+    Peer("torch", "torch", _torch_runner, available=lambda: import_torch() is not None,
+         install="pip install torch (the CPU build: see the README)"),
+    Peer("numba", "numba", _module_runner("numba_peer"), available=lambda: _installed("numba"),
+         install='pip install "rnnfast[bench]"'),
+    Peer("jax", "jax", _module_runner("jax_peer"), available=lambda: _installed("jax"),
+         install='pip install "rnnfast[bench]"'),
 )}
 IMPLEMENTATIONS = tuple(PEERS)
 # rnnfast's fast backend, whose speed-ups over the others the table reports.

@@ -17,11 +17,13 @@ import numpy as np
 
 from rnnfast.utils.threads import available_cores
 
-__all__ = ["WINDOW_S", "time_interleaved", "paired_ratio", "pinned_to_one_core",
+__all__ = ["WINDOW_S", "warm_up", "time_interleaved", "paired_ratio", "pinned_to_one_core",
            "gemm_throughput", "GEMM_SIZES", "GEMM_LIBRARIES"]
 
 # The target length of one window, in seconds.
 WINDOW_S = 0.01
+# Every candidate is warmed up for at least this long and this many calls before it is timed.
+WARM_UP_S, WARM_UP_CALLS = 0.05, 3
 GEMM_SIZES = (1024, 2048)
 # NumPy's GEMM is the yardstick of the machine's throughput; SciPy's BLAS, which rnnfast's
 # kernels call, is measured beside it because the two wheels ship different OpenBLAS builds.
@@ -40,6 +42,18 @@ def _calls_per_window(run, window_s):
     """How many calls fill a window of about ``window_s`` (at least one); the call that
     measures it is the warm-up."""
     return max(1, int(window_s / _time_window(run, 1)))
+
+
+def warm_up(runners, seconds=WARM_UP_S, min_calls=WARM_UP_CALLS):
+    """Call every runner, in turn, until each has run ``min_calls`` times and ``seconds`` have
+    passed for it: first calls (compilation, page faults, lazy imports, a processor that has
+    just left an idle state) are kept out of what is timed afterwards."""
+    for run in runners.values():
+        start = time.perf_counter()
+        calls = 0
+        while calls < min_calls or time.perf_counter() - start < seconds:
+            run()
+            calls += 1
 
 
 def time_interleaved(runners, budget_s, min_windows, max_windows=None, window_s=WINDOW_S):

@@ -2,9 +2,10 @@
 
 For each shape (T, B, D, H), dtype and pass ("forward", or "forward+backward" with the loss
 sum(out * G) so that every step has an upstream gradient) it times rnnfast's compiled backend
-against its NumPy reference, a batched NumPy peer and torch.nn.RNN (rnnfast.benchmarking.peers),
-round-robin in short windows (rnnfast.benchmarking.timing), after checking that every candidate
-agrees with the reference; one-thread runs are pinned to one core. The machine's GEMM
+against its NumPy reference, a batched NumPy peer, torch.nn.RNN, numba and JAX (those
+installed; rnnfast.benchmarking.peers), after checking that every candidate agrees with the
+reference: hot (calls back to back) and interleaved (one call of each in turn), round-robin
+(rnnfast.benchmarking.timing); one-thread runs are pinned to one core. The machine's GEMM
 throughput (NumPy matmul on square 1024 and 2048 matrices, best GFLOP/s at the start and at the
 end of the run) is the yardstick for rnnfast's GFLOP/s; SciPy's BLAS, which the kernels call, is
 measured beside it. This module parses the options, runs rnnfast.benchmarking.run_benchmark
@@ -38,9 +39,10 @@ def _shape(text):
 def configure_parser(parser):
     """Add the options of `rnnfast bench` to ``parser``."""
     parser.description = (
-        "Time rnnfast's Cython backend against its NumPy reference, a batched NumPy peer and "
-        "torch.nn.RNN over a grid of shapes, interleaving the candidates round-robin, and "
-        "report medians, speed-ups, GFLOP/s and the share of this machine's GEMM throughput.")
+        "Time rnnfast's Cython backend against its NumPy reference, a batched NumPy peer, "
+        "torch.nn.RNN, numba and JAX (those installed) over a grid of shapes, hot (calls back "
+        "to back) and interleaved (one call of each in turn), and report medians, the speed-up "
+        "over the best peer, GFLOP/s and the share of this machine's GEMM throughput.")
     parser.add_argument("--quick", action="store_true",
                         help=f"{len(benchmarking.QUICK_SHAPES)} shapes and a short time budget "
                              "per row (well under a minute)")
@@ -64,6 +66,9 @@ def configure_parser(parser):
                              f"{benchmarking.timing_settings(quick=True)['budget_s']:g} with "
                              f"--quick)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--exclude", nargs="+", default=[], choices=list(PEERS),
+                        metavar="PEER", help="leave these candidates out (not cython or numpy: "
+                                             "the subject and the reference)")
     parser.add_argument("--json", metavar="FILE",
                         help="also write every measurement and the machine information as JSON")
 
@@ -107,29 +112,44 @@ def header_lines(run):
 def _timing_line(run):
     timing = run.timing
     how_many = (f"{timing['min_windows']} per candidate" if timing.get("max_windows") else
-                f"~{timing['budget_s']:g} s per row (at least {timing['min_windows']} windows)")
-    return (f"timing: round-robin windows of ~{benchmarking.WINDOW_S * 1e3:.0f} ms, {how_many}; "
-            "median time per call; speed-up = median over rounds of peer / cython")
+                f"~{timing['budget_s']:g} s per row and mode (at least {timing['min_windows']} "
+                f"windows)")
+    return (f"timing: every candidate warmed up, then round-robin in two modes: hot, windows of "
+            f"~{benchmarking.WINDOW_S * 1e3:.0f} ms of calls back to back; interleaved, one "
+            f"call of each in turn; {how_many}; median time per call; speed-up = median over "
+            f"rounds of peer / cython")
 
 
-def _row_cells(row, impls, gemm_best):
+MODE_TITLES = {"hot": "hot: each candidate's calls back to back",
+               "interleaved": "interleaved: one call of each candidate in turn (cold caches)"}
+
+
+def _row_cells(row, impls, gemm_best, mode):
     T, B, D, H = row.shape
-    times = [format_seconds(row.medians[impl]) + ("!" if impl in row.disagreeing else "")
+    times = [format_seconds(row.medians[mode][impl]) + ("!" if impl in row.disagreeing else "")
              for impl in impls]
-    speedups = [f"{row.speedup(peer):.2f}x" for peer in impls if peer != SUBJECT]
-    gflops = row.gflops()
-    return ([f"{T},{B},{D},{H}", row.dtype, PASS_LABELS[row.pass_name]] + times + speedups
-            + [f"{gflops:.2f}", f"{100 * gflops / gemm_best[row.dtype]:.1f}%"])
+    best = row.best_peer(mode)
+    gflops = row.gflops(mode=mode)
+    cells = ([f"{T},{B},{D},{H}", row.dtype, PASS_LABELS[row.pass_name]] + times
+             + [PEERS[best].label if best else "-",
+                f"{row.speedup(best, mode):.2f}x" if best else "-",
+                f"{gflops:.2f}", f"{100 * gflops / gemm_best[row.dtype]:.1f}%"])
+    if mode == "interleaved":
+        cells.append(f"{row.medians[mode][SUBJECT] / row.medians['hot'][SUBJECT]:.2f}x")
+    return cells
 
 
-def table_lines(run):
-    """The table: one row per (shape, dtype, pass); times, speed-ups, GFLOP/s, % GEMM."""
+def table_lines(run, mode="hot"):
+    """The table of one mode: a row per (shape, dtype, pass); each candidate's median time, the
+    best peer and rnnfast's speed-up over it, GFLOP/s, % GEMM (and, interleaved, how much
+    slower rnnfast ran than hot)."""
     labels = {impl: PEERS[impl].label for impl in run.impls}
     headers = (["T,B,D,H", "dtype", "pass"] + [labels[impl] for impl in run.impls]
-               + [f"x {labels[peer]}" for peer in run.impls if peer != SUBJECT]
-               + ["GFLOP/s", "% GEMM"])
-    rows = [_row_cells(row, run.impls, run.yardstick()) for row in run.rows]
-    return format_table(headers, rows, left_columns=3)
+               + ["best peer", "x best", "GFLOP/s", "% GEMM"])
+    if mode == "interleaved":
+        headers.append("cython / hot")
+    rows = [_row_cells(row, run.impls, run.yardstick(), mode) for row in run.rows]
+    return [MODE_TITLES[mode]] + format_table(headers, rows, left_columns=3)
 
 
 def _disagreement_lines(run):
@@ -175,7 +195,15 @@ def run(args):
     for warning in warnings:
         print("WARNING: " + warning, flush=True)
     # torch is imported here, before the thread limits, so that its OpenMP is limited too.
-    impls = benchmarking.available_implementations(exclude=("torch",) if args.no_torch else ())
+    excluded = set(args.exclude) | ({"torch"} if args.no_torch else set())
+    if excluded & {SUBJECT, benchmarking.ORACLE}:
+        print("rnnfast bench: --exclude cannot leave out cython or numpy (the subject and the "
+              "reference)", file=sys.stderr)
+        return 2
+    impls = benchmarking.available_implementations(exclude=tuple(excluded))
+    for name, peer in PEERS.items():
+        if name not in excluded and not peer.available():
+            print(f"skipped {peer.label}: not installed ({peer.install})", flush=True)
     progress = Progress(log_every=0)
 
     def show(i, n, shape, dtype, pass_name):
@@ -187,8 +215,10 @@ def run(args):
         args.dtypes, args.passes, impls, threads=args.threads, quick=args.quick,
         timing=benchmarking.timing_settings(args.quick, args.budget, args.rounds), on_row=show)
     progress.finish("")
-    for line in (header_lines(record) + [_timing_line(record), ""] + table_lines(record)
-                 + _disagreement_lines(record)):
+    tables = []
+    for mode in benchmarking.MODES:
+        tables += [""] + table_lines(record, mode)
+    for line in header_lines(record) + [_timing_line(record)] + tables + _disagreement_lines(record):
         print(line)
     if args.json:
         with open(args.json, "w") as f:

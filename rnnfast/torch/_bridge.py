@@ -1,20 +1,25 @@
 """Every call the PyTorch front end makes into rnnfast's kernels, in one place.
 
 The front end validates its tensors itself (rnnfast.torch._checks) and hands NumPy views of
-them here, so this module adds no checks: what arrives is C-contiguous, of one dtype (float32
+them here, so this module adds no checks of its own: what arrives is C-contiguous, of one dtype (float32
 or float64), with matching shapes, T*B within BLAS's range, and ``lengths`` (if any) sorted
 longest first. The kernels run without bounds checks and trust all of that.
 
-It calls the fast backend (rnnfast._kernels.backend) directly rather than rnnfast.functional:
-a torch operator's forward and backward are separate calls that exchange only tensors, so the
-backward starts from saved arrays, not from an RNNCache, and the validation rnn_forward and
-rnn_backward repeat on every call has already been done once for the whole layer.
+It calls the compiled entry of the kernels (rnnfast._kernels.entry) directly rather than
+rnnfast.functional: a torch operator's forward and backward are separate calls that exchange
+only tensors, so the backward starts from saved arrays, not from an RNNCache, and the
+validation rnn_forward and rnn_backward do on every call has already been done once for the
+whole layer. The entry still checks, at C level, what the kernels rely on (a few nanoseconds
+per array): a forward it does not take goes through rnnfast.rnn_forward, whose message says
+why; a backward it refuses raises.
 """
 import functools
 
 import numpy as np
 
 from rnnfast._kernels import backend as _backend
+from rnnfast._kernels import entry as _entry
+from rnnfast.functional import rnn_forward
 from rnnfast.utils.memory import buffer_bytes, check_allocation, surely_fits
 from rnnfast.utils.validation import MAX_DIM
 
@@ -36,8 +41,12 @@ def forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths):
     -------
     out : ndarray (T, B, H), a new array; rows past a sequence's end are zeros.
     """
-    out, _saved = _backend.forward(x, h0, W_xh, W_hh, b, nonlinearity, n_threads, lengths)
-    return out
+    result = _entry.forward(x, h0, W_xh, W_hh, b, nonlinearity, "cython", n_threads, lengths,
+                            1.0, None, None, False)
+    if result is None:  # not expected: the checked, converted path says what is wrong
+        result = rnn_forward(x, h0, W_xh, W_hh, b, nonlinearity=nonlinearity,
+                             n_threads=n_threads, lengths=lengths, need_grad=False)
+    return result[0]
 
 
 def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threads, lengths,
@@ -48,16 +57,12 @@ def backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, n_threa
     states; the other arguments are those of the forward call and its ``out``. Returns
     rnnfast's RNNGrads (dx, dh0, dW_xh, dW_hh, db), new arrays (db None without bias).
 
-    need_dx=False and need_weight_grads=False say that dx, or dW_xh, dW_hh and db, will not
-    be used. The backend has no way to skip them yet (its backward always runs the dx GEMM
-    and the weight-gradient GEMMs), so today they are computed all the same; the front end
-    already passes the flags, so that they take effect where the backend learns to use them.
+    need_dx=False skips dx (its GEMM), need_weight_grads=False dW_xh, dW_hh and db (theirs):
+    None in their places.
     """
-    saved = None
-    if lengths is not None:  # sorted: the backend keeps no reordered copies, only the counts
-        saved = _backend._Saved(_backend._sort_by_length(x.shape[0], x.shape[1], lengths))
-    return _backend.backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity,
-                             n_threads, saved, False)
+    return _entry.backward_arrays(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, None,
+                                  nonlinearity, n_threads, lengths, None, False, need_dx,
+                                  need_weight_grads)
 
 
 def check_memory(caller, T, B, D, H, directions, itemsize):

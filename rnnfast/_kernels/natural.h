@@ -1,0 +1,103 @@
+/* The small steps' matrix products on W_hh as the caller stores it (row-major, "natural"), for
+ * builds with AVX2 and FMA: nothing to transpose or pack before a pass.
+ *
+ *   forward:  C = init + X @ W.T   a dot product per output: row b of X with row i of W
+ *   backward: C = init + X @ W     rows of W scaled by X[b, j] and added up (axpy)
+ *
+ * Both read W in its own layout, so a pass starts with its first step (packing W_hh in panels
+ * cost as much as 4-9 steps a call). Each output has one accumulator whatever block it is in,
+ * so results do not depend on how the rows and columns are shared out (between threads, say).
+ * The last K % L (dot) or N % L (axpy) elements are read with masked loads, which touch no
+ * memory beyond them. Included by microkernel.h, which defines RNNFAST_NATURAL when it is.
+ */
+#ifndef RNNFAST_NATURAL_H
+#define RNNFAST_NATURAL_H
+
+#include <immintrin.h>
+#include <stddef.h>
+
+/* The blocks are inlined into each call with constant sizes: their accumulators must become
+ * registers, which takes full unrolling (GCC would not always inline them by itself). */
+#define RNNFAST_INLINE inline __attribute__((always_inline))
+
+static const int rnnfast_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+static const long long rnnfast_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+
+/* float: 8 lanes. */
+static inline void rnnfast_reduce4_f32(__m256 a0, __m256 a1, __m256 a2, __m256 a3,
+                                       const float* init, float* C) {
+    const __m256 u = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    const __m128 sums = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+    _mm_storeu_ps(C, _mm_add_ps(_mm_loadu_ps(init), sums));
+}
+
+#define RNNFAST_T float
+#define RNNFAST_V __m256
+#define RNNFAST_L 8
+#define RNNFAST_MASK_T __m256i
+#define RNNFAST_MASK(n) _mm256_loadu_si256((const __m256i*)(rnnfast_mask32 + 8 - (n)))
+#define RNNFAST_LOAD(p) _mm256_loadu_ps(p)
+#define RNNFAST_STORE(p, v) _mm256_storeu_ps(p, v)
+#define RNNFAST_MASKLOAD(p, m) _mm256_maskload_ps(p, m)
+#define RNNFAST_MASKSTORE(p, m, v) _mm256_maskstore_ps(p, m, v)
+#define RNNFAST_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define RNNFAST_ZERO() _mm256_setzero_ps()
+#define RNNFAST_SPLAT(x) _mm256_set1_ps(x)
+#define RNNFAST_REDUCE4 rnnfast_reduce4_f32
+#define RNNFAST_NAME(name) name##_f32
+#include "natural_impl.h"
+#undef RNNFAST_T
+#undef RNNFAST_V
+#undef RNNFAST_L
+#undef RNNFAST_MASK_T
+#undef RNNFAST_MASK
+#undef RNNFAST_LOAD
+#undef RNNFAST_STORE
+#undef RNNFAST_MASKLOAD
+#undef RNNFAST_MASKSTORE
+#undef RNNFAST_FMA
+#undef RNNFAST_ZERO
+#undef RNNFAST_SPLAT
+#undef RNNFAST_REDUCE4
+#undef RNNFAST_NAME
+
+/* double: 4 lanes. */
+static inline void rnnfast_reduce4_f64(__m256d a0, __m256d a1, __m256d a2, __m256d a3,
+                                       const double* init, double* C) {
+    const __m256d t0 = _mm256_hadd_pd(a0, a1), t1 = _mm256_hadd_pd(a2, a3);
+    const __m256d sums = _mm256_add_pd(_mm256_permute2f128_pd(t0, t1, 0x20),
+                                       _mm256_permute2f128_pd(t0, t1, 0x31));
+    _mm256_storeu_pd(C, _mm256_add_pd(_mm256_loadu_pd(init), sums));
+}
+
+#define RNNFAST_T double
+#define RNNFAST_V __m256d
+#define RNNFAST_L 4
+#define RNNFAST_MASK_T __m256i
+#define RNNFAST_MASK(n) _mm256_loadu_si256((const __m256i*)(rnnfast_mask64 + 4 - (n)))
+#define RNNFAST_LOAD(p) _mm256_loadu_pd(p)
+#define RNNFAST_STORE(p, v) _mm256_storeu_pd(p, v)
+#define RNNFAST_MASKLOAD(p, m) _mm256_maskload_pd(p, m)
+#define RNNFAST_MASKSTORE(p, m, v) _mm256_maskstore_pd(p, m, v)
+#define RNNFAST_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#define RNNFAST_ZERO() _mm256_setzero_pd()
+#define RNNFAST_SPLAT(x) _mm256_set1_pd(x)
+#define RNNFAST_REDUCE4 rnnfast_reduce4_f64
+#define RNNFAST_NAME(name) name##_f64
+#include "natural_impl.h"
+#undef RNNFAST_T
+#undef RNNFAST_V
+#undef RNNFAST_L
+#undef RNNFAST_MASK_T
+#undef RNNFAST_MASK
+#undef RNNFAST_LOAD
+#undef RNNFAST_STORE
+#undef RNNFAST_MASKLOAD
+#undef RNNFAST_MASKSTORE
+#undef RNNFAST_FMA
+#undef RNNFAST_ZERO
+#undef RNNFAST_SPLAT
+#undef RNNFAST_REDUCE4
+#undef RNNFAST_NAME
+
+#endif

@@ -1,0 +1,177 @@
+/* The body of natural.h, included once per element type RNNFAST_T (see there): the step's two
+ * matrix products on W_hh as the caller stores it, for AVX2 + FMA.
+ *
+ * Names and types of this inclusion: RNNFAST_T, RNNFAST_NAME(name); the vector type V and its
+ * operations are defined per type just before each inclusion (RNNFAST_V, RNNFAST_L lanes,
+ * RNNFAST_LOAD, RNNFAST_MASKLOAD, RNNFAST_MASKSTORE, RNNFAST_FMA, RNNFAST_ZERO, RNNFAST_SPLAT,
+ * RNNFAST_MASK(n): the mask of the first n lanes, RNNFAST_REDUCE4(a0, a1, a2, a3, init, C): C[r]
+ * = init[r] + the lanes of a_r added up, for r < 4).
+ */
+
+/* C[b, i] = init[b, i] + sum_j X[b, j] W[i, j] for RB rows b of X and RI rows i of W from i:
+ * each (b, i) has one accumulator, the lanes of the products over j, added up at the end
+ * (RNNFAST_REDUCE4: one tree, the same for every grouping of the rows). */
+static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_dot_block)(
+        const int RB, const int RI, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* W,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t i) {
+    RNNFAST_V acc[3][8];
+    for (int b = 0; b < RB; b++)
+        for (int r = 0; r < RI; r++) acc[b][r] = RNNFAST_ZERO();
+    const RNNFAST_T* w = W + i * K;
+    ptrdiff_t j = 0;
+    const ptrdiff_t full = K - K % RNNFAST_L;
+    for (; j < full; j += RNNFAST_L) {
+        RNNFAST_V x[3];
+        for (int b = 0; b < RB; b++) x[b] = RNNFAST_LOAD(X + b * K + j);
+        for (int r = 0; r < RI; r++) {
+            const RNNFAST_V m = RNNFAST_LOAD(w + r * K + j);
+            for (int b = 0; b < RB; b++) acc[b][r] = RNNFAST_FMA(m, x[b], acc[b][r]);
+        }
+    }
+    if (j < K) {  /* the last K % L columns, the other lanes zeros (masked loads read nothing) */
+        const RNNFAST_MASK_T mask = RNNFAST_MASK(K - j);
+        RNNFAST_V x[3];
+        for (int b = 0; b < RB; b++) x[b] = RNNFAST_MASKLOAD(X + b * K + j, mask);
+        for (int r = 0; r < RI; r++) {
+            const RNNFAST_V m = RNNFAST_MASKLOAD(w + r * K + j, mask);
+            for (int b = 0; b < RB; b++) acc[b][r] = RNNFAST_FMA(m, x[b], acc[b][r]);
+        }
+    }
+    const RNNFAST_V zero = RNNFAST_ZERO();
+    for (int b = 0; b < RB; b++) {
+        const RNNFAST_T* in = init + b * N + i;
+        RNNFAST_T* out = C + b * N + i;
+        for (int r = 0; r < RI; r += 4) {
+            if (RI - r >= 4) {
+                RNNFAST_REDUCE4(acc[b][r], acc[b][r + 1], acc[b][r + 2], acc[b][r + 3], in + r,
+                                out + r);
+            } else {  /* one row: the same tree, with zero vectors beside it */
+                RNNFAST_T lanes[4], start[4] = {in[r], 0, 0, 0};
+                RNNFAST_REDUCE4(acc[b][r], zero, zero, zero, start, lanes);
+                out[r] = lanes[0];
+            }
+        }
+    }
+}
+
+/* The forward step's product: C[b, i] = init[b, i] + sum_j X[b, j] W[i, j] for b < B and
+ * i0 <= i < i1, W (N, K) row-major (X @ W.T). Rows of X go three at a time (four rows of W
+ * each), then two (four rows of W), one (eight); the rows of W left over, one at a time. */
+static void RNNFAST_NAME(rnnfast_dot_rows)(
+        const RNNFAST_T* X, ptrdiff_t B, ptrdiff_t K, const RNNFAST_T* W,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t i0, ptrdiff_t i1) {
+    ptrdiff_t b = 0;
+    for (; b + 3 <= B; b += 3) {
+        ptrdiff_t i = i0;
+        for (; i + 4 <= i1; i += 4)
+            RNNFAST_NAME(rnnfast_dot_block)(3, 4, X + b * K, K, W, init + b * N, C + b * N, N, i);
+        for (; i < i1; i++)
+            RNNFAST_NAME(rnnfast_dot_block)(3, 1, X + b * K, K, W, init + b * N, C + b * N, N, i);
+    }
+    if (B - b == 2) {
+        ptrdiff_t i = i0;
+        for (; i + 4 <= i1; i += 4)
+            RNNFAST_NAME(rnnfast_dot_block)(2, 4, X + b * K, K, W, init + b * N, C + b * N, N, i);
+        for (; i < i1; i++)
+            RNNFAST_NAME(rnnfast_dot_block)(2, 1, X + b * K, K, W, init + b * N, C + b * N, N, i);
+    } else if (B - b == 1) {
+        ptrdiff_t i = i0;
+        for (; i + 8 <= i1; i += 8)
+            RNNFAST_NAME(rnnfast_dot_block)(1, 8, X + b * K, K, W, init + b * N, C + b * N, N, i);
+        for (; i + 4 <= i1; i += 4)
+            RNNFAST_NAME(rnnfast_dot_block)(1, 4, X + b * K, K, W, init + b * N, C + b * N, N, i);
+        for (; i < i1; i++)
+            RNNFAST_NAME(rnnfast_dot_block)(1, 1, X + b * K, K, W, init + b * N, C + b * N, N, i);
+    }
+}
+
+/* C[b, c] = init[b, c] + sum_j X[b, j] W[j, c] for RB rows b and CV vectors of columns from c
+ * (the last one partial, masked, when partial): each (b, c) one accumulator, summed over j in
+ * order, so any grouping of rows and columns gives the same bits. */
+static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_axpy_block)(
+        const int RB, const int CV, const int partial, const RNNFAST_T* X, ptrdiff_t K,
+        const RNNFAST_T* W, const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t c,
+        ptrdiff_t last) {
+    RNNFAST_V acc[6][12];
+    for (int b = 0; b < RB; b++)
+        for (int v = 0; v < CV; v++) acc[b][v] = RNNFAST_ZERO();
+    const RNNFAST_MASK_T mask = RNNFAST_MASK(partial ? last : RNNFAST_L);
+    for (ptrdiff_t j = 0; j < K; j++) {
+        const RNNFAST_T* w = W + j * N + c;
+        if (CV <= 2) {  /* many rows: the row of W in registers, each X[b, j] in turn */
+            RNNFAST_V m[2];
+            for (int v = 0; v < CV; v++)
+                m[v] = partial && v == CV - 1 ? RNNFAST_MASKLOAD(w + v * RNNFAST_L, mask)
+                                              : RNNFAST_LOAD(w + v * RNNFAST_L);
+            for (int b = 0; b < RB; b++) {
+                const RNNFAST_V x = RNNFAST_SPLAT(X[b * K + j]);
+                for (int v = 0; v < CV; v++) acc[b][v] = RNNFAST_FMA(x, m[v], acc[b][v]);
+            }
+        } else {  /* few rows: their X[b, j] in registers, the row of W a vector at a time */
+            RNNFAST_V x[3];
+            for (int b = 0; b < RB; b++) x[b] = RNNFAST_SPLAT(X[b * K + j]);
+            for (int v = 0; v < CV; v++) {
+                const RNNFAST_V m = partial && v == CV - 1
+                                    ? RNNFAST_MASKLOAD(w + v * RNNFAST_L, mask)
+                                    : RNNFAST_LOAD(w + v * RNNFAST_L);
+                for (int b = 0; b < RB; b++) acc[b][v] = RNNFAST_FMA(x[b], m, acc[b][v]);
+            }
+        }
+    }
+    for (int b = 0; b < RB; b++)
+        for (int v = 0; v < CV; v++) {
+            const ptrdiff_t at = b * N + c + v * RNNFAST_L;
+            if (partial && v == CV - 1)
+                RNNFAST_MASKSTORE(C + at, mask, RNNFAST_MASKLOAD(init + at, mask) + acc[b][v]);
+            else
+                RNNFAST_STORE(C + at, RNNFAST_LOAD(init + at) + acc[b][v]);
+        }
+}
+
+/* Columns c0 .. c1 - 1 of RB rows: CV vectors at a time, then 8, 4, 2 and 1 (fewer
+ * accumulators), the last vector masked if partial. */
+static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_axpy_group)(
+        const int RB, const int CV, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* W,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {
+    ptrdiff_t c = c0;
+    for (; c1 - c >= CV * RNNFAST_L; c += CV * RNNFAST_L)
+        RNNFAST_NAME(rnnfast_axpy_block)(RB, CV, 0, X, K, W, init, C, N, c, 0);
+    if (CV > 8 && c1 - c >= 8 * RNNFAST_L) {
+        RNNFAST_NAME(rnnfast_axpy_block)(RB, 8, 0, X, K, W, init, C, N, c, 0);
+        c += 8 * RNNFAST_L;
+    }
+    if (CV > 4 && c1 - c >= 4 * RNNFAST_L) {
+        RNNFAST_NAME(rnnfast_axpy_block)(RB, 4, 0, X, K, W, init, C, N, c, 0);
+        c += 4 * RNNFAST_L;
+    }
+    if (CV > 2 && c1 - c >= 2 * RNNFAST_L) {
+        RNNFAST_NAME(rnnfast_axpy_block)(RB, 2, 0, X, K, W, init, C, N, c, 0);
+        c += 2 * RNNFAST_L;
+    }
+    if (CV > 1 && c1 - c >= RNNFAST_L) {
+        RNNFAST_NAME(rnnfast_axpy_block)(RB, 1, 0, X, K, W, init, C, N, c, 0);
+        c += RNNFAST_L;
+    }
+    if (c < c1)
+        RNNFAST_NAME(rnnfast_axpy_block)(RB, 1, 1, X, K, W, init, C, N, c, c1 - c);
+}
+
+/* The backward step's product: C[b, c] = init[b, c] + sum_j X[b, j] W[j, c] for b < B and
+ * c0 <= c < c1, W (K, N) row-major (X @ W). Rows of X go six at a time (two vectors of columns
+ * each), then three (four), two (six), one (twelve): twelve accumulators, each row of W
+ * loaded once for the rows of the group. */
+static void RNNFAST_NAME(rnnfast_axpy_rows)(
+        const RNNFAST_T* X, ptrdiff_t B, ptrdiff_t K, const RNNFAST_T* W,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {
+    ptrdiff_t b = 0;
+    for (; b + 6 <= B; b += 6)
+        RNNFAST_NAME(rnnfast_axpy_group)(6, 2, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1);
+    if (B - b >= 3) {
+        RNNFAST_NAME(rnnfast_axpy_group)(3, 4, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1);
+        b += 3;
+    }
+    if (B - b == 2)
+        RNNFAST_NAME(rnnfast_axpy_group)(2, 6, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1);
+    else if (B - b == 1)
+        RNNFAST_NAME(rnnfast_axpy_group)(1, 12, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1);
+}

@@ -1,0 +1,70 @@
+# What a whole forward or backward pass takes: every array as a pointer to its first element
+# (C-contiguous, of the pass's dtype: float or double), every size, every switch. The compiled
+# entry (rnnfast/_kernels/entry.pyx) fills one of these after checking and allocating, and
+# calls a kernel build (recurrence.pyx or recurrence_avx2.pyx) through its KernelTable.
+#
+# Optional arrays are NULL when absent. The kernels trust every field.
+
+
+ctypedef struct ForwardPass:
+    Py_ssize_t T, B, D, H
+    const void* x  # (T, B, D)
+    const void* h0  # (B, H), never NULL (zeros when the caller had none)
+    const void* W_xh  # (H, D)
+    const void* W_hh  # (H, H)
+    const void* b  # (H,), NULL: no bias
+    void* out  # (T, B, H): receives the input projection first, then the states
+    void* M  # scratch, the step matrix (H, ldm)
+    Py_ssize_t ldm
+    const Py_ssize_t* active  # (T,) rows still running at each step (a prefix of the batch)
+    bint relu
+    bint use_blas
+    int n_threads
+    bint own_products  # the input projection by the step kernels rather than BLAS (see entry)
+    const void* leak  # (H,), NULL: the plain RNN
+    void* act  # act(a_t) of a leaky pass: (T, B, H) kept (act_step = B * H), or (B, H) scratch
+    Py_ssize_t act_step
+    const void* noise  # (T, B, H) added to a_t, or NULL
+    const void* state_noise  # (T, B, H) added to h_t after the leak (leaky passes), or NULL
+
+
+ctypedef struct BackwardPass:
+    Py_ssize_t T, B, D, H
+    const void* dout  # (T, B, H)
+    const void* dh_n  # (B, H), never NULL (zeros for none)
+    const void* x  # (T, B, D)
+    const void* h0  # (B, H), never NULL (zeros when the forward had none)
+    const void* W_xh  # (H, D)
+    const void* W_hh  # (H, H)
+    const void* out  # (T, B, H), the forward's states
+    const void* act  # (T, B, H): act(a_t) of a leaky pass; out for the plain RNN
+    void* da  # scratch (T, B, H): da_t, which the weight gradients read
+    void* M  # scratch, the step matrix (H, ldm)
+    Py_ssize_t ldm
+    void* dx  # (T, B, D), NULL: not wanted
+    void* dh0  # (B, H)
+    void* dW_xh  # (H, D), NULL: no weight gradients here (not wanted, or computed afterwards)
+    void* dW_hh  # (H, H), NULL exactly when dW_xh is
+    void* db  # (H,), NULL: no bias, or not wanted
+    const Py_ssize_t* active  # (T,)
+    bint relu
+    bint use_blas
+    int n_threads
+    bint own_products  # dx by the step kernels rather than BLAS (see entry)
+    void* norms  # (T, B) ||dL/dh_t||, NULL: not measured
+    double* squares  # float64 scratch for the norms (see backward_loop)
+    const void* leak  # (H,), NULL: the plain RNN
+    void* carry  # (B, H) scratch of a leaky pass
+
+
+ctypedef void (*ForwardKernel)(const ForwardPass*) noexcept nogil
+ctypedef void (*BackwardKernel)(const BackwardPass*) noexcept nogil
+
+
+ctypedef struct KernelTable:
+    ForwardKernel forward_f32
+    ForwardKernel forward_f64
+    BackwardKernel backward_f32
+    BackwardKernel backward_f64
+    Py_ssize_t block_bytes  # the bytes of one micro-kernel column block in this build
+    bint natural  # whether the small steps read W_hh as it is (no packing; natural.h)
