@@ -118,16 +118,14 @@ def floor_runners(shape):
         @staticmethod
         def forward(ctx, x, hx, w_ih, w_hh, b_ih, b_hh):
             arrays = (x.numpy(), hx.numpy()[0], w_ih.detach().numpy(), w_hh.detach().numpy())
-            result, saved = backend.forward(*arrays, b_ih.detach().numpy() + b_hh.detach().numpy(),
-                                            "tanh", 1, None)
-            ctx.arrays = (arrays, result, saved)
+            result, cache = backend.forward(*arrays, b_ih.detach().numpy() + b_hh.detach().numpy(),
+                                            "tanh", 1)
+            ctx.cache = cache
             return torch.from_numpy(result)
 
         @staticmethod
         def backward(ctx, grad):
-            arrays, result, saved = ctx.arrays
-            g = backend.backward(grad.numpy(), None, *arrays, True, result, "tanh", 1, saved,
-                                 False)
+            g = backend.backward(grad.numpy(), ctx.cache, None, 1, False, False)
             db = torch.from_numpy(g.db)
             return (None, None, torch.from_numpy(g.dW_xh), torch.from_numpy(g.dW_hh), db,
                     db.clone())
