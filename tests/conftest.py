@@ -1,5 +1,5 @@
-"""pytest configuration: the fixtures ``path``, ``any_path`` and ``one_torch_thread``, and tests/
-on sys.path for rnn_helpers.
+"""pytest configuration: the fixtures ``path``, ``any_path`` and ``one_torch_thread``, tests/
+on sys.path for rnn_helpers, and the hypothesis profiles.
 
 The tolerance table, the random problems and the comparison live in rnn_helpers.py, which test
 modules import by name; under --import-mode=importlib (pyproject.toml) that needs this directory
@@ -10,6 +10,13 @@ import os
 import sys
 
 import pytest
+from hypothesis import settings
+
+# Every hypothesis test draws the same examples on every run, so that CI's result depends on
+# the code alone; `pytest --hypothesis-profile=explore` draws new ones (a search for bugs).
+settings.register_profile("reproducible", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("reproducible")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

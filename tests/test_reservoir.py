@@ -108,6 +108,18 @@ def test_one_series_alone_and_in_a_batch_get_the_same_bits(build, H):
         np.testing.assert_array_equal(reservoir.run(np.ascontiguousarray(u[:, b])), batch[:, b])
 
 
+@pytest.mark.parametrize("B", [1, 3])
+def test_a_reservoir_without_recurrent_weights(build, B):
+    """A W with no nonzero (a tiny reservoir at low connectivity draws one): the state is the
+    leaky input drive alone, on the sparse step (whose slices are then all empty)."""
+    rng = np.random.default_rng(B)
+    W, W_in = scipy.sparse.csr_array((5, 5)), rng.standard_normal((5, 2))
+    reservoir = Reservoir.from_weights(W, W_in, leak=0.4)
+    assert reservoir.step_path() == "sparse"
+    u = rng.standard_normal((7, B, 2))
+    assert_states_close(reservoir.run(u), reference_states(u, W, W_in, None, 0.4), np.float64)
+
+
 def test_a_series_run_in_chunks_equals_one_run(step):
     rng = np.random.default_rng(0)
     reservoir = random_reservoir(rng, 50, 3, 0.1, 0.5, np.float64)

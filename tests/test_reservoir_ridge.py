@@ -69,10 +69,15 @@ def test_the_streaming_fit_equals_the_one_shot_fit(N, F, O, cuts, fit_bias, offs
     for start, stop in zip(bounds, bounds[1:]):
         streamed.partial_fit(X[start:stop], Y[start:stop])
     assert streamed.n_samples_ == N
+    # The two sum S^T S in different orders: their solutions differ by rounding, amplified by
+    # the condition number of the system solved (offset 50 without centring makes it large).
+    S = X - X.mean(axis=0) if fit_bias else X
+    rounding = 100 * np.finfo(float).eps * np.linalg.cond(S.T @ S + 1e-3 * np.eye(F))
+    tolerance = max(1e-10, rounding)
     scale = max(1.0, np.abs(one_shot.coef_).max())
-    np.testing.assert_allclose(streamed.coef_, one_shot.coef_, rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(streamed.coef_, one_shot.coef_, rtol=0, atol=tolerance * scale)
     np.testing.assert_allclose(streamed.predict(X), one_shot.predict(X), rtol=0,
-                               atol=1e-9 * max(1.0, np.abs(Y).max()))
+                               atol=10 * tolerance * max(1.0, np.abs(Y).max()))
 
 
 def test_the_streaming_fit_keeps_its_accuracy_where_raw_sums_cancel():

@@ -218,6 +218,9 @@ def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] W_in_T,
     cdef Epilogue kind = FORWARD_RELU if relu else FORWARD_TANH
     cdef const floating* leak = NULL if alpha.shape[0] == 0 else &alpha[0]
     cdef const floating* b_in = NULL if bias.shape[0] == 0 else &bias[0]
+    # A W without nonzeros has empty slices, which the products never read.
+    cdef const floating* w = NULL if values.shape[0] == 0 else &values[0]
+    cdef const column_t* w_columns = NULL if columns.shape[0] == 0 else &columns[0]
     with nogil:
         for b in range(B):  # h0 transposed into its block
             for i in range(H):
@@ -226,11 +229,11 @@ def forward_pass(const floating[:, :, ::1] x, const floating[:, ::1] W_in_T,
             if t % chunk == 0:
                 project(x, W_in_T, b_in, out, t, chunk if T - t > chunk else T - t)
             if B == 1:
-                step_one_series(&values[0], &columns[0], &slice_start[0], &order[0], n_slices,
+                step_one_series(w, w_columns, &slice_start[0], &order[0], n_slices,
                                 H, &state[0, 0], &out[t, 0, 0], leak, &scratch[0, 0],
                                 &scratch[1, 0], kind)
             else:
-                step_many_series(&values[0], &columns[0], &slice_start[0], &order[0],
+                step_many_series(w, w_columns, &slice_start[0], &order[0],
                                  &row_length[0], n_slices, H, B, block, &state[current, 0],
                                  &state[1 - current, 0], &out[t, 0, 0], leak, &scratch[0, 0],
                                  &scratch[1, 0], kind)
