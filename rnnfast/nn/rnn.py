@@ -16,9 +16,11 @@ import numpy as np
 from rnnfast._kernels import entry as _entry
 from rnnfast._kernels.backend import batch_order
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
-from rnnfast.nn.leaky import NoiseStd, draw_noise, kernel_leak, layer_leaks
+from rnnfast.nn import wavefront
+from rnnfast.nn.leaky import NoiseStd, kernel_leak, layer_leaks
 from rnnfast.nn.module import Module
-from rnnfast.nn.rnn_calls import backward_inputs, forward_inputs
+from rnnfast.nn.rnn_calls import (backward_inputs, direction_noise, dropout_mask, drops_out,
+                                  forward_inputs)
 from rnnfast.utils.memory import check_allocation
 from rnnfast.utils.threads import resolve_n_threads
 from rnnfast.utils.validation import (check_bool, check_choice, check_float_dtype, check_int,
@@ -111,6 +113,7 @@ class RNN(Module):
         self._saved = None  # what backward needs from the last forward
 
     noise_std, state_noise_std = NoiseStd(), NoiseStd()  # checked when set
+    _sequential_only = False  # True: never on the wavefront (direction_runs reads each pass)
 
     @property
     def leak(self):
@@ -217,6 +220,12 @@ class RNN(Module):
         """
         x, h0, steps = forward_inputs(self, x, h0, lengths)
         T, B, D = x.shape
+        plan = wavefront.plan(self, T, B, steps)
+        if plan is not None:  # the layers side by side on several cores
+            out, h_n, self._saved = wavefront.forward(self, x, h0, steps, plan)
+            if self.batch_first:
+                out = np.ascontiguousarray(out.transpose(1, 0, 2))
+            return out, h_n
         layer_input = x
         caches, masks = [], []
         h_n = np.empty((self.num_layers * self.num_directions, B, self.hidden_size), self.dtype)
@@ -231,9 +240,8 @@ class RNN(Module):
                 h_n[index] = steps.first_states(out) if direction else steps.last_states(out)
             output = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
             mask = None
-            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                keep = 1 - self.dropout
-                mask = (self.rng.random(output.shape) < keep).astype(self.dtype) / keep
+            if drops_out(self, layer):
+                mask = dropout_mask(self, output.shape)
                 output = output * mask
             masks.append(mask)
             layer_input = output
@@ -250,20 +258,18 @@ class RNN(Module):
         reverse = direction == 1
         if reverse:
             layer_input = np.ascontiguousarray(steps.reverse(layer_input))
-        noise = state_noise = None
-        if self._noise_std or self._state_noise_std:  # drawn in the direction's order
-            shape = layer_input.shape[:2] + (self.hidden_size,)
-            noise, state_noise = draw_noise(self.rng, self._leak[layer], self.noise_std,
-                                            self.state_noise_std, shape, self.dtype)
-        out, cache = self._forward_pass(layer_input, h0, layer, direction, steps.lengths, noise,
-                                        state_noise, self.n_threads)
+        shape = layer_input.shape[:2] + (self.hidden_size,)  # drawn in the direction's order
+        noise, state_noise = direction_noise(self, layer, shape)
+        out, cache = self._forward_pass(layer_input, h0, self._pass_weights(layer, direction),
+                                        layer, steps.lengths, noise, state_noise,
+                                        self.n_threads)
         return (steps.reverse(out) if reverse else out), cache
 
-    def _forward_pass(self, x, h0, layer, direction, lengths, noise, state_noise, n_threads):
-        """rnn_forward of one direction of one layer on checked arrays: (out, cache). The
-        compiled entry takes them as they are; what it leaves (a batch to sort by length)
-        goes through rnnfast.functional."""
-        W_xh, W_hh, b = self._pass_weights(layer, direction)
+    def _forward_pass(self, x, h0, weights, layer, lengths, noise, state_noise, n_threads):
+        """rnn_forward of one direction of one layer on checked arrays, with its weights
+        (W_xh, W_hh, b): (out, cache). The compiled entry takes them as they are; what it
+        leaves (a batch to sort by length) goes through rnnfast.functional."""
+        W_xh, W_hh, b = weights
         leak = self._kernel_leaks[layer]
         result = _entry.forward(x, h0, W_xh, W_hh, b, self.nonlinearity, "cython", n_threads,
                                 lengths, leak, noise, state_noise, True)
@@ -292,12 +298,13 @@ class RNN(Module):
         The state kept for ``backward`` and the training mode are left as they were.
         """
         saved, training = self._saved, self.training
-        self.training = False
+        self.training, self._sequential_only = False, True
         try:
             self.forward(x, h0)
             caches = self._saved[0]
         finally:
             self._saved, self.training = saved, training
+            del self._sequential_only
         runs = []
         for layer in range(self.num_layers):
             for direction in range(self.num_directions):
@@ -339,6 +346,8 @@ class RNN(Module):
         """
         if self._saved is None:
             raise RuntimeError("backward needs a forward pass first")
+        if isinstance(self._saved, wavefront.WavefrontPass):
+            return self._wavefront_backward(dout, dh_n, return_norms)
         caches, masks, steps, (T, B, D) = self._saved
         dout, dh_n, return_norms = backward_inputs(self, dout, dh_n, return_norms, T, B, D,
                                                    batch_order(steps.lengths))
@@ -385,6 +394,17 @@ class RNN(Module):
         if return_norms:
             return dx, dh0, norms
         return dx, dh0
+
+    def _wavefront_backward(self, dout, dh_n, return_norms):
+        """backward of a forward pass that ran on the wavefront."""
+        saved = self._saved
+        T, B, D = saved.shape
+        dout, dh_n, return_norms = backward_inputs(self, dout, dh_n, return_norms, T, B, D,
+                                                   batch_order(saved.steps.lengths))
+        dx, dh0, self.grads, norms = wavefront.backward(self, saved, dout, dh_n, return_norms)
+        if self.batch_first:
+            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        return (dx, dh0, norms) if return_norms else (dx, dh0)
 
     @staticmethod
     def _backward_pass(dout, cache, dh_n, return_norms, n_threads):

@@ -1,5 +1,5 @@
 """The checks of an ``RNN`` layer's calls, made once per call: its arguments, and the memory
-its passes need.
+its passes need; and the random draws of a pass (noise, dropout masks), in their one order.
 
 Arguments that need no conversion (NumPy arrays of the layer's dtype, C-contiguous, of the
 right shapes) pass a few attribute tests; anything else goes through the full checks, which
@@ -9,12 +9,13 @@ call (its sizes and options) and remembered: a training loop repeats its shapes.
 import numpy as np
 
 from rnnfast._kernels.backend import backward_buffers, batch_order, forward_buffers
-from rnnfast.nn.leaky import leaky_passes
+from rnnfast.nn.leaky import draw_noise, leaky_passes
 from rnnfast.utils.memory import check_allocation
 from rnnfast.utils.validation import (MAX_DIM, check_bool, check_lengths, check_shape, contiguous,
                                       copy_size, float_array)
 
-__all__ = ["Steps", "forward_inputs", "backward_inputs", "MEMORY_ADVICE"]
+__all__ = ["Steps", "forward_inputs", "backward_inputs", "MEMORY_ADVICE", "direction_noise",
+           "drops_out", "dropout_mask", "pass_draws"]
 
 MEMORY_ADVICE = "split the sequence into chunks or the batch into smaller ones"
 _KEPT_FITS = 64  # kinds of call whose fit a layer remembers
@@ -237,3 +238,38 @@ def _backward_buffers(rnn, T, B, D, order, return_norms):
         buffers.append(("a contiguous copy of dout (T, B, num_directions * H)", (T, B, width),
                         dtype))
     return buffers
+
+
+# ---------------------------------------------------------------------------------------------
+# The random draws of a pass, from rnn.rng: for each layer, each direction's noise on a_t, then
+# on h_t, then the layer's dropout mask.
+# ---------------------------------------------------------------------------------------------
+def direction_noise(rnn, layer, shape):
+    """(noise, state_noise) (T, B, H) for one direction of layer, each None when its sigma is
+    0 (rnnfast.nn.leaky.draw_noise)."""
+    if rnn._noise_std or rnn._state_noise_std:
+        return draw_noise(rnn.rng, rnn._leak[layer], rnn._noise_std, rnn._state_noise_std,
+                          shape, rnn.dtype)
+    return None, None
+
+
+def drops_out(rnn, layer):
+    """Whether the outputs of layer get a dropout mask in this pass."""
+    return rnn.training and rnn.dropout > 0 and layer < rnn.num_layers - 1
+
+
+def dropout_mask(rnn, shape):
+    """A dropout mask of shape: 0 with probability dropout, else 1 / (1 - dropout)."""
+    keep = 1 - rnn.dropout
+    return (rnn.rng.random(shape) < keep).astype(rnn.dtype) / keep
+
+
+def pass_draws(rnn, T, B):
+    """Every draw of a unidirectional pass on (T, B), in the order a sequential pass makes
+    them: ([(noise, state_noise) per layer], [mask or None per layer])."""
+    shape = (T, B, rnn.hidden_size)
+    noises, masks = [], []
+    for layer in range(rnn.num_layers):
+        noises.append(direction_noise(rnn, layer, shape))
+        masks.append(dropout_mask(rnn, shape) if drops_out(rnn, layer) else None)
+    return noises, masks
