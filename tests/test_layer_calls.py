@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import rnnfast
+from rnnfast.nn.leaky import draw_noise
 from rnnfast.train.optim import SGD
 from rnnfast.utils import memory
 
@@ -202,3 +203,24 @@ def test_the_memory_check_is_remembered_per_kind_of_call(monkeypatch):
     rnn.eval()  # no dropout masks: another kind of call, checked once more
     rnn.forward(small)
     assert calls.count("RNN.forward") == 5
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_the_noise_is_drawn_for_each_direction_in_turn(dtype):
+    """A noisy bidirectional layer draws, from its rng, the forward direction's noise on a_t,
+    then on h_t, then the reverse direction's: each direction is rnn_forward with those draws."""
+    rnn = rnnfast.RNN(3, 4, bidirectional=True, dtype=dtype, seed=2, leak=0.5, noise_std=0.3,
+                      state_noise_std=0.1, n_threads=1)
+    x = np.random.default_rng(0).standard_normal((6, 2, 3)).astype(dtype)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = rnn.rng.bit_generator.state
+    out, _ = rnn.forward(x)
+    p = rnn.parameters()
+    for direction, suffix in enumerate(("", "_reverse")):
+        noise, state_noise = draw_noise(rng, rnn.leak[0], 0.3, 0.1, (6, 2, 4), dtype)
+        flip = (lambda a: a[::-1]) if direction else (lambda a: a)
+        states, _ = rnnfast.rnn_forward(
+            np.ascontiguousarray(flip(x)), None, p[f"weight_ih_l0{suffix}"],
+            p[f"weight_hh_l0{suffix}"], p[f"bias_ih_l0{suffix}"] + p[f"bias_hh_l0{suffix}"],
+            leak=0.5, noise=noise, state_noise=state_noise)
+        assert_identical(out[:, :, 4 * direction:4 * direction + 4], flip(states), "out")

@@ -61,7 +61,10 @@ class RNN(Module):
     seed : int, numpy Generator or None
         Seeds the initialisation and the dropout masks.
     n_threads : int or None
-        Passed to the kernels (None: every core).
+        Passed to the kernels (None: every core). With two or more, a stack of
+        unidirectional layers at small batches also runs its layers side by side, one core
+        each, time cut into chunks (rnnfast.nn.wavefront), where that pays and has been
+        faster for the kind of call (results then equal the one-thread ones up to rounding).
     leak : float or array_like
         alpha in h_t = (1 - alpha) h_{t-1} + alpha act(a_t), in (0, 1] (beyond torch; 1, the
         default, is torch's RNN): a number, or an array broadcastable to (num_layers, H) (per
@@ -109,6 +112,8 @@ class RNN(Module):
                         for direction in range(self.num_directions)]
                        for layer in range(self.num_layers)]
         self._bias_sums = {}  # (layer, direction) -> the (H,) buffer b_ih + b_hh goes to
+        self._wavefront_timings = {}  # kind of call -> seconds sequential, on the wavefront
+        self._side_by_side = False  # whether the last forward ran each layer's directions so
         self.grads = {}
         self._saved = None  # what backward needs from the last forward
 
@@ -221,23 +226,42 @@ class RNN(Module):
         x, h0, steps = forward_inputs(self, x, h0, lengths)
         T, B, D = x.shape
         plan = wavefront.plan(self, T, B, steps)
-        if plan is not None:  # the layers side by side on several cores
-            out, h_n, self._saved = wavefront.forward(self, x, h0, steps, plan)
-            if self.batch_first:
-                out = np.ascontiguousarray(out.transpose(1, 0, 2))
-            return out, h_n
+        if plan is None:
+            out, h_n = self._sequential_forward(x, h0, steps)
+        else:  # the layers side by side on several cores, where that is faster
+            out, h_n = wavefront.run_forward(self, x, h0, steps, plan)
+        if self.batch_first:
+            out = np.ascontiguousarray(out.transpose(1, 0, 2))
+        return out, h_n
+
+    __call__ = forward
+
+    def _sequential_forward(self, x, h0, steps, side_by_side=False):
+        """The layers one after the other, each direction one pass (side_by_side: the two
+        directions of a layer at once, on two threads): (out (T, B, width), h_n); what
+        backward needs in ``_saved``."""
+        T, B, D = x.shape
+        H, directions = self.hidden_size, self.num_directions
+        n_threads = 1 if side_by_side else self.n_threads
         layer_input = x
         caches, masks = [], []
-        h_n = np.empty((self.num_layers * self.num_directions, B, self.hidden_size), self.dtype)
+        h_n = np.empty((self.num_layers * directions, B, H), self.dtype)
         for layer in range(self.num_layers):
+            noises = [direction_noise(self, layer, (T, B, H)) for _ in range(directions)]
+
+            def run(direction, layer=layer, layer_input=layer_input, noises=noises):
+                index = layer * directions + direction
+                return self._run_direction(layer_input, None if h0 is None else h0[index],
+                                           layer, direction, steps, *noises[direction],
+                                           n_threads)
+
             outputs = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                out, cache = self._run_direction(layer_input, None if h0 is None else h0[index],
-                                                 layer, direction, steps)
+            for direction, (out, cache) in enumerate(
+                    wavefront.each_direction(run, directions, side_by_side)):
                 outputs.append(out)
                 caches.append(cache)
-                h_n[index] = steps.first_states(out) if direction else steps.last_states(out)
+                h_n[layer * directions + direction] = (steps.first_states(out) if direction
+                                                       else steps.last_states(out))
             output = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
             mask = None
             if drops_out(self, layer):
@@ -245,24 +269,17 @@ class RNN(Module):
                 output = output * mask
             masks.append(mask)
             layer_input = output
-        self._saved = (caches, masks, steps, (T, B, D))
-        out = layer_input
-        if self.batch_first:
-            out = np.ascontiguousarray(out.transpose(1, 0, 2))
-        return out, h_n
+        self._saved, self._side_by_side = (caches, masks, steps, (T, B, D)), side_by_side
+        return layer_input, h_n
 
-    __call__ = forward
-
-    def _run_direction(self, layer_input, h0, layer, direction, steps):
+    def _run_direction(self, layer_input, h0, layer, direction, steps, noise, state_noise,
+                       n_threads):
         """Run one direction of one layer; returns its states in time order and its cache."""
         reverse = direction == 1
         if reverse:
             layer_input = np.ascontiguousarray(steps.reverse(layer_input))
-        shape = layer_input.shape[:2] + (self.hidden_size,)  # drawn in the direction's order
-        noise, state_noise = direction_noise(self, layer, shape)
         out, cache = self._forward_pass(layer_input, h0, self._pass_weights(layer, direction),
-                                        layer, steps.lengths, noise, state_noise,
-                                        self.n_threads)
+                                        layer, steps.lengths, noise, state_noise, n_threads)
         return (steps.reverse(out) if reverse else out), cache
 
     def _forward_pass(self, x, h0, weights, layer, lengths, noise, state_noise, n_threads):
@@ -356,23 +373,29 @@ class RNN(Module):
         dh0 = np.empty((states, B, H), dtype=self.dtype)
         norms = (np.empty((self.num_layers, self.num_directions, T, B), dtype=self.dtype)
                  if return_norms else None)
+        n_threads = 1 if self._side_by_side else self.n_threads
         d_output = dout
         for layer in reversed(range(self.num_layers)):
             if masks[layer] is not None:
                 d_output = d_output * masks[layer]
-            d_input = None
-            for direction in range(self.num_directions):
-                names = self._names[layer][direction]
+
+            def run(direction, layer=layer, d_output=d_output):
                 index = layer * self.num_directions + direction
-                reverse = direction == 1
                 d_states = d_output
                 if self.num_directions == 2:
                     d_states = d_output[:, :, direction * H:(direction + 1) * H]
-                    d_states = np.ascontiguousarray(steps.reverse(d_states) if reverse
+                    d_states = np.ascontiguousarray(steps.reverse(d_states) if direction
                                                     else d_states)
-                layer_grads = self._backward_pass(d_states, caches[index],
-                                                  None if dh_n is None else dh_n[index],
-                                                  return_norms, self.n_threads)
+                return self._backward_pass(d_states, caches[index],
+                                           None if dh_n is None else dh_n[index], return_norms,
+                                           n_threads)
+
+            d_input = None
+            for direction, layer_grads in enumerate(
+                    wavefront.each_direction(run, self.num_directions, self._side_by_side)):
+                names = self._names[layer][direction]
+                index = layer * self.num_directions + direction
+                reverse = direction == 1
                 if return_norms:
                     layer_grads, layer_norms = layer_grads
                     # The reverse direction ran on reversed sequences: back to time order.

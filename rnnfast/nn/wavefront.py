@@ -20,19 +20,26 @@ counts do elsewhere (DESIGN.md), not bit for bit.
 With ``lengths``, chunk boundaries stay before the end of the shortest sequence (the kernels
 run every sequence at least one step per pass): the last chunk takes the rest, with each
 sequence's remaining length. Bidirectional layers need a whole layer below before their
-reverse direction starts; they run sequentially.
+reverse direction starts: there, the two directions of each layer run side by side instead
+(each direction's pass as the sequential path runs it, on one thread: the same results as
+``n_threads=1``). A busy machine (another process on the second core) can make either slower
+than the sequential pass: ``run_forward`` times each kind of call both ways and runs the
+faster, trying the other again now and then.
 """
 import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from rnnfast._kernels.entry import switches
 from rnnfast.nn.rnn_calls import MEMORY_ADVICE, Steps, pass_draws
 from rnnfast.utils.memory import check_allocation
 from rnnfast.utils.threads import available_cores, blas_threads_at_most
 
-__all__ = ["Plan", "WavefrontPass", "plan", "forward", "backward", "THRESHOLDS"]
+__all__ = ["Plan", "WavefrontPass", "plan", "run_forward", "forward", "backward",
+           "each_direction", "THRESHOLDS", "EXPLORE_EVERY", "ADAPT"]
 
 # Measured on 2 cores (AMD EPYC Zen 4), float32 and float64, 2 layers, B = 1..16, H = 32..512
 # (bench/test_bench_wavefront.py): a chunk of fewer multiply-adds than min_chunk_macs
@@ -58,12 +65,64 @@ def _workers(n):
 
 class Plan:
     """How a pass runs on the wavefront: chunk boundaries (K + 1 step indices, the last T),
-    and which thread owns each layer."""
+    which thread owns each layer, and the key its timings are kept under. For bidirectional
+    layers (bounds and owner None), the two directions of each layer side by side."""
 
-    __slots__ = ("bounds", "owner", "threads")
+    __slots__ = ("bounds", "owner", "threads", "key")
 
-    def __init__(self, bounds, owner, threads):
-        self.bounds, self.owner, self.threads = bounds, owner, threads
+    def __init__(self, bounds, owner, threads, key):
+        self.bounds, self.owner, self.threads, self.key = bounds, owner, threads, key
+
+
+def each_direction(run, directions, side_by_side):
+    """[run(0), run(1), ...] for each direction of a layer; side_by_side: the two at once,
+    run(1) on a worker thread (and BLAS on one thread in each)."""
+    if not side_by_side or directions < 2:
+        return [run(direction) for direction in range(directions)]
+    with blas_threads_at_most(1):
+        other = _workers(1).submit(run, 1)
+        try:
+            first = run(0)
+        finally:
+            second = other.result()  # waited for (and its error raised) whatever run(0) did
+    return [first, second]
+
+
+# A busy machine (another process on the second core) makes the wavefront slower than the
+# sequential pass: each kind of call is timed both ways, the faster runs, and every
+# EXPLORE_EVERY-th call runs the other way to see whether that has changed.
+EXPLORE_EVERY = 16
+_KEPT_TIMINGS = 64
+ADAPT = True  # False: the wavefront wherever plan says it pays (benchmarks measure it so)
+
+
+def run_forward(rnn, x, h0, steps, plan):
+    """The forward pass of rnn on the wavefront or sequentially, whichever has been faster for
+    this kind of call (each tried first, then the other every EXPLORE_EVERY-th call): (out,
+    h_n), what backward needs in ``rnn._saved``."""
+    timings = rnn._wavefront_timings
+    record = timings.get(plan.key)
+    if record is None:
+        if len(timings) >= _KEPT_TIMINGS:
+            timings.clear()
+        record = timings[plan.key] = [None, None, 0]  # seconds sequential, wavefront; calls
+    sequential, wave, calls = record
+    record[2] = calls + 1
+    if not ADAPT or wave is None or sequential is None:
+        on_wavefront = not ADAPT or wave is None
+    else:
+        on_wavefront = (wave <= sequential) != (calls % EXPLORE_EVERY == EXPLORE_EVERY - 1)
+    start = time.perf_counter()
+    if on_wavefront and plan.bounds is None:
+        out, h_n = rnn._sequential_forward(x, h0, steps, side_by_side=True)
+    elif on_wavefront:
+        out, h_n, rnn._saved = forward(rnn, x, h0, steps, plan)
+    else:
+        out, h_n = rnn._sequential_forward(x, h0, steps)
+    seconds = time.perf_counter() - start
+    previous = record[on_wavefront]
+    record[on_wavefront] = seconds if previous is None else 0.5 * (previous + seconds)
+    return out, h_n
 
 
 def _layer_owners(num_layers, threads):
@@ -74,28 +133,37 @@ def _layer_owners(num_layers, threads):
 def plan(rnn, T, B, steps):
     """A Plan for a forward pass of rnn on (T, B) with these steps, or None: run it
     sequentially (one thread, one layer, bidirectional, or a shape where it does not pay)."""
-    L = rnn.num_layers
-    if L < 2 or rnn.bidirectional or rnn._sequential_only or B > THRESHOLDS["max_batch"]:
+    L, H = rnn.num_layers, rnn.hidden_size
+    if rnn._sequential_only or B > THRESHOLDS["max_batch"]:
+        return None
+    if B * H * H >= switches.threads_min_step_flops:  # the kernels share each step instead
         return None
     cores = available_cores()
-    threads = min(cores if rnn.n_threads is None else rnn.n_threads, cores, L)
-    if threads < 2:
+    threads = min(cores if rnn.n_threads is None else rnn.n_threads, cores)
+    if rnn.bidirectional:  # each layer's two directions side by side, if a pass is long
+        if threads < 2 or T * B * H * (H + rnn.input_size) < THRESHOLDS["min_chunk_macs"]:
+            return None
+        return Plan(None, None, 2, (T, B, "directions", rnn.training))
+    threads = min(threads, L)
+    if L < 2 or threads < 2:
         return None
-    H, D = rnn.hidden_size, max(rnn.input_size, rnn.hidden_size)
+    D = max(rnn.input_size, H)
     step_macs = B * H * (H + D)
     chunk = max(1, math.ceil(THRESHOLDS["min_chunk_macs"] / step_macs))
-    chunks = min(THRESHOLDS["max_chunks"], T // chunk)
+    # The steps every sequence runs are cut evenly; the last chunk also takes the rest, with
+    # each sequence's remaining length (at least one step: its start is before the shortest
+    # sequence's end).
+    span = T if steps.lengths is None else int(steps.lengths.min())
+    chunks = min(THRESHOLDS["max_chunks"], span // chunk)
     if chunks < THRESHOLDS["min_chunks"]:
         return None
-    # Every boundary before the shortest sequence's last step; the last chunk takes the rest.
-    last_start = T - 1 if steps.lengths is None else int(steps.lengths.min()) - 1
-    bounds = sorted({min(k * T // chunks, last_start) for k in range(chunks)}) + [T]
+    bounds = [k * span // chunks for k in range(chunks)] + [T]
     longest = max(b - a for a, b in zip(bounds, bounds[1:]))
     owner = _layer_owners(L, threads)
     per_thread = max(owner.count(j) for j in range(threads))
     # The makespan: the busiest thread's layers, plus a chunk of wait per hand-over.
     speedup = L * T / (per_thread * T + (threads - 1) * longest)
-    if len(bounds) - 1 < THRESHOLDS["min_chunks"] or speedup < THRESHOLDS["min_speedup"]:
+    if speedup < THRESHOLDS["min_speedup"]:
         return None
     noises = (rnn._noise_std > 0) + (rnn._state_noise_std > 0)
     key = ("wavefront", T, B, noises)
@@ -104,7 +172,7 @@ def plan(rnn, T, B, steps):
             ("the noise of every layer (L * noises, T, B, H)", (L * noises, T, B, H), rnn.dtype),
             ("the last layer's chunks joined (T, B, H)", (T, B, H), rnn.dtype)], MEMORY_ADVICE)
         rnn._fitted[key] = True
-    return Plan(bounds, owner, threads)
+    return Plan(bounds, owner, threads, (T, B, len(bounds), bounds[-2], noises, rnn.training))
 
 
 class _Progress:

@@ -1,0 +1,100 @@
+"""The wavefront: a stacked 2-layer RNN at small batches, forward + backward, on one thread
+(``n_threads=1``: the sequential path) and on two (the layers side by side,
+rnnfast.nn.wavefront, forced: the adaptive choice off). One benchmark group per shape:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench/test_bench_wavefront.py \\
+        --benchmark-group-by=group
+
+pytest-benchmark times one candidate after the other; for the figure of record run this file as
+a script, which interleaves them (one call of each in turn) and prints medians, the speed-up
+and the machine's load average (two-thread figures need the second core free):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_wavefront.py
+"""
+import argparse
+import os
+import statistics
+
+import numpy as np
+import pytest
+
+import rnnfast
+from rnnfast.benchmarking import paired_ratio, time_interleaved
+from rnnfast.nn import rnn_calls, wavefront
+
+# (T, B, D, H), two layers: long thin sequences and small batches, each pass 5-100 ms.
+SHAPES = [(500, 1, 256, 256), (4000, 1, 64, 64), (1000, 4, 128, 128), (1000, 8, 128, 128),
+          (200, 8, 256, 256)]
+MODES = {"one thread": 1, "two threads": 2}
+
+
+def make_call(shape, n_threads, dtype=np.float32, num_layers=2):
+    """A zero-argument forward + backward of a stacked RNN on n_threads."""
+    T, B, D, H = shape
+    rng = np.random.default_rng(0)
+    rnn = rnnfast.RNN(D, H, num_layers=num_layers, dtype=dtype, seed=0, n_threads=n_threads)
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    dout = rng.standard_normal((T, B, H)).astype(dtype)
+
+    def call():
+        rnn.forward(x)
+        rnn.backward(dout)
+
+    return call
+
+
+def chunks(shape, num_layers=2):
+    """How many chunks the wavefront cuts the shape into on two threads (None: it does not
+    run there)."""
+    T, B, D, H = shape
+    plan = wavefront.plan(rnnfast.RNN(D, H, num_layers=num_layers, n_threads=2), T, B,
+                          rnn_calls.Steps(T, B, None))
+    return None if plan is None else len(plan.bounds) - 1
+
+
+@pytest.fixture
+def forced_wavefront(monkeypatch):
+    monkeypatch.setattr(wavefront, "ADAPT", False)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}_B{}_D{}_H{}".format(*s))
+def test_stacked_layers(benchmark, forced_wavefront, shape, mode):
+    call = make_call(shape, MODES[mode])
+    call()
+    benchmark.group = f"2 layers, fwd+bwd, float32, T,B,D,H={','.join(map(str, shape))}"
+    benchmark.extra_info.update(mode=mode, shape=list(shape), chunks=chunks(shape))
+    benchmark(call)
+
+
+def main():
+    """Interleaved calls: medians, the speed-up of two threads over one, the load."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--layers", type=int, default=2)
+    args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    wavefront.ADAPT = False
+    dtype = np.dtype(args.dtype)
+    with threadpool_limits(1):
+        print(f"{args.layers}-layer RNN forward + backward, {dtype.name}: n_threads=1 (the "
+              f"sequential path) against 2 (the wavefront); medians of {args.rounds} "
+              f"interleaved calls; load average before: {os.getloadavg()[0]:.2f}")
+        print(f"{'T,B,D,H':<16} {'chunks':>6} {'one thread':>11} {'two threads':>12} "
+              f"{'speed-up':>9}")
+        for shape in SHAPES:
+            candidates = {mode: make_call(shape, n, dtype, args.layers)
+                          for mode, n in MODES.items()}
+            times, _ = time_interleaved(candidates, budget_s=0.0, min_windows=args.rounds,
+                                        max_windows=args.rounds, window_s=0.0)
+            one, two = (statistics.median(times[mode]) * 1e3 for mode in MODES)
+            speedup = paired_ratio(times["one thread"], times["two threads"])
+            print(f"{','.join(map(str, shape)):<16} {chunks(shape, args.layers) or '-':>6} "
+                  f"{one:>8.2f} ms {two:>9.2f} ms {speedup:>8.2f}x")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
