@@ -7,12 +7,16 @@ benchmark group per dtype and shape:
 
 pytest-benchmark times one candidate after the other; for the figure of record run this file as
 a script, which pins the process to one core, interleaves the two (one window of each in turn)
-and prints medians and the ratio layer / functional:
+and prints medians and the ratio layer / functional, of wall time and of the thread's CPU time
+(which a machine shared with other processes disturbs less: time spent descheduled is not
+counted):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_layer.py
 """
 import argparse
+import os
 import statistics
+import time
 
 import numpy as np
 import pytest
@@ -59,6 +63,24 @@ def test_layer_against_functional(benchmark, shape, dtype, candidate):
     benchmark(run)
 
 
+def cpu_time_windows(candidates, rounds, window_s=0.01):
+    """Seconds of this thread's CPU time per call, one figure per window, interleaved."""
+    calls = {}
+    for name, run in candidates.items():
+        start = time.thread_time()
+        run()
+        calls[name] = max(1, int(window_s / max(time.thread_time() - start, 1e-7)))
+    samples = {name: [] for name in candidates}
+    for round_ in range(rounds):
+        names = list(candidates)[round_ % 2:] + list(candidates)[:round_ % 2]
+        for name in names:
+            start = time.thread_time()
+            for _ in range(calls[name]):
+                candidates[name]()
+            samples[name].append((time.thread_time() - start) / calls[name])
+    return samples
+
+
 def main():
     """Interleaved windows on one pinned core: medians and the ratio layer / functional."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -68,18 +90,24 @@ def main():
 
     with threadpool_limits(1), pinned_to_one_core() as core:
         print(f"RNN (one layer) forward + backward against rnn_forward + rnn_backward, one "
-              f"core (core {core}); medians of {args.rounds} interleaved windows")
-        print(f"{'dtype':<8} {'T,B,D,H':<14} {'layer':>10} {'functional':>11} {'ratio':>6}")
+              f"core (core {core}); medians of {args.rounds} interleaved windows; load "
+              f"average {os.getloadavg()[0]:.2f}")
+        print(f"{'':<23} {'wall time':^30}  {'CPU time':^30}")
+        print(f"{'dtype':<8} {'T,B,D,H':<14} " + f"{'layer':>10} {'functional':>11} "
+              f"{'ratio':>6}  " * 2)
         for dtype in DTYPES:
             for shape in SHAPES:
                 candidates = make_candidates(shape, dtype)
-                times, _ = time_interleaved(candidates, budget_s=0.0, min_windows=args.rounds,
+                walls, _ = time_interleaved(candidates, budget_s=0.0, min_windows=args.rounds,
                                             max_windows=args.rounds)
-                layer, functional = (statistics.median(times[name]) * 1e6
-                                     for name in ("layer", "functional"))
-                ratio = paired_ratio(times["layer"], times["functional"])
-                print(f"{np.dtype(dtype).name:<8} {','.join(map(str, shape)):<14} "
-                      f"{layer:>7.1f} us {functional:>8.1f} us {ratio:>6.2f}")
+                cpus = cpu_time_windows(candidates, args.rounds)
+                line = f"{np.dtype(dtype).name:<8} {','.join(map(str, shape)):<14} "
+                for times in (walls, cpus):
+                    layer, functional = (statistics.median(times[name]) * 1e6
+                                         for name in ("layer", "functional"))
+                    ratio = paired_ratio(times["layer"], times["functional"])
+                    line += f"{layer:>7.1f} us {functional:>8.1f} us {ratio:>6.2f}  "
+                print(line.rstrip())
 
 
 if __name__ == "__main__":

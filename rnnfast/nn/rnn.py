@@ -19,9 +19,8 @@ from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
 from rnnfast.nn import wavefront
 from rnnfast.nn.leaky import NoiseStd, kernel_leak, layer_leaks
 from rnnfast.nn.module import Module
-from rnnfast.nn.rnn_calls import (backward_inputs, direction_noise, dropout_mask, drops_out,
-                                  forward_inputs)
-from rnnfast.utils.memory import check_allocation
+from rnnfast.nn.rnn_calls import (backward_inputs, check_parameter_memory, direction_noise,
+                                  dropout_mask, drops_out, forward_inputs)
 from rnnfast.utils.threads import resolve_n_threads
 from rnnfast.utils.validation import (check_bool, check_choice, check_float_dtype, check_int,
                                       check_real, check_size, random_generator)
@@ -102,7 +101,7 @@ class RNN(Module):
             resolve_n_threads(n_threads)  # checked now; kept as given (None: every core)
         self.n_threads = n_threads
         self.rng = random_generator(seed)
-        self._check_parameter_memory()
+        check_parameter_memory(self)
         self._fitted = {}  # the kinds of call whose memory was checked (rnn_calls)
         self.leak = leak
         self.noise_std = noise_std
@@ -148,22 +147,6 @@ class RNN(Module):
                     shapes[names["bias_ih"]] = (H,)
                     shapes[names["bias_hh"]] = (H,)
         return shapes
-
-    def _check_parameter_memory(self):
-        """MemoryError before the parameters are drawn, if they cannot fit (counted without
-        listing them: a billion layers must not take a billion steps to refuse)."""
-        H, L, directions = self.hidden_size, self.num_layers, self.num_directions
-        per_direction = H * (self.input_size + H + 2 * self.bias)  # layer 0
-        per_direction += (L - 1) * H * (directions * H + H + 2 * self.bias)  # layers 1..L-1
-        largest = (H, max(self.input_size, directions * H if L > 1 else 0, H))
-        check_allocation("RNN", [
-            ("its parameters (values,)", (directions * per_direction,), self.dtype),
-            # Each is drawn in float64, then cast; and each array is a Python object.
-            ("the float64 draw of the largest weight (H, max(D, num_directions * H))", largest,
-             np.float64),
-            ("an array object per parameter (parameters, 128 bytes)", (directions * L * 4, 128),
-             np.uint8),
-        ])
 
     def _initial_parameters(self):
         bound = 1 / np.sqrt(self.hidden_size)
@@ -224,8 +207,12 @@ class RNN(Module):
             Each layer's and direction's final state (the reverse direction's is at t = 0).
         """
         x, h0, steps = forward_inputs(self, x, h0, lengths)
-        T, B, D = x.shape
-        plan = wavefront.plan(self, T, B, steps)
+        # The last pass's buffers go back to the allocator before this pass takes its own
+        # (which then are the same, still in cache, call after call).
+        self._saved = None
+        plan = None
+        if self.num_layers > 1 or self.bidirectional:
+            plan = wavefront.plan(self, x.shape[0], x.shape[1], steps)
         if plan is None:
             out, h_n = self._sequential_forward(x, h0, steps)
         else:  # the layers side by side on several cores, where that is faster
@@ -247,22 +234,18 @@ class RNN(Module):
         caches, masks = [], []
         h_n = np.empty((self.num_layers * directions, B, H), self.dtype)
         for layer in range(self.num_layers):
-            noises = [direction_noise(self, layer, (T, B, H)) for _ in range(directions)]
-
-            def run(direction, layer=layer, layer_input=layer_input, noises=noises):
-                index = layer * directions + direction
-                return self._run_direction(layer_input, None if h0 is None else h0[index],
-                                           layer, direction, steps, *noises[direction],
-                                           n_threads)
-
-            outputs = []
-            for direction, (out, cache) in enumerate(
-                    wavefront.each_direction(run, directions, side_by_side)):
-                outputs.append(out)
+            if directions == 1:  # the common case, in as few calls as it takes
+                out, cache = self._forward_pass(
+                    layer_input, None if h0 is None else h0[layer],
+                    self._pass_weights(layer, 0), layer, steps.lengths,
+                    *direction_noise(self, layer, (T, B, H)), n_threads)
                 caches.append(cache)
-                h_n[layer * directions + direction] = (steps.first_states(out) if direction
-                                                       else steps.last_states(out))
-            output = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
+                h_n[layer] = steps.last_states(out)
+                outputs = [out]
+            else:
+                outputs = self._layer_directions(layer_input, h0, layer, steps, side_by_side,
+                                                 n_threads, caches, h_n)
+            output = outputs[0] if directions == 1 else np.concatenate(outputs, axis=2)
             mask = None
             if drops_out(self, layer):
                 mask = dropout_mask(self, output.shape)
@@ -271,6 +254,28 @@ class RNN(Module):
             layer_input = output
         self._saved, self._side_by_side = (caches, masks, steps, (T, B, D)), side_by_side
         return layer_input, h_n
+
+    def _layer_directions(self, layer_input, h0, layer, steps, side_by_side, n_threads, caches,
+                          h_n):
+        """Both directions of a layer (side_by_side: at once, on two threads), their caches
+        appended to caches and their final states written to h_n: their states in time
+        order."""
+        T, B, _ = layer_input.shape
+        noises = [direction_noise(self, layer, (T, B, self.hidden_size)) for _ in range(2)]
+
+        def run(direction):
+            index = 2 * layer + direction
+            return self._run_direction(layer_input, None if h0 is None else h0[index], layer,
+                                       direction, steps, *noises[direction], n_threads)
+
+        outputs = []
+        for direction, (out, cache) in enumerate(wavefront.each_direction(run, 2,
+                                                                          side_by_side)):
+            outputs.append(out)
+            caches.append(cache)
+            h_n[2 * layer + direction] = (steps.first_states(out) if direction
+                                          else steps.last_states(out))
+        return outputs
 
     def _run_direction(self, layer_input, h0, layer, direction, steps, noise, state_noise,
                        n_threads):
@@ -368,6 +373,7 @@ class RNN(Module):
         caches, masks, steps, (T, B, D) = self._saved
         dout, dh_n, return_norms = backward_inputs(self, dout, dh_n, return_norms, T, B, D,
                                                    batch_order(steps.lengths))
+        self.grads = {}  # the last gradients' buffers back to the allocator first, as above
         H, states = self.hidden_size, self.num_layers * self.num_directions
         grads = {}
         dh0 = np.empty((states, B, H), dtype=self.dtype)
@@ -378,21 +384,15 @@ class RNN(Module):
         for layer in reversed(range(self.num_layers)):
             if masks[layer] is not None:
                 d_output = d_output * masks[layer]
-
-            def run(direction, layer=layer, d_output=d_output):
-                index = layer * self.num_directions + direction
-                d_states = d_output
-                if self.num_directions == 2:
-                    d_states = d_output[:, :, direction * H:(direction + 1) * H]
-                    d_states = np.ascontiguousarray(steps.reverse(d_states) if direction
-                                                    else d_states)
-                return self._backward_pass(d_states, caches[index],
-                                           None if dh_n is None else dh_n[index], return_norms,
-                                           n_threads)
-
+            if self.num_directions == 1:  # the common case, in as few calls as it takes
+                passes = [self._backward_pass(d_output, caches[layer],
+                                              None if dh_n is None else dh_n[layer],
+                                              return_norms, n_threads)]
+            else:
+                passes = self._layer_directions_backward(d_output, dh_n, layer, caches, steps,
+                                                         return_norms, n_threads)
             d_input = None
-            for direction, layer_grads in enumerate(
-                    wavefront.each_direction(run, self.num_directions, self._side_by_side)):
+            for direction, layer_grads in enumerate(passes):
                 names = self._names[layer][direction]
                 index = layer * self.num_directions + direction
                 reverse = direction == 1
@@ -417,6 +417,22 @@ class RNN(Module):
         if return_norms:
             return dx, dh0, norms
         return dx, dh0
+
+    def _layer_directions_backward(self, d_output, dh_n, layer, caches, steps, return_norms,
+                                   n_threads):
+        """The backward passes of both directions of a layer (side by side on two threads
+        when the forward pass ran them so), from d_output (T, B, 2H) in time order."""
+        H = self.hidden_size
+
+        def run(direction):
+            index = 2 * layer + direction
+            d_states = d_output[:, :, direction * H:(direction + 1) * H]
+            d_states = np.ascontiguousarray(steps.reverse(d_states) if direction else d_states)
+            return self._backward_pass(d_states, caches[index],
+                                       None if dh_n is None else dh_n[index], return_norms,
+                                       n_threads)
+
+        return wavefront.each_direction(run, 2, self._side_by_side)
 
     def _wavefront_backward(self, dout, dh_n, return_norms):
         """backward of a forward pass that ran on the wavefront."""

@@ -14,7 +14,7 @@ from rnnfast.utils.memory import check_allocation
 from rnnfast.utils.validation import (MAX_DIM, check_bool, check_lengths, check_shape, contiguous,
                                       copy_size, float_array)
 
-__all__ = ["Steps", "forward_inputs", "backward_inputs", "MEMORY_ADVICE", "direction_noise",
+__all__ = ["Steps", "check_parameter_memory", "forward_inputs", "backward_inputs", "MEMORY_ADVICE", "direction_noise",
            "drops_out", "dropout_mask", "pass_draws"]
 
 MEMORY_ADVICE = "split the sequence into chunks or the batch into smaller ones"
@@ -58,10 +58,27 @@ class Steps:
 _FULL_LENGTH = Steps(1, 1, None)  # every batch without lengths: nothing to build
 
 
+def check_parameter_memory(rnn):
+    """MemoryError before an RNN's parameters are drawn, if they cannot fit (counted without
+    listing them: a billion layers must not take a billion steps to refuse)."""
+    H, L, directions = rnn.hidden_size, rnn.num_layers, rnn.num_directions
+    per_direction = H * (rnn.input_size + H + 2 * rnn.bias)  # layer 0
+    per_direction += (L - 1) * H * (directions * H + H + 2 * rnn.bias)  # layers 1..L-1
+    largest = (H, max(rnn.input_size, directions * H if L > 1 else 0, H))
+    check_allocation("RNN", [
+        ("its parameters (values,)", (directions * per_direction,), rnn.dtype),
+        # Each is drawn in float64, then cast; and each array is a Python object.
+        ("the float64 draw of the largest weight (H, max(D, num_directions * H))", largest,
+         np.float64),
+        ("an array object per parameter (parameters, 128 bytes)", (directions * L * 4, 128),
+         np.uint8),
+    ])
+
+
 def _is_plain(array, dtype, shape):
     """Whether array needs no conversion: a NumPy array (not a subclass) of dtype (native
     byte order), C-contiguous, of this shape."""
-    return (type(array) is np.ndarray and array.dtype == dtype and array.shape == shape
+    return (type(array) is np.ndarray and array.dtype is dtype and array.shape == shape
             and array.flags.c_contiguous)
 
 
@@ -84,7 +101,7 @@ def forward_inputs(rnn, x, h0, lengths):
     dtype, H = rnn.dtype, rnn.hidden_size
     states = rnn.num_layers * rnn.num_directions
     shape = getattr(x, "shape", None)
-    if (type(x) is np.ndarray and len(shape) == 3 and x.dtype == dtype and x.flags.c_contiguous
+    if (type(x) is np.ndarray and len(shape) == 3 and x.dtype is dtype and x.flags.c_contiguous
             and shape[2] == rnn.input_size and 0 < shape[0] <= MAX_DIM
             and 0 < shape[1] <= MAX_DIM):
         T, B = (shape[1], shape[0]) if rnn.batch_first else shape[:2]
