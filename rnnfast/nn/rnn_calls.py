@@ -82,13 +82,11 @@ def _is_plain(array, dtype, shape):
             and array.flags.c_contiguous)
 
 
-def _fits(rnn, caller, key, buffers):
-    """check_allocation(caller, buffers()) the first time a layer meets this key (the fit of a
-    kind of call never changes: the machine's total memory is read once)."""
+def _remember_fit(rnn, caller, key, buffers):
+    """check_allocation(caller, buffers), then remember that this kind of call (key) fits: it
+    always will (the machine's total memory is read once)."""
+    check_allocation(caller, buffers, MEMORY_ADVICE)
     fitted = rnn._fitted
-    if key in fitted:
-        return
-    check_allocation(caller, buffers(), MEMORY_ADVICE)
     if len(fitted) >= _KEPT_FITS:
         fitted.clear()
     fitted[key] = True
@@ -101,32 +99,31 @@ def forward_inputs(rnn, x, h0, lengths):
     dtype, H = rnn.dtype, rnn.hidden_size
     states = rnn.num_layers * rnn.num_directions
     shape = getattr(x, "shape", None)
+    copies = None
     if (type(x) is np.ndarray and len(shape) == 3 and x.dtype is dtype and x.flags.c_contiguous
             and shape[2] == rnn.input_size and 0 < shape[0] <= MAX_DIM
             and 0 < shape[1] <= MAX_DIM):
         T, B = (shape[1], shape[0]) if rnn.batch_first else shape[:2]
         if h0 is None or _is_plain(h0, dtype, (states, B, H)):
             copies = ()  # only batch_first's transpose, which the buffers count
-        else:
-            copies = None
-    else:
-        copies = None
     if copies is None:  # the full checks, which word the errors
         x, h0, copies = _checked_forward_arrays(rnn, x, h0)
         T, B = (x.shape[1], x.shape[0]) if rnn.batch_first else x.shape[:2]
     if lengths is not None:
         lengths = check_lengths(lengths, B, T)
-    order = batch_order(lengths)
+    order = None if lengths is None else batch_order(lengths)
     key = ("forward", T, B, h0 is not None, order, rnn.training and rnn.dropout > 0,
            rnn._noise_std > 0, rnn._state_noise_std > 0, rnn.batch_first)
     if copies:
         check_allocation("RNN.forward", list(copies) + _forward_buffers(rnn, T, B, h0 is not None,
                                                                         order), MEMORY_ADVICE)
-    else:
-        _fits(rnn, "RNN.forward", key,
-              lambda: _forward_buffers(rnn, T, B, h0 is not None, order))
-    x = contiguous(x.transpose(1, 0, 2)) if rnn.batch_first else contiguous(x)
-    h0 = None if h0 is None else contiguous(h0)
+    elif key not in rnn._fitted:
+        _remember_fit(rnn, "RNN.forward", key, _forward_buffers(rnn, T, B, h0 is not None,
+                                                                 order))
+    if rnn.batch_first:
+        x = contiguous(x.transpose(1, 0, 2))
+    elif copies:
+        x, h0 = contiguous(x), None if h0 is None else contiguous(h0)
     if lengths is None:
         return x, h0, _FULL_LENGTH
     return x, h0, Steps(T, B, lengths.astype(np.intp))
@@ -200,8 +197,10 @@ def backward_inputs(rnn, dout, dh_n, return_norms, T, B, D, order):
     expected = (B, T, width) if rnn.batch_first else (T, B, width)
     if _is_plain(dout, dtype, expected) and (dh_n is None or _is_plain(dh_n, dtype,
                                                                         (states, B, H))):
-        _fits(rnn, "RNN.backward", ("backward", T, B, D, order, return_norms, rnn.batch_first),
-              lambda: _backward_buffers(rnn, T, B, D, order, return_norms))
+        key = ("backward", T, B, D, order, return_norms, rnn.batch_first)
+        if key not in rnn._fitted:
+            _remember_fit(rnn, "RNN.backward", key,
+                          _backward_buffers(rnn, T, B, D, order, return_norms))
     else:
         dout, dh_n = _checked_backward_arrays(rnn, dout, dh_n, return_norms, T, B, D, order)
     dout = contiguous(dout.transpose(1, 0, 2)) if rnn.batch_first else dout
