@@ -6,8 +6,10 @@ rnnfast.nn.wavefront, forced: the adaptive choice off). One benchmark group per 
         --benchmark-group-by=group
 
 pytest-benchmark times one candidate after the other; for the figure of record run this file as
-a script, which interleaves them (one call of each in turn) and prints medians, the speed-up
-and the machine's load average (two-thread figures need the second core free):
+a script, which interleaves them (one call of each in turn) and prints medians, the speed-up,
+the machine's load average (two-thread figures need the second core free) and, as the ceiling
+of the moment, the speed-up of two independent one-layer calls run side by side on two threads
+over the same two one after the other:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_wavefront.py
 """
@@ -43,6 +45,37 @@ def make_call(shape, n_threads, dtype=np.float32, num_layers=2):
     return call
 
 
+def forced(call):
+    """call with the wavefront forced (the adaptive choice off) during it."""
+    def on_the_wavefront():
+        wavefront.ADAPT = False
+        try:
+            call()
+        finally:
+            wavefront.ADAPT = True
+
+    return on_the_wavefront
+
+
+def independent_pair(shape, dtype=np.float32):
+    """(one after the other, side by side): two independent one-layer forward + backward
+    calls of the shape, n_threads=1 each, on one thread and on two: the speed-up this machine
+    gives two threads at that moment, the ceiling of the wavefront's."""
+    calls = [make_call(shape, 1, dtype, num_layers=1) for _ in range(2)]
+    pool = wavefront._workers(1)
+
+    def one_after_the_other():
+        for call in calls:
+            call()
+
+    def side_by_side():
+        other = pool.submit(calls[1])
+        calls[0]()
+        other.result()
+
+    return one_after_the_other, side_by_side
+
+
 def chunks(shape, num_layers=2):
     """How many chunks the wavefront cuts the shape into on two threads (None: it does not
     run there)."""
@@ -76,23 +109,29 @@ def main():
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
-    wavefront.ADAPT = False
     dtype = np.dtype(args.dtype)
     with threadpool_limits(1):
         print(f"{args.layers}-layer RNN forward + backward, {dtype.name}: n_threads=1 (the "
-              f"sequential path) against 2 (the wavefront); medians of {args.rounds} "
-              f"interleaved calls; load average before: {os.getloadavg()[0]:.2f}")
+              f"sequential path) against 2 (the wavefront forced, and as the layer chooses); "
+              f"medians of {args.rounds} interleaved calls; load average before: "
+              f"{os.getloadavg()[0]:.2f}")
         print(f"{'T,B,D,H':<16} {'chunks':>6} {'one thread':>11} {'two threads':>12} "
-              f"{'speed-up':>9}")
+              f"{'speed-up':>9} {'chosen':>7} {'ceiling':>8}")
         for shape in SHAPES:
-            candidates = {mode: make_call(shape, n, dtype, args.layers)
-                          for mode, n in MODES.items()}
+            candidates = {"one thread": make_call(shape, 1, dtype, args.layers),
+                          "two threads": forced(make_call(shape, 2, dtype, args.layers)),
+                          "chosen": make_call(shape, 2, dtype, args.layers)}
+            candidates["pair, one thread"], candidates["pair, two threads"] = (
+                independent_pair(shape, dtype))
             times, _ = time_interleaved(candidates, budget_s=0.0, min_windows=args.rounds,
                                         max_windows=args.rounds, window_s=0.0)
             one, two = (statistics.median(times[mode]) * 1e3 for mode in MODES)
             speedup = paired_ratio(times["one thread"], times["two threads"])
+            chosen = paired_ratio(times["one thread"], times["chosen"])
+            ceiling = paired_ratio(times["pair, one thread"], times["pair, two threads"])
             print(f"{','.join(map(str, shape)):<16} {chunks(shape, args.layers) or '-':>6} "
-                  f"{one:>8.2f} ms {two:>9.2f} ms {speedup:>8.2f}x")
+                  f"{one:>8.2f} ms {two:>9.2f} ms {speedup:>8.2f}x {chosen:>6.2f}x "
+                  f"{ceiling:>7.2f}x")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
