@@ -2,14 +2,12 @@
 `torch.nn.RNN` (stacked, bidirectional, batch_first, dropout between layers), and as an
 extension a leak and noise (continuous-time networks, see rnnfast.nn.leaky).
 
-Each (layer, direction) is one call of the functional kernels (rnnfast.functional). The reverse
-direction runs the same kernels on the time-reversed sequence (with `lengths`, each sequence is
-reversed within its own length, as PyTorch's packed sequences do).
-
-Each call is checked once (rnnfast.nn.rnn_calls); its passes then go straight to the compiled
-entry of the kernels (rnnfast._kernels.entry), which checks its arrays again at C level in a few
-nanoseconds each, and to rnnfast.functional only for what that entry does not take (a batch to
-reorder by length), which words any error.
+Each (layer, direction) is one pass of the kernels, the reverse direction on the time-reversed
+sequence (with `lengths`, each sequence reversed within its own length, as PyTorch's packed
+sequences are). Each call is checked once (rnnfast.nn.rnn_calls); its passes go straight to the
+compiled entry (rnnfast._kernels.entry, which checks its arrays again at C level), through
+rnnfast.functional only for what that entry does not take (a batch to reorder by length).
+Stacks on several cores: rnnfast.nn.wavefront.
 """
 import numpy as np
 
@@ -319,13 +317,13 @@ class RNN(Module):
 
         The state kept for ``backward`` and the training mode are left as they were.
         """
-        saved, training = self._saved, self.training
+        saved, side_by_side, training = self._saved, self._side_by_side, self.training
         self.training, self._sequential_only = False, True
         try:
             self.forward(x, h0)
             caches = self._saved[0]
         finally:
-            self._saved, self.training = saved, training
+            self._saved, self._side_by_side, self.training = saved, side_by_side, training
             del self._sequential_only
         runs = []
         for layer in range(self.num_layers):

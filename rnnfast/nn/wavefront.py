@@ -41,12 +41,14 @@ from rnnfast.utils.threads import available_cores, blas_threads_at_most
 __all__ = ["Plan", "WavefrontPass", "plan", "run_forward", "forward", "backward",
            "each_direction", "THRESHOLDS", "EXPLORE_EVERY", "ADAPT"]
 
-# Measured on 2 cores (AMD EPYC Zen 4), float32 and float64, 2 layers, B = 1..16, H = 32..512
-# (bench/test_bench_wavefront.py): a chunk of fewer multiply-adds than min_chunk_macs
-# (forward, B * H * (H + D) per step) costs more in hand-over than its second core gives back;
-# fewer than min_chunks chunks leave the pipeline's fill and drain uncovered; beyond
-# max_chunks the Python per chunk shows; from max_batch rows on, the kernels' own threads
-# (within each step) take the second core instead.
+# Set from the costs measured here (2-core AMD EPYC Zen 4): a hand-over between threads (a
+# condition's wake-up and the Python around a chunk's pass) costs 10-50 us, so a chunk gets at
+# least min_chunk_macs multiply-adds (forward, B * H * (H + D) per step: about 0.2 ms); fewer
+# than min_chunks chunks leave the pipeline's fill and drain uncovered; beyond max_chunks the
+# Python per chunk shows; from max_batch rows on (or B * H * H from the kernels'
+# threads_min_step_flops), the kernels' own threads share each step instead. min_speedup is
+# the pipeline's bound (see plan) below which it is not tried. Not yet tuned with the second
+# core free: the machine was shared while this was written (see the README).
 THRESHOLDS = {"min_chunk_macs": 1 << 22, "min_chunks": 6, "max_chunks": 32,
               "max_batch": 16, "min_speedup": 1.3}
 
