@@ -9,13 +9,16 @@ pytest-benchmark times one candidate after the other; for the figure of record r
 a script, which interleaves them (one call of each in turn) and prints medians, the speed-up,
 the machine's load average (two-thread figures need the second core free) and, as the ceiling
 of the moment, the speed-up of two independent one-layer calls run side by side on two threads
-over the same two one after the other:
+over the same two one after the other (``--model`` adds what two free cores would give, from
+the per-chunk CPU times: see two_core_model):
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_wavefront.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_wavefront.py --model
 """
 import argparse
+import math
 import os
 import statistics
+import time
 
 import numpy as np
 import pytest
@@ -76,6 +79,64 @@ def independent_pair(shape, dtype=np.float32):
     return one_after_the_other, side_by_side
 
 
+def two_core_model(shape, dtype=np.float32, repeats=5):
+    """(sequential CPU seconds, the wavefront's makespan on two free cores): every chunk's pass
+    of the forced wavefront timed in its thread's CPU time, then scheduled as the wavefront
+    runs them (layer l on thread l; forward (l, k) after (l - 1, k) and (l, k - 1), backward
+    the same in reverse) without the hand-overs: what two free cores would give, from what a
+    shared machine can measure. Best of repeats. Two layers."""
+    T, B, D, H = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    dout = rng.standard_normal((T, B, H)).astype(dtype)
+    sequential = rnnfast.RNN(D, H, num_layers=2, dtype=dtype, seed=0, n_threads=1)
+    rnn = rnnfast.RNN(D, H, num_layers=2, dtype=dtype, seed=0, n_threads=2)
+    seconds = {}
+    forward_pass, backward_pass = rnn._forward_pass, rnn._backward_pass
+
+    def timed(pass_, key_of):
+        def run(*args):
+            start = time.thread_time()
+            result = pass_(*args)
+            seconds[key_of(args)] = time.thread_time() - start
+            return result
+        return run
+
+    chunk_of = {}
+    rnn._forward_pass = timed(forward_pass, lambda a: ("forward", a[3], chunk_of.setdefault(
+        (a[3], id(a[0])), len([k for k in chunk_of if k[0] == a[3]]))))
+    rnn._backward_pass = timed(backward_pass, lambda a: ("backward", id(a[1])))
+    best_sequential = best_makespan = math.inf
+    wavefront.ADAPT = False
+    try:
+        for _ in range(repeats):
+            start = time.thread_time()
+            sequential.forward(x)
+            sequential.backward(dout)
+            best_sequential = min(best_sequential, time.thread_time() - start)
+            seconds.clear()
+            chunk_of.clear()
+            rnn.forward(x)
+            caches = rnn._saved.caches
+            rnn.backward(dout)
+            K = len(caches[0])
+            forward = [[seconds["forward", layer, k] for k in range(K)] for layer in (0, 1)]
+            backward = [[seconds["backward", id(caches[layer][k])] for k in range(K)]
+                        for layer in (0, 1)]
+            done = [0.0, 0.0]
+            for k in range(K):
+                done[0] += forward[0][k]
+                done[1] = max(done[1], done[0]) + forward[1][k]
+            makespan, done = done[1], [0.0, 0.0]
+            for k in reversed(range(K)):
+                done[1] += backward[1][k]
+                done[0] = max(done[0], done[1]) + backward[0][k]
+            best_makespan = min(best_makespan, makespan + done[0])
+    finally:
+        wavefront.ADAPT = True
+    return best_sequential, best_makespan
+
+
 def chunks(shape, num_layers=2):
     """How many chunks the wavefront cuts the shape into on two threads (None: it does not
     run there)."""
@@ -106,6 +167,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--model", action="store_true",
+                        help="also the two-core model from per-chunk CPU times (2 layers)")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -133,6 +196,13 @@ def main():
                   f"{one:>8.2f} ms {two:>9.2f} ms {speedup:>8.2f}x {chosen:>6.2f}x "
                   f"{ceiling:>7.2f}x")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
+        if args.model:
+            print("Two free cores, modelled: the forced wavefront's chunks timed in CPU time and "
+                  "scheduled without hand-overs, against the sequential pass's CPU time")
+            for shape in SHAPES:
+                sequential, makespan = two_core_model(shape, dtype)
+                print(f"{','.join(map(str, shape)):<16} {sequential * 1e3:>8.2f} ms "
+                      f"{makespan * 1e3:>9.2f} ms {sequential / makespan:>8.2f}x")
 
 
 if __name__ == "__main__":
