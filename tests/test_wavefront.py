@@ -184,24 +184,24 @@ def test_the_wavefront_runs_only_where_it_pays(monkeypatch):
 
 
 def test_the_faster_way_runs_and_the_other_is_tried_again(every_shape_pays):
-    """Each kind of call is timed both ways; the faster one runs, the other every
-    EXPLORE_EVERY-th call; the backward pass follows whichever the forward pass took."""
+    """Each kind of call is timed both ways in turn at first; then the faster one runs, the
+    other every EXPLORE_EVERY-th call; the backward pass follows whichever the forward took."""
     rnn = rnnfast.RNN(3, 4, num_layers=2, seed=0, n_threads=2)
     call = draw_call(np.random.default_rng(0), rnn, 8, 2)
-    ways = []
-    for _ in range(2 + 2 * wavefront.EXPLORE_EVERY):
+    ways, learning = [], wavefront.LEARNING_CALLS
+    for _ in range(learning + 2 * wavefront.EXPLORE_EVERY):
         rnn.forward(call["x"], call["h0"])
         ways.append(isinstance(rnn._saved, wavefront.WavefrontPass))
         rnn.backward(call["dout"], call["dh_n"])
         key = next(iter(rnn._wavefront_timings))
         rnn._wavefront_timings[key][:2] = [1.0, 2.0]  # the sequential pass is the faster
-    assert ways[:2] == [True, False]  # each tried once
-    assert sum(ways[2:]) == 2 and all(ways[i] for i in range(2, len(ways)) if ways[i])
-    explored = [i for i in range(2, len(ways)) if ways[i]]
-    assert np.diff(explored).tolist() == [wavefront.EXPLORE_EVERY]
+    assert ways[:learning] == [True, False] * (learning // 2)  # both ways in turn first
+    explored = [i for i in range(learning, len(ways)) if ways[i]]
+    assert len(explored) == 2 and np.diff(explored).tolist() == [wavefront.EXPLORE_EVERY]
 
 
 def test_a_failure_in_one_thread_stops_the_pass_and_is_raised(every_shape_pays, monkeypatch):
+    monkeypatch.setattr(wavefront, "ADAPT", False)  # every call on the wavefront
     rnn = rnnfast.RNN(3, 4, num_layers=3, seed=0, n_threads=3)
     call = draw_call(np.random.default_rng(0), rnn, 9, 2)
     original = rnn._forward_pass
@@ -217,3 +217,29 @@ def test_a_failure_in_one_thread_stops_the_pass_and_is_raised(every_shape_pays, 
     monkeypatch.setattr(rnn, "_forward_pass", original)
     rnn.forward(call["x"], call["h0"])  # the threads are free again
     assert isinstance(rnn._saved, wavefront.WavefrontPass)
+
+
+def test_each_way_is_timed_under_its_own_name(every_shape_pays, monkeypatch):
+    """With a clock on which the wavefront takes 1 s and the sequential pass 3 s, the layer
+    learns both, then runs the wavefront."""
+    clock = [0.0]
+    monkeypatch.setattr(wavefront.time, "perf_counter", lambda: clock[0])
+    rnn = rnnfast.RNN(3, 4, num_layers=2, seed=0, n_threads=2)
+    forward, sequential = wavefront.forward, rnn._sequential_forward
+
+    def slow(seconds, run):
+        def timed(*args, **kwargs):
+            clock[0] += seconds
+            return run(*args, **kwargs)
+        return timed
+
+    monkeypatch.setattr(wavefront, "forward", slow(1.0, forward))
+    monkeypatch.setattr(rnn, "_sequential_forward", slow(3.0, sequential))
+    call = draw_call(np.random.default_rng(0), rnn, 8, 2)
+    ways = []
+    for _ in range(wavefront.LEARNING_CALLS + 3):
+        rnn.forward(call["x"], call["h0"])
+        ways.append(isinstance(rnn._saved, wavefront.WavefrontPass))
+    (record,) = rnn._wavefront_timings.values()
+    assert record[:2] == [3.0, 1.0]  # seconds sequential, on the wavefront
+    assert ways[wavefront.LEARNING_CALLS:] == [True] * 3

@@ -39,7 +39,7 @@ from rnnfast.utils.memory import check_allocation
 from rnnfast.utils.threads import available_cores, blas_threads_at_most
 
 __all__ = ["Plan", "WavefrontPass", "plan", "run_forward", "forward", "backward",
-           "each_direction", "THRESHOLDS", "EXPLORE_EVERY", "ADAPT"]
+           "each_direction", "THRESHOLDS", "EXPLORE_EVERY", "LEARNING_CALLS", "ADAPT"]
 
 # Set from the costs measured here (2-core AMD EPYC Zen 4): a hand-over between threads (a
 # condition's wake-up and the Python around a chunk's pass) costs 10-50 us, so a chunk gets at
@@ -94,14 +94,16 @@ def each_direction(run, directions, side_by_side):
 # sequential pass: each kind of call is timed both ways, the faster runs, and every
 # EXPLORE_EVERY-th call runs the other way to see whether that has changed.
 EXPLORE_EVERY = 16
+LEARNING_CALLS = 4  # the first calls of a kind, both ways in turn (one timing can be unlucky)
 _KEPT_TIMINGS = 64
 ADAPT = True  # False: the wavefront wherever plan says it pays (benchmarks measure it so)
 
 
 def run_forward(rnn, x, h0, steps, plan):
     """The forward pass of rnn on the wavefront or sequentially, whichever has been faster for
-    this kind of call (each tried first, then the other every EXPLORE_EVERY-th call): (out,
-    h_n), what backward needs in ``rnn._saved``."""
+    this kind of call (both ways in turn for its first LEARNING_CALLS calls, then the faster,
+    and the other every EXPLORE_EVERY-th call): (out, h_n), what backward needs in
+    ``rnn._saved``."""
     timings = rnn._wavefront_timings
     record = timings.get(plan.key)
     if record is None:
@@ -110,8 +112,8 @@ def run_forward(rnn, x, h0, steps, plan):
         record = timings[plan.key] = [None, None, 0]  # seconds sequential, wavefront; calls
     sequential, wave, calls = record
     record[2] = calls + 1
-    if not ADAPT or wave is None or sequential is None:
-        on_wavefront = not ADAPT or wave is None
+    if not ADAPT or calls < LEARNING_CALLS:  # both ways in turn at first
+        on_wavefront = not ADAPT or calls % 2 == 0
     else:
         on_wavefront = (wave <= sequential) != (calls % EXPLORE_EVERY == EXPLORE_EVERY - 1)
     start = time.perf_counter()
