@@ -61,8 +61,9 @@ def layer_leaks(leak, num_layers, hidden_size, dtype):
 
 
 def kernel_leak(row):
-    """One layer's leak (H,) as rnn_forward takes it: a number when all units share it."""
-    return float(row[0]) if np.all(row == row[0]) else row
+    """One layer's leak (H,) as rnn_forward takes it: a number when all units share it, else
+    a C-contiguous array (H,) (as the compiled entry takes it without a copy)."""
+    return float(row[0]) if np.all(row == row[0]) else np.ascontiguousarray(row)
 
 
 def leaky_passes(leak, input_size, width, num_directions):

@@ -2,21 +2,26 @@
 `torch.nn.RNN` (stacked, bidirectional, batch_first, dropout between layers), and as an
 extension a leak and noise (continuous-time networks, see rnnfast.nn.leaky).
 
-Each (layer, direction) is one call of the functional kernels (rnnfast.functional). The reverse
-direction runs the same kernels on the time-reversed sequence (with `lengths`, each sequence is
-reversed within its own length, as PyTorch's packed sequences do).
+Each (layer, direction) is one pass of the kernels, the reverse direction on the time-reversed
+sequence (with `lengths`, each sequence reversed within its own length, as PyTorch's packed
+sequences are). Each call is checked once (rnnfast.nn.rnn_calls); its passes go straight to the
+compiled entry (rnnfast._kernels.entry, which checks its arrays again at C level), through
+rnnfast.functional only for what that entry does not take (a batch to reorder by length).
+Stacks on several cores: rnnfast.nn.wavefront.
 """
 import numpy as np
 
-from rnnfast._kernels.backend import backward_buffers, batch_order, forward_buffers
+from rnnfast._kernels import entry as _entry
+from rnnfast._kernels.backend import batch_order
 from rnnfast.functional import NONLINEARITIES, rnn_backward, rnn_forward
-from rnnfast.nn.leaky import NoiseStd, draw_noise, kernel_leak, layer_leaks, leaky_passes
+from rnnfast.nn import wavefront
+from rnnfast.nn.leaky import NoiseStd, kernel_leak, layer_leaks
 from rnnfast.nn.module import Module
-from rnnfast.utils.memory import check_allocation
+from rnnfast.nn.rnn_calls import (backward_inputs, check_parameter_memory, direction_noise,
+                                  dropout_mask, drops_out, forward_inputs)
 from rnnfast.utils.threads import resolve_n_threads
 from rnnfast.utils.validation import (check_bool, check_choice, check_float_dtype, check_int,
-                                      check_lengths, check_real, check_shape, check_size,
-                                      contiguous, copy_size, float_array, random_generator)
+                                      check_real, check_size, random_generator)
 
 __all__ = ["RNN", "parameter_names"]
 
@@ -29,38 +34,6 @@ def parameter_names(layer, direction):
     layer 1, direction 1 (the reverse one)."""
     suffix = "_reverse" if direction else ""
     return {kind: f"{kind}_l{layer}{suffix}" for kind in PARAMETER_KINDS}
-
-
-class _Steps:
-    """The time axis of a batch: the reversal a reverse direction reads it in, and where each
-    sequence's first and last states are (its own length, or T)."""
-
-    def __init__(self, T, B, lengths):
-        self.lengths = lengths
-        rows = np.arange(B)
-        if lengths is None:
-            self._reversed_time = None
-            self._last = np.full(B, T - 1)
-        else:
-            # Sequence b is reversed within its first lengths[b] steps; padding stays put.
-            t = np.arange(T)[:, None]
-            self._reversed_time = np.where(t < lengths, lengths - 1 - t, t)
-            self._last = lengths - 1
-        self._rows = rows
-
-    def reverse(self, array):
-        """array (T, B, ...) with each sequence's steps in reverse order (an involution)."""
-        if self._reversed_time is None:
-            return array[::-1]
-        return array[self._reversed_time, self._rows]
-
-    def last_states(self, out):
-        """Each sequence's state after its last step, from states in time order."""
-        return out[self._last, self._rows]
-
-    def first_states(self, out):
-        """Each sequence's state at step 0: the reverse direction's final state."""
-        return out[0]
 
 
 class RNN(Module):
@@ -85,7 +58,10 @@ class RNN(Module):
     seed : int, numpy Generator or None
         Seeds the initialisation and the dropout masks.
     n_threads : int or None
-        Passed to the kernels (None: every core).
+        Passed to the kernels (None: every core). With two or more, a stack of
+        unidirectional layers at small batches also runs its layers side by side, one core
+        each, time cut into chunks (rnnfast.nn.wavefront), where that pays and has been
+        faster for the kind of call (results then equal the one-thread ones up to rounding).
     leak : float or array_like
         alpha in h_t = (1 - alpha) h_{t-1} + alpha act(a_t), in (0, 1] (beyond torch; 1, the
         default, is torch's RNN): a number, or an array broadcastable to (num_layers, H) (per
@@ -123,15 +99,34 @@ class RNN(Module):
             resolve_n_threads(n_threads)  # checked now; kept as given (None: every core)
         self.n_threads = n_threads
         self.rng = random_generator(seed)
-        self._check_parameter_memory()
-        self.leak = layer_leaks(leak, self.num_layers, self.hidden_size, self.dtype)
+        check_parameter_memory(self)
+        self._fitted = {}  # the kinds of call whose memory was checked (rnn_calls)
+        self.leak = leak
         self.noise_std = noise_std
         self.state_noise_std = state_noise_std
         self._params = self._initial_parameters()
+        self._names = [[parameter_names(layer, direction)
+                        for direction in range(self.num_directions)]
+                       for layer in range(self.num_layers)]
+        self._bias_sums = {}  # (layer, direction) -> the (H,) buffer b_ih + b_hh goes to
+        self._wavefront_timings = {}  # kind of call -> seconds sequential, on the wavefront
+        self._side_by_side = False  # whether the last forward ran each layer's directions so
         self.grads = {}
         self._saved = None  # what backward needs from the last forward
 
     noise_std, state_noise_std = NoiseStd(), NoiseStd()  # checked when set
+    _sequential_only = False  # True: never on the wavefront (direction_runs reads each pass)
+
+    @property
+    def leak(self):
+        """The leak of every unit of every layer, (num_layers, H), read-only."""
+        return self._leak
+
+    @leak.setter
+    def leak(self, leak):
+        self._leak = layer_leaks(leak, self.num_layers, self.hidden_size, self.dtype)
+        self._kernel_leaks = [kernel_leak(row) for row in self._leak]  # as the passes take it
+        self._fitted.clear()  # the memory of leaky passes differs
 
     # -- parameters --------------------------------------------------------------------------
 
@@ -150,22 +145,6 @@ class RNN(Module):
                     shapes[names["bias_ih"]] = (H,)
                     shapes[names["bias_hh"]] = (H,)
         return shapes
-
-    def _check_parameter_memory(self):
-        """MemoryError before the parameters are drawn, if they cannot fit (counted without
-        listing them: a billion layers must not take a billion steps to refuse)."""
-        H, L, directions = self.hidden_size, self.num_layers, self.num_directions
-        per_direction = H * (self.input_size + H + 2 * self.bias)  # layer 0
-        per_direction += (L - 1) * H * (directions * H + H + 2 * self.bias)  # layers 1..L-1
-        largest = (H, max(self.input_size, directions * H if L > 1 else 0, H))
-        check_allocation("RNN", [
-            ("its parameters (values,)", (directions * per_direction,), self.dtype),
-            # Each is drawn in float64, then cast; and each array is a Python object.
-            ("the float64 draw of the largest weight (H, max(D, num_directions * H))", largest,
-             np.float64),
-            ("an array object per parameter (parameters, 128 bytes)", (directions * L * 4, 128),
-             np.uint8),
-        ])
 
     def _initial_parameters(self):
         bound = 1 / np.sqrt(self.hidden_size)
@@ -192,6 +171,18 @@ class RNN(Module):
             b = self._params[names["bias_ih"]] + self._params[names["bias_hh"]]
         return self._params[names["weight_ih"]], self._params[names["weight_hh"]], b
 
+    def _pass_weights(self, layer, direction):
+        """(W_xh, W_hh, b) of a pass: the layer's arrays, and b summed now (an optimizer may
+        have updated the biases in place since the last pass) into a buffer kept for it."""
+        names, params = self._names[layer][direction], self._params
+        b = None
+        if self.bias:
+            b = self._bias_sums.get((layer, direction))
+            if b is None:
+                b = self._bias_sums[layer, direction] = np.empty(self.hidden_size, self.dtype)
+            np.add(params[names["bias_ih"]], params[names["bias_hh"]], out=b)
+        return params[names["weight_ih"]], params[names["weight_hh"]], b
+
     # -- forward -----------------------------------------------------------------------------
 
     def forward(self, x, h0=None, lengths=None):
@@ -213,109 +204,100 @@ class RNN(Module):
         h_n : ndarray, shape (num_layers * num_directions, B, H)
             Each layer's and direction's final state (the reverse direction's is at t = 0).
         """
-        # Checked as given (not copied) first: see functional.rnn_forward.
-        x_layout = ("B", "T", "D") if self.batch_first else ("T", "B", "D")
-        x = float_array(x, "x", x_layout)
-        self._check_dtype(x, "x")
-        T, B, D = (x.shape[1], x.shape[0], x.shape[2]) if self.batch_first else x.shape
-        if D != self.input_size:
-            raise ValueError(f"x must have input_size = {self.input_size} features; got {D} "
-                             f"(shape {x.shape})")
-        states = self.num_layers * self.num_directions
-        if h0 is not None:
-            h0 = float_array(h0, "h0", ("L", "B", "H"))
-            check_shape(h0, "h0", ("num_layers * num_directions", "B", "H"),
-                        (states, B, self.hidden_size), "(B from x)")
-            self._check_dtype(h0, "h0")
-        if lengths is not None:
-            lengths = check_lengths(lengths, B, T)
-        x_copy = (("a contiguous copy of x (T, B, D)", (T, B, D), self.dtype) if self.batch_first
-                  else copy_size(x, "x", x_layout))
-        check_allocation("RNN.forward",
-                         [x_copy, None if h0 is None else copy_size(h0, "h0", ("L", "B", "H"))]
-                         + self._forward_buffers(T, B, h0 is not None, lengths),
-                         "split the sequence into chunks or the batch into smaller ones")
-        x = contiguous(x.transpose(1, 0, 2) if self.batch_first else x)
-        h0 = None if h0 is None else contiguous(h0)
-        if lengths is not None:
-            lengths = lengths.astype(np.intp)
-        steps = _Steps(T, B, lengths)
-
-        layer_input = x
-        caches, masks, h_n = [], [], []
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                reverse = direction == 1
-                out, cache = self._run_direction(layer_input, None if h0 is None else h0[index],
-                                                 layer, direction, steps)
-                outputs.append(out)
-                caches.append(cache)
-                h_n.append(steps.first_states(out) if reverse else steps.last_states(out))
-            output = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
-            mask = None
-            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                keep = 1 - self.dropout
-                mask = (self.rng.random(output.shape) < keep).astype(self.dtype) / keep
-                output = output * mask
-            masks.append(mask)
-            layer_input = output
-        self._saved = (caches, masks, steps, (T, B, D))
-        out = layer_input
+        x, h0, steps = forward_inputs(self, x, h0, lengths)
+        # The last pass's buffers go back to the allocator before this pass takes its own
+        # (which then are the same, still in cache, call after call).
+        self._saved = None
+        plan = None
+        if self.num_layers > 1 or self.bidirectional:
+            plan = wavefront.plan(self, x.shape[0], x.shape[1], steps)
+        if plan is None:
+            out, h_n = self._sequential_forward(x, h0, steps)
+        else:  # the layers side by side on several cores, where that is faster
+            out, h_n = wavefront.run_forward(self, x, h0, steps, plan)
         if self.batch_first:
             out = np.ascontiguousarray(out.transpose(1, 0, 2))
-        return out, np.stack(h_n)
+        return out, h_n
 
     __call__ = forward
 
-    def _forward_buffers(self, T, B, has_h0, lengths):
-        """What a forward pass allocates (for check_allocation): what every pass keeps for
-        backward (its states, and act(a_t) if it is leaky), the scratch and noise of one pass,
-        and what the layer allocates around them."""
-        H, L, directions = self.hidden_size, self.num_layers, self.num_directions
-        width = directions * H
-        buffers = [("h_n (L * num_directions, B, H)", (L * directions, B, H), self.dtype)]
-        noise, state_noise = self.noise_std > 0, self.state_noise_std > 0
-        passes = leaky_passes(self.leak, self.input_size, width, directions)
-        for (D, leaky), count in passes.items():
-            kept, scratch = forward_buffers(T, B, D, H, self.dtype, h0=has_h0,
-                                            order=batch_order(lengths), leaky=leaky,
-                                            noise=noise, state_noise=state_noise)
-            buffers += [(f"{what}, in each of {count} passes", (count,) + shape, dtype)
-                        for what, shape, dtype in kept]
-        buffers += scratch  # the same for every pass, and one pass runs at a time
-        if noise or state_noise:
-            buffers.append(("the noise drawn for one pass (noises, T, B, H)",
-                            (noise + state_noise, T, B, H), self.dtype))
-        if lengths is not None:  # the index that reverses each sequence within its length
-            buffers.append(("the time index of each sequence (3, T, B)", (3, T, B), np.intp))
-        if self.bidirectional:  # the reversed inputs, the concatenated outputs
-            buffers.append(("the time-reversed input of every layer (T, B, D + (L - 1) * 2H)",
-                            (T, B, self.input_size + (L - 1) * width), self.dtype))
-            buffers.append(("each layer's output (L, T, B, 2H)", (L, T, B, width), self.dtype))
-        if self.training and self.dropout > 0 and L > 1:  # mask (drawn in float64), output
-            buffers.append(("the dropout masks (L - 1, T, B, num_directions * H)",
-                            (L - 1, T, B, width), np.float64))
-            buffers.append(("the outputs after dropout (2 * (L - 1), T, B, num_directions * H)",
-                            (2 * (L - 1), T, B, width), self.dtype))
-        if self.batch_first:
-            buffers.append(("out in (B, T, num_directions * H)", (B, T, width), self.dtype))
-        return buffers
+    def _sequential_forward(self, x, h0, steps, side_by_side=False):
+        """The layers one after the other, each direction one pass (side_by_side: the two
+        directions of a layer at once, on two threads): (out (T, B, width), h_n); what
+        backward needs in ``_saved``."""
+        T, B, D = x.shape
+        H, directions = self.hidden_size, self.num_directions
+        n_threads = 1 if side_by_side else self.n_threads
+        layer_input = x
+        caches, masks = [], []
+        h_n = np.empty((self.num_layers * directions, B, H), self.dtype)
+        for layer in range(self.num_layers):
+            if directions == 1:  # the common case, in as few calls as it takes
+                out, cache = self._forward_pass(
+                    layer_input, None if h0 is None else h0[layer],
+                    self._pass_weights(layer, 0), layer, steps.lengths,
+                    *direction_noise(self, layer, (T, B, H)), n_threads)
+                caches.append(cache)
+                h_n[layer] = steps.last_states(out)
+                outputs = [out]
+            else:
+                outputs = self._layer_directions(layer_input, h0, layer, steps, side_by_side,
+                                                 n_threads, caches, h_n)
+            output = outputs[0] if directions == 1 else np.concatenate(outputs, axis=2)
+            mask = None
+            if drops_out(self, layer):
+                mask = dropout_mask(self, output.shape)
+                output = output * mask
+            masks.append(mask)
+            layer_input = output
+        self._saved, self._side_by_side = (caches, masks, steps, (T, B, D)), side_by_side
+        return layer_input, h_n
 
-    def _run_direction(self, layer_input, h0, layer, direction, steps):
+    def _layer_directions(self, layer_input, h0, layer, steps, side_by_side, n_threads, caches,
+                          h_n):
+        """Both directions of a layer (side_by_side: at once, on two threads), their caches
+        appended to caches and their final states written to h_n: their states in time
+        order."""
+        T, B, _ = layer_input.shape
+        noises = [direction_noise(self, layer, (T, B, self.hidden_size)) for _ in range(2)]
+
+        def run(direction):
+            index = 2 * layer + direction
+            return self._run_direction(layer_input, None if h0 is None else h0[index], layer,
+                                       direction, steps, *noises[direction], n_threads)
+
+        outputs = []
+        for direction, (out, cache) in enumerate(wavefront.each_direction(run, 2,
+                                                                          side_by_side)):
+            outputs.append(out)
+            caches.append(cache)
+            h_n[2 * layer + direction] = (steps.first_states(out) if direction
+                                          else steps.last_states(out))
+        return outputs
+
+    def _run_direction(self, layer_input, h0, layer, direction, steps, noise, state_noise,
+                       n_threads):
         """Run one direction of one layer; returns its states in time order and its cache."""
         reverse = direction == 1
         if reverse:
-            layer_input = steps.reverse(layer_input)
-        shape = layer_input.shape[:2] + (self.hidden_size,)  # drawn in the direction's order
-        noise, state_noise = draw_noise(self.rng, self.leak[layer], self.noise_std,
-                                        self.state_noise_std, shape, self.dtype)
-        out, cache = rnn_forward(layer_input, h0, *self._weights(layer, direction),
-                                 nonlinearity=self.nonlinearity, n_threads=self.n_threads,
-                                 lengths=steps.lengths, leak=kernel_leak(self.leak[layer]),
-                                 noise=noise, state_noise=state_noise)
+            layer_input = np.ascontiguousarray(steps.reverse(layer_input))
+        out, cache = self._forward_pass(layer_input, h0, self._pass_weights(layer, direction),
+                                        layer, steps.lengths, noise, state_noise, n_threads)
         return (steps.reverse(out) if reverse else out), cache
+
+    def _forward_pass(self, x, h0, weights, layer, lengths, noise, state_noise, n_threads):
+        """rnn_forward of one direction of one layer on checked arrays, with its weights
+        (W_xh, W_hh, b): (out, cache). The compiled entry takes them as they are; what it
+        leaves (a batch to sort by length) goes through rnnfast.functional."""
+        W_xh, W_hh, b = weights
+        leak = self._kernel_leaks[layer]
+        result = _entry.forward(x, h0, W_xh, W_hh, b, self.nonlinearity, "cython", n_threads,
+                                lengths, leak, noise, state_noise, True)
+        if result is None:
+            result = rnn_forward(x, h0, W_xh, W_hh, b, nonlinearity=self.nonlinearity,
+                                 n_threads=n_threads, lengths=lengths, leak=leak, noise=noise,
+                                 state_noise=state_noise)
+        return result
 
     def direction_runs(self, x, h0=None):
         """Run the layer in evaluation mode (no dropout) and return what each direction of
@@ -335,13 +317,14 @@ class RNN(Module):
 
         The state kept for ``backward`` and the training mode are left as they were.
         """
-        saved, training = self._saved, self.training
-        self.training = False
+        saved, side_by_side, training = self._saved, self._side_by_side, self.training
+        self.training, self._sequential_only = False, True
         try:
             self.forward(x, h0)
             caches = self._saved[0]
         finally:
-            self._saved, self.training = saved, training
+            self._saved, self._side_by_side, self.training = saved, side_by_side, training
+            del self._sequential_only
         runs = []
         for layer in range(self.num_layers):
             for direction in range(self.num_directions):
@@ -383,50 +366,34 @@ class RNN(Module):
         """
         if self._saved is None:
             raise RuntimeError("backward needs a forward pass first")
-        return_norms = check_bool(return_norms, "return_norms")
+        if isinstance(self._saved, wavefront.WavefrontPass):
+            return self._wavefront_backward(dout, dh_n, return_norms)
         caches, masks, steps, (T, B, D) = self._saved
-        H = self.hidden_size
-        width = self.num_directions * H
-        dout_layout = ("B", "T", "H*") if self.batch_first else ("T", "B", "H*")
-        dout = float_array(dout, "dout", dout_layout)
-        check_shape(dout.transpose(1, 0, 2) if self.batch_first else dout, "dout",
-                    ("T", "B", "num_directions * H"), (T, B, width), "(the shape of out)")
-        states = self.num_layers * self.num_directions
-        if dh_n is not None:
-            dh_n = float_array(dh_n, "dh_n", ("L", "B", "H"))
-            check_shape(dh_n, "dh_n", ("num_layers * num_directions", "B", "H"), (states, B, H),
-                        "(the shape of h_n)")
-        for name, array in (("dout", dout), ("dh_n", dh_n)):
-            if array is not None:
-                self._check_dtype(array, name)
-        dout_copy = (("a contiguous copy of dout (T, B, num_directions * H)", (T, B, width),
-                      self.dtype) if self.batch_first else copy_size(dout, "dout", dout_layout))
-        dh_n_copy = None if dh_n is None else copy_size(dh_n, "dh_n", ("L", "B", "H"))
-        check_allocation("RNN.backward", [dout_copy, dh_n_copy]
-                         + self._backward_buffers(T, B, D, steps.lengths, return_norms),
-                         "split the sequence into chunks or the batch into smaller ones")
-        dout = contiguous(dout.transpose(1, 0, 2) if self.batch_first else dout)
-        dh_n = None if dh_n is None else contiguous(dh_n)
-
+        dout, dh_n, return_norms = backward_inputs(self, dout, dh_n, return_norms, T, B, D,
+                                                   batch_order(steps.lengths))
+        self.grads = {}  # the last gradients' buffers back to the allocator first, as above
+        H, states = self.hidden_size, self.num_layers * self.num_directions
         grads = {}
         dh0 = np.empty((states, B, H), dtype=self.dtype)
         norms = (np.empty((self.num_layers, self.num_directions, T, B), dtype=self.dtype)
                  if return_norms else None)
+        n_threads = 1 if self._side_by_side else self.n_threads
         d_output = dout
         for layer in reversed(range(self.num_layers)):
             if masks[layer] is not None:
                 d_output = d_output * masks[layer]
+            if self.num_directions == 1:  # the common case, in as few calls as it takes
+                passes = [self._backward_pass(d_output, caches[layer],
+                                              None if dh_n is None else dh_n[layer],
+                                              return_norms, n_threads)]
+            else:
+                passes = self._layer_directions_backward(d_output, dh_n, layer, caches, steps,
+                                                         return_norms, n_threads)
             d_input = None
-            for direction in range(self.num_directions):
-                names = parameter_names(layer, direction)
+            for direction, layer_grads in enumerate(passes):
+                names = self._names[layer][direction]
                 index = layer * self.num_directions + direction
-                d_states = d_output[:, :, direction * H:(direction + 1) * H]
                 reverse = direction == 1
-                if reverse:
-                    d_states = steps.reverse(d_states)
-                layer_grads = rnn_backward(d_states, caches[index],
-                                           None if dh_n is None else dh_n[index],
-                                           n_threads=self.n_threads, return_norms=return_norms)
                 if return_norms:
                     layer_grads, layer_norms = layer_grads
                     # The reverse direction ran on reversed sequences: back to time order.
@@ -442,33 +409,46 @@ class RNN(Module):
                     grads[names["bias_hh"]] = layer_grads.db.copy()
             d_output = d_input
         self.grads = grads
-        dx = d_output
+        dx = d_output  # the kernel's, or a sum of the directions': C-contiguous
         if self.batch_first:
             dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
         if return_norms:
-            return np.ascontiguousarray(dx), dh0, norms
-        return np.ascontiguousarray(dx), dh0
+            return dx, dh0, norms
+        return dx, dh0
 
-    def _backward_buffers(self, T, B, D, lengths, return_norms):
-        """What a backward pass allocates at its peak (for check_allocation): the gradients of
-        the parameters, and the largest layer's gradient buffers (each layer's are freed when
-        the next one down starts): each direction's pass, and around them the incoming
-        gradient, a reversed dx and the sum of the directions' dx."""
-        H, L, directions = self.hidden_size, self.num_layers, self.num_directions
-        width = directions * H
-        parameters = sum(array.size for array in self._params.values())
-        layer_input = D if L == 1 else max(D, width)
-        one_pass = backward_buffers(T, B, layer_input, H, self.dtype, order=batch_order(lengths),
-                                    leaky=bool(np.any(self.leak != 1)),
-                                    return_norms=return_norms)
-        buffers = [("the gradients of the parameters", (parameters,), self.dtype),
-                   ("dh0 (L * num_directions, B, H)", (L * directions, B, H), self.dtype),
-                   ("the incoming gradient, a reversed dx, their sum (T, B, width + 2 * input)",
-                    (T, B, width + 2 * layer_input), self.dtype),
-                   ("dx (T, B, D)", (T, B, D), self.dtype)]
-        buffers += [(f"{what}, for each direction", (directions,) + shape, dtype)
-                    for what, shape, dtype in one_pass]
-        if return_norms:
-            buffers.append(("norms (L, num_directions, T, B)", (L, directions, T, B),
-                            self.dtype))
-        return buffers
+    def _layer_directions_backward(self, d_output, dh_n, layer, caches, steps, return_norms,
+                                   n_threads):
+        """The backward passes of both directions of a layer (side by side on two threads
+        when the forward pass ran them so), from d_output (T, B, 2H) in time order."""
+        H = self.hidden_size
+
+        def run(direction):
+            index = 2 * layer + direction
+            d_states = d_output[:, :, direction * H:(direction + 1) * H]
+            d_states = np.ascontiguousarray(steps.reverse(d_states) if direction else d_states)
+            return self._backward_pass(d_states, caches[index],
+                                       None if dh_n is None else dh_n[index], return_norms,
+                                       n_threads)
+
+        return wavefront.each_direction(run, 2, self._side_by_side)
+
+    def _wavefront_backward(self, dout, dh_n, return_norms):
+        """backward of a forward pass that ran on the wavefront."""
+        saved = self._saved
+        T, B, D = saved.shape
+        dout, dh_n, return_norms = backward_inputs(self, dout, dh_n, return_norms, T, B, D,
+                                                   batch_order(saved.steps.lengths))
+        dx, dh0, self.grads, norms = wavefront.backward(self, saved, dout, dh_n, return_norms)
+        if self.batch_first:
+            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        return (dx, dh0, norms) if return_norms else (dx, dh0)
+
+    @staticmethod
+    def _backward_pass(dout, cache, dh_n, return_norms, n_threads):
+        """rnn_backward of one direction's pass on checked arrays: straight to the compiled
+        entry, or through rnnfast.functional for what it leaves (a reordered batch)."""
+        result = _entry.backward(dout, cache, dh_n, n_threads, return_norms)
+        if result is None:
+            result = rnn_backward(dout, cache, dh_n, n_threads=n_threads,
+                                  return_norms=return_norms)
+        return result

@@ -4,7 +4,7 @@ The tensors are checked (rnnfast.torch._checks) before they arrive. They reach t
 NumPy views of their memory (no copy when they are contiguous; others are made contiguous
 once), and the results go back as tensors over the arrays the kernels wrote. The reverse
 direction runs the same kernels on the time-reversed sequence: each sequence reversed within
-its own length, as torch's packed sequences do (rnnfast.nn.rnn._Steps).
+its own length, as torch's packed sequences do (rnnfast.nn.rnn_calls.Steps).
 
 ``LayerArrays`` holds a call's inputs as arrays: the forward pass makes it, and the eager
 autograd path keeps it for the backward pass, which then converts nothing again.
@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
-from rnnfast.nn.rnn import _Steps
+from rnnfast.nn.rnn_calls import Steps
 from rnnfast.torch import _bridge
 
 __all__ = ["LayerArrays", "layer_arrays", "forward_arrays", "backward_arrays", "layer_forward",
@@ -60,7 +60,7 @@ def layer_arrays(x, hx, parameters, bias, lengths, nonlinearity, n_threads):
 
 def _steps(a):
     """The time axis of the call: reversal within lengths, last steps."""
-    return _Steps(a.x.shape[0], a.x.shape[1], a.lengths)
+    return Steps(a.x.shape[0], a.x.shape[1], a.lengths)
 
 
 def forward_arrays(a):
