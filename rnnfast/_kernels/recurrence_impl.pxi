@@ -28,7 +28,6 @@
 # here allocates, validates or touches a Python object: the caller (rnnfast/_kernels/entry.pyx)
 # checked and allocated everything, and describes a pass by pointers (passes.pxd).
 from cython cimport floating
-from cython.parallel cimport parallel, prange
 from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
@@ -179,30 +178,113 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
         take_norms(norms, squares, T, B, active)
 
 
+# The threaded loops run on a team of threads kept alive between passes (team.h): each step's
+# column blocks, in tasks of a few, are claimed by whichever thread of the team is free, so a
+# thread that has lost its core holds no step up; results do not depend on who computes what.
+ctypedef void (*team_task)(void* context, Py_ssize_t step, Py_ssize_t task) noexcept nogil
+
+cdef extern from "team.h" nogil:
+    long long team_run "rnnfast_team_run"(int n_threads, Py_ssize_t n_steps, Py_ssize_t n_tasks,
+                                          int kind, team_task fn, void* context) noexcept
+    void team_stats "rnnfast_team_stats"(long long* late_waits, long long* tasks_by_workers,
+                                         int* workers) noexcept
+    void team_reset_adaptation "rnnfast_team_reset_adaptation"() noexcept
+
+# A task is at least this many multiply-adds of column blocks (a claim costs a cache-line
+# transfer between cores, ~0.1-0.2 us), and a step has at least two tasks per thread when it
+# can, to balance.
+cdef enum:
+    TASK_MIN_MULTIPLY_ADDS = 16384
+
+
+cdef inline Py_ssize_t blocks_per_task(Py_ssize_t B, Py_ssize_t H, Py_ssize_t CB,
+                                       Py_ssize_t n_blocks, int n_threads) noexcept nogil:
+    cdef Py_ssize_t per_task = (TASK_MIN_MULTIPLY_ADDS + B * H * CB - 1) // (B * H * CB)
+    cdef Py_ssize_t most = n_blocks // (2 * n_threads)
+    if per_task > most:
+        per_task = most
+    return per_task if per_task > 0 else 1
+
+
+cdef inline int step_kind(Py_ssize_t B, Py_ssize_t H, bint backward, bint is_double) noexcept nogil:
+    """Steps of about one size, for the team's timings (team.h): the octave of their
+    multiply-adds (B * H * H), the direction and the dtype."""
+    cdef Py_ssize_t work = B * H * H
+    cdef int octave = 0
+    while work > 1:
+        work >>= 1
+        octave += 1
+    return octave * 4 + 2 * backward + is_double
+
+
+ctypedef struct StepTasks:
+    # One threaded time loop, typed by is_double (float otherwise): the arrays of
+    # forward_loop_threaded or backward_loop_threaded, and how the blocks form tasks.
+    bint is_double
+    void* out  # h (forward) or da (backward), (T, B, H)
+    const void* h0  # forward: the initial state
+    const void* init  # backward: dout (T, B, H)
+    const void* h  # backward: act(a_t) (T, B, H)
+    const void* M
+    const Py_ssize_t* active
+    Py_ssize_t T, B, H, CB, n_blocks, per_task
+    Epilogue kind
+    const void* alpha
+    void* act  # forward: act(a_t), act_step apart
+    Py_ssize_t act_step
+    const void* noise  # forward: the state noise
+    void* carry  # backward, leaky
+    void* dh0  # backward, leaky
+    double* squares  # backward: NULL, or the norms' scratch (see backward_loop_threaded)
+
+
+cdef inline void forward_task_typed(const StepTasks* c, floating* h, Py_ssize_t t,
+                                    Py_ssize_t task) noexcept nogil:
+    """The blocks of task `task` of forward step t (see forward_loop_threaded)."""
+    cdef Py_ssize_t BH = c.B * c.H, blk
+    cdef const floating* h_prev = <const floating*>c.h0 if t == 0 else h + (t - 1) * BH
+    cdef floating* act = <floating*>c.act
+    cdef const floating* alpha = <const floating*>c.alpha
+    cdef Py_ssize_t last = (task + 1) * c.per_task
+    if last > c.n_blocks:
+        last = c.n_blocks
+    for blk in range(task * c.per_task, last):
+        small_step_block(h_prev, <const floating*>c.M, h + t * BH, h_prev,
+                         h + t * BH if alpha == NULL else act + t * c.act_step, c.active[t],
+                         c.H, c.H, blk * c.CB, c.kind, NULL, False, alpha,
+                         shifted(<const floating*>c.noise, t * BH), h + t * BH)
+
+
+cdef void forward_task(void* context, Py_ssize_t t, Py_ssize_t task) noexcept nogil:
+    cdef const StepTasks* c = <const StepTasks*>context
+    if c.is_double:
+        forward_task_typed(c, <double*>c.out, t, task)
+    else:
+        forward_task_typed(c, <float*>c.out, t, task)
+
+
 cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
                                 Py_ssize_t H, const floating* M, const Py_ssize_t* active,
                                 Epilogue activate, int n_threads, const floating* alpha,
                                 floating* act, Py_ssize_t act_step,
                                 const floating* noise) noexcept nogil:
-    """forward_loop's small-step path with each step's column blocks shared among n_threads.
+    """forward_loop's small-step path with each step's column blocks shared among n_threads
+    of the team (team.h), a step after another.
 
-    One parallel region covers the whole sequence: every thread walks the time loop, and the
-    barrier at the end of each step's worksharing loop orders the steps. Each column block is
-    computed by one thread, in the same order as serially, so results do not depend on the
-    thread count. A leaky block reads only its own columns of h_{t-1} and writes only its own
-    of h_t.
+    Each column block is computed by one thread, the same way whoever it is, so results do
+    not depend on the thread count. A leaky block reads only its own columns of h_{t-1} and
+    writes only its own of h_t.
     """
-    cdef Py_ssize_t BH = B * H, t, blk
-    cdef Py_ssize_t CB = block_columns(M)
-    cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
-    with parallel(num_threads=n_threads):
-        for t in range(T):
-            for blk in prange(n_blocks, schedule="static"):
-                small_step_block(h0 if t == 0 else h + (t - 1) * BH, M, h + t * BH,
-                                 h0 if t == 0 else h + (t - 1) * BH,
-                                 h + t * BH if alpha == NULL else act + t * act_step,
-                                 active[t], H, H, blk * CB, activate, NULL, False, alpha,
-                                 shifted(noise, t * BH), h + t * BH)
+    cdef StepTasks c
+    c.is_double = floating is double
+    c.out, c.h0, c.M, c.active = h, h0, M, active
+    c.T, c.B, c.H = T, B, H
+    c.CB = block_columns(M)
+    c.n_blocks = (H + c.CB - 1) // c.CB
+    c.per_task = blocks_per_task(B, H, c.CB, c.n_blocks, n_threads)
+    c.kind, c.alpha, c.act, c.act_step, c.noise = activate, alpha, act, act_step, noise
+    team_run(n_threads, T, (c.n_blocks + c.per_task - 1) // c.per_task,
+             step_kind(B, H, False, c.is_double), forward_task, &c)
 
 
 cdef inline void add_block_squares(double* squares, Py_ssize_t B, Py_ssize_t t,
@@ -219,6 +301,39 @@ cdef inline void add_block_squares(double* squares, Py_ssize_t B, Py_ssize_t t,
         squares[t * B + b] = total
 
 
+cdef inline void backward_task_typed(const StepTasks* c, floating* da, Py_ssize_t step,
+                                     Py_ssize_t task) noexcept nogil:
+    """The blocks of task `task` of the backward loop's step `step`, i.e. t = T - 2 - step
+    (see backward_loop_threaded)."""
+    cdef Py_ssize_t T = c.T, B = c.B, BH = c.B * c.H, t = c.T - 2 - step, blk
+    cdef const floating* alpha = <const floating*>c.alpha
+    cdef const floating* dout = <const floating*>c.init
+    cdef double* block_squares = NULL
+    cdef Py_ssize_t last = (task + 1) * c.per_task
+    if last > c.n_blocks:
+        last = c.n_blocks
+    for blk in range(task * c.per_task, last):
+        if c.squares != NULL:
+            if blk == 0 and t + 2 < T:
+                add_block_squares(c.squares, B, t + 1, T + ((t + 1) % 2) * c.n_blocks,
+                                  c.n_blocks, c.active[t + 2])
+            block_squares = c.squares + (T + (t % 2) * c.n_blocks + blk) * B
+        small_step_block(da + (t + 1) * BH, <const floating*>c.M,
+                         dout + t * BH if alpha == NULL else <const floating*>c.carry,
+                         <const floating*>c.h + t * BH, da + t * BH, c.active[t + 1], c.H,
+                         c.H, blk * c.CB, c.kind, block_squares, False, alpha,
+                         leak_extra(dout, t, BH, alpha),
+                         leak_target(<floating*>c.carry, <floating*>c.dh0, t))
+
+
+cdef void backward_task(void* context, Py_ssize_t step, Py_ssize_t task) noexcept nogil:
+    cdef const StepTasks* c = <const StepTasks*>context
+    if c.is_double:
+        backward_task_typed(c, <double*>c.out, step, task)
+    else:
+        backward_task_typed(c, <float*>c.out, step, task)
+
+
 cdef void backward_loop_threaded(floating* da, const floating* dout, const floating* h,
                                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const floating* M,
                                  const Py_ssize_t* active, Epilogue derivative,
@@ -226,37 +341,30 @@ cdef void backward_loop_threaded(floating* da, const floating* dout, const float
                                  const floating* alpha, floating* carry,
                                  floating* dh0) noexcept nogil:
     """backward_loop's small-step path for steps T-2..0 (the caller did the last steps), with
-    each step's column blocks shared among n_threads, as in forward_loop_threaded (a leaky
-    block reads and writes only its own columns of the carry).
+    each step's column blocks shared among n_threads of the team, as in
+    forward_loop_threaded (a leaky block reads and writes only its own columns of the carry).
 
     Norms: each block's sums of squares go to a row of scratch of their own (squares rows T
     on, 2 * n_blocks rows: one set for even steps, one for odd), and are added up in block
     order into squares[t], so the norms do not depend on the thread count either. Step t + 1's
-    set is added up during step t, by the thread that computes block 0 (the barrier ending step
-    t + 1 has made it complete; step t writes the other set): no extra barrier. Step 0's after
-    the loop.
+    set is added up during step t, by the thread that computes block 0 (step t + 1 is complete
+    before step t starts; step t writes the other set). Step 0's after the loop.
     """
-    cdef Py_ssize_t BH = B * H, t, blk
-    cdef Py_ssize_t CB = block_columns(M)
-    cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
-    cdef bint measure = norms != NULL
-    cdef double* block_squares
-    with parallel(num_threads=n_threads):
-        for t in range(T - 2, -1, -1):
-            for blk in prange(n_blocks, schedule="static"):
-                block_squares = NULL
-                if measure:
-                    if blk == 0 and t + 2 < T:
-                        add_block_squares(squares, B, t + 1, T + ((t + 1) % 2) * n_blocks,
-                                          n_blocks, active[t + 2])
-                    block_squares = squares + (T + (t % 2) * n_blocks + blk) * B
-                small_step_block(da + (t + 1) * BH, M,
-                                 dout + t * BH if alpha == NULL else carry, h + t * BH,
-                                 da + t * BH, active[t + 1], H, H, blk * CB, derivative,
-                                 block_squares, False, alpha, leak_extra(dout, t, BH, alpha),
-                                 leak_target(carry, dh0, t))
-    if measure and T > 1:
-        add_block_squares(squares, B, 0, T, n_blocks, active[1])
+    cdef StepTasks c
+    if T < 2:
+        return
+    c.is_double = floating is double
+    c.out, c.init, c.h, c.M, c.active = da, dout, h, M, active
+    c.T, c.B, c.H = T, B, H
+    c.CB = block_columns(M)
+    c.n_blocks = (H + c.CB - 1) // c.CB
+    c.per_task = blocks_per_task(B, H, c.CB, c.n_blocks, n_threads)
+    c.kind, c.alpha, c.carry, c.dh0 = derivative, alpha, carry, dh0
+    c.squares = squares if norms != NULL else NULL
+    team_run(n_threads, T - 1, (c.n_blocks + c.per_task - 1) // c.per_task,
+             step_kind(B, H, True, c.is_double), backward_task, &c)
+    if norms != NULL:
+        add_block_squares(squares, B, 0, T, c.n_blocks, active[1])
 
 
 cdef void copy_padded(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
@@ -442,3 +550,17 @@ def kernel_table():
     """This build's passes as a PyCapsule named "rnnfast.KernelTable" holding a pointer to its
     KernelTable (rnnfast/_kernels/passes.pxd), for the compiled entry to call."""
     return PyCapsule_New(&TABLE, b"rnnfast.KernelTable", NULL)
+
+
+def team_statistics():
+    """The thread team of this build so far (team.h): (long waits for a descheduled worker,
+    each followed by a time on one thread; tasks the workers ran; workers started)."""
+    cdef long long late_waits, tasks_by_workers
+    cdef int workers
+    team_stats(&late_waits, &tasks_by_workers, &workers)
+    return late_waits, tasks_by_workers, workers
+
+
+def reset_team_adaptation():
+    """Forget the team's record of descheduled workers: the next pass starts as a team."""
+    team_reset_adaptation()
