@@ -11,7 +11,9 @@ again and then a pass on two (in alternating order); the cases:
     busy     another process spinning on one of the cores, all the time
 
 The figure is the two-thread / one-thread time ratio per shape and case (the median of the
-per-round ratios; above 1 two threads are slower). Run on a machine with at least 2 cores, not
+per-round ratios; above 1 two threads are slower). Beside it, the same ratio for one thread
+against one thread again (a third pass in each round): the noise floor of the machine at that
+moment. Run on a machine with at least 2 cores, not
 pinned (the point is the second core):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_threads.py
@@ -125,19 +127,22 @@ def _timed(call):
 
 
 def measure_case(run, before, rounds):
-    """Seconds per pass on one and on two threads, each right after ``before`` (or nothing),
-    interleaved; returns (times_1, times_2)."""
-    times = {1: [], 2: []}
+    """Seconds per pass on one thread, on two, and on one again (the control), each right
+    after ``before`` (or nothing), interleaved in a rotating order; returns the three lists."""
+    candidates = ((1, "one"), (2, "two"), (1, "control"))
+    times = {name: [] for _, name in candidates}
     for round_ in range(rounds):
-        for n in ((1, 2) if round_ % 2 == 0 else (2, 1)):
+        for i in range(len(candidates)):
+            n, name = candidates[(i + round_) % len(candidates)]
             if before is not None:
                 before()
-            times[n].append(_timed(lambda: run(n)))
-    return times[1], times[2]
+            times[name].append(_timed(lambda: run(n)))
+    return times["one"], times["two"], times["control"]
 
 
 def measure(shapes, rounds, cases=None, progress=None):
-    """{(shape, case): (median seconds on 1 thread, on 2, median per-round ratio 2 / 1)}."""
+    """{(shape, case): (median seconds on 1 thread, on 2, median per-round ratio 2 / 1, the
+    same ratio of the control: 1 / 1)}."""
     disturbances = Disturbances()
     results = {}
     for case in cases or disturbances.cases:
@@ -146,9 +151,10 @@ def measure(shapes, rounds, cases=None, progress=None):
             for shape in shapes:
                 run = make_pass(shape)
                 run(1), run(2)  # warm-up: first-call costs, the team started
-                one, two = measure_case(run, before, rounds)
-                ratio = statistics.median(b / a for a, b in zip(one, two))
-                results[shape, case] = (statistics.median(one), statistics.median(two), ratio)
+                one, two, control = measure_case(run, before, rounds)
+                results[shape, case] = (statistics.median(one), statistics.median(two),
+                                        statistics.median(b / a for a, b in zip(one, two)),
+                                        statistics.median(c / a for a, c in zip(one, control)))
                 if progress is not None:
                     progress(shape, case, results[shape, case])
     return results
@@ -201,18 +207,20 @@ def main():
     print(f"machine: {info.get('cpu', '?')}; load {os.getloadavg()}")
     print(f"forward + backward, float32, medians of {args.rounds} interleaved rounds; "
           "ratio = 2 threads / 1 thread (median per round)")
-    print(f"{'T,B,D,H':<16} {'case':<6} {'1 thread':>10} {'2 threads':>10} {'ratio':>6} "
-          f"{'GFLOP/s 2':>9}")
+    print(f"{'T,B,D,H':<16} {'case':<6} {'1 thread':>10} {'2 threads':>10} {'2 / 1':>6} "
+          f"{'1 / 1':>6} {'GFLOP/s 2':>9}")
 
     def progress(shape, case, result):
-        one, two, ratio = result
+        one, two, ratio, control = result
         gflops = flops(shape, "forward+backward") / two / 1e9
         print(f"{','.join(map(str, shape)):<16} {case:<6} {one * 1e3:>7.2f} ms "
-              f"{two * 1e3:>7.2f} ms {ratio:>6.3f} {gflops:>9.1f}", flush=True)
+              f"{two * 1e3:>7.2f} ms {ratio:>6.3f} {control:>6.3f} {gflops:>9.1f}", flush=True)
 
     results = measure(shapes, args.rounds, args.cases, progress)
     worst = max(results.items(), key=lambda item: item[1][2])
-    print(f"worst: {worst[1][2]:.3f} at {worst[0][0]} after {worst[0][1]}; "
+    noisiest = max(results.items(), key=lambda item: abs(item[1][3] - 1))
+    print(f"worst 2 / 1: {worst[1][2]:.3f} at {worst[0][0]} after {worst[0][1]}; noisiest "
+          f"1 / 1: {noisiest[1][3]:.3f} at {noisiest[0][0]} after {noisiest[0][1]}; "
           f"load {os.getloadavg()}")
 
 

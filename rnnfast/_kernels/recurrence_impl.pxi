@@ -37,8 +37,8 @@ from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue
 from rnnfast._kernels.blas cimport gemm
 from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable
 from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, blas_step,
-                                    block_columns, finish_rows, shifted, small_step,
-                                    small_step_block, step_product)
+                                    block_columns, finish_blocks, finish_rows, shifted,
+                                    small_step, step_product)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
 COLUMN_PAD = 16
@@ -182,28 +182,30 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
 # column blocks, in tasks of a few, are claimed by whichever thread of the team is free, so a
 # thread that has lost its core holds no step up; results do not depend on who computes what.
 ctypedef void (*team_task)(void* context, Py_ssize_t step, Py_ssize_t task) noexcept nogil
+ctypedef void (*team_step)(void* context, Py_ssize_t step) noexcept nogil
 
 cdef extern from "team.h" nogil:
     long long team_run "rnnfast_team_run"(int n_threads, Py_ssize_t n_steps, Py_ssize_t n_tasks,
-                                          int kind, team_task fn, void* context) noexcept
+                                          int kind, team_task task, team_step whole,
+                                          void* context) noexcept
     void team_stats "rnnfast_team_stats"(long long* late_waits, long long* tasks_by_workers,
                                          int* workers) noexcept
-    void team_reset_adaptation "rnnfast_team_reset_adaptation"() noexcept
+    void team_reset "rnnfast_team_reset"(int mode) noexcept
 
 # A task is at least this many multiply-adds of column blocks (a claim costs a cache-line
-# transfer between cores, ~0.1-0.2 us), and a step has at least two tasks per thread when it
-# can, to balance.
+# transfer between cores, ~0.1-0.2 us), and a step has about four tasks per thread, to balance
+# while each task streams long runs of columns.
 cdef enum:
     TASK_MIN_MULTIPLY_ADDS = 16384
+    TASKS_PER_THREAD = 4
 
 
 cdef inline Py_ssize_t blocks_per_task(Py_ssize_t B, Py_ssize_t H, Py_ssize_t CB,
                                        Py_ssize_t n_blocks, int n_threads) noexcept nogil:
     cdef Py_ssize_t per_task = (TASK_MIN_MULTIPLY_ADDS + B * H * CB - 1) // (B * H * CB)
-    cdef Py_ssize_t most = n_blocks // (2 * n_threads)
-    if per_task > most:
-        per_task = most
-    return per_task if per_task > 0 else 1
+    cdef Py_ssize_t balanced = (n_blocks + TASKS_PER_THREAD * n_threads - 1) // (
+        TASKS_PER_THREAD * n_threads)
+    return per_task if per_task > balanced else balanced
 
 
 cdef inline int step_kind(Py_ssize_t B, Py_ssize_t H, bint backward, bint is_double) noexcept nogil:
@@ -238,29 +240,44 @@ ctypedef struct StepTasks:
     double* squares  # backward: NULL, or the norms' scratch (see backward_loop_threaded)
 
 
-cdef inline void forward_task_typed(const StepTasks* c, floating* h, Py_ssize_t t,
-                                    Py_ssize_t task) noexcept nogil:
-    """The blocks of task `task` of forward step t (see forward_loop_threaded)."""
-    cdef Py_ssize_t BH = c.B * c.H, blk
+cdef inline void task_blocks(const StepTasks* c, Py_ssize_t task, Py_ssize_t* first,
+                             Py_ssize_t* last) noexcept nogil:
+    """The column blocks of a task: first .. last - 1."""
+    first[0] = task * c.per_task
+    last[0] = first[0] + c.per_task if first[0] + c.per_task < c.n_blocks else c.n_blocks
+
+
+cdef inline void forward_blocks(const StepTasks* c, floating* h, Py_ssize_t t,
+                                Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Column blocks first .. last - 1 of forward step t: the product over their columns in
+    one call, then the epilogue (see forward_loop_threaded); the bits of small_step on them."""
+    cdef Py_ssize_t BH = c.B * c.H
+    cdef Py_ssize_t c0 = first * c.CB, c1 = last * c.CB if last * c.CB < c.H else c.H
     cdef const floating* h_prev = <const floating*>c.h0 if t == 0 else h + (t - 1) * BH
-    cdef floating* act = <floating*>c.act
     cdef const floating* alpha = <const floating*>c.alpha
-    cdef Py_ssize_t last = (task + 1) * c.per_task
-    if last > c.n_blocks:
-        last = c.n_blocks
-    for blk in range(task * c.per_task, last):
-        small_step_block(h_prev, <const floating*>c.M, h + t * BH, h_prev,
-                         h + t * BH if alpha == NULL else act + t * c.act_step, c.active[t],
-                         c.H, c.H, blk * c.CB, c.kind, NULL, False, alpha,
-                         shifted(<const floating*>c.noise, t * BH), h + t * BH)
+    cdef floating* act_t = h + t * BH if alpha == NULL else <floating*>c.act + t * c.act_step
+    step_product(True, h_prev, c.active[t], c.H, <const floating*>c.M, h + t * BH, act_t, c.H,
+                 c0, c1)
+    finish_blocks(act_t, h_prev, c.active[t], c.H, c0, c1, c.kind, NULL, alpha,
+                  shifted(<const floating*>c.noise, t * BH), h + t * BH)
 
 
 cdef void forward_task(void* context, Py_ssize_t t, Py_ssize_t task) noexcept nogil:
     cdef const StepTasks* c = <const StepTasks*>context
+    cdef Py_ssize_t first, last
+    task_blocks(c, task, &first, &last)
     if c.is_double:
-        forward_task_typed(c, <double*>c.out, t, task)
+        forward_blocks(c, <double*>c.out, t, first, last)
     else:
-        forward_task_typed(c, <float*>c.out, t, task)
+        forward_blocks(c, <float*>c.out, t, first, last)
+
+
+cdef void forward_step(void* context, Py_ssize_t t) noexcept nogil:
+    cdef const StepTasks* c = <const StepTasks*>context
+    if c.is_double:
+        forward_blocks(c, <double*>c.out, t, 0, c.n_blocks)
+    else:
+        forward_blocks(c, <float*>c.out, t, 0, c.n_blocks)
 
 
 cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
@@ -284,7 +301,7 @@ cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, P
     c.per_task = blocks_per_task(B, H, c.CB, c.n_blocks, n_threads)
     c.kind, c.alpha, c.act, c.act_step, c.noise = activate, alpha, act, act_step, noise
     team_run(n_threads, T, (c.n_blocks + c.per_task - 1) // c.per_task,
-             step_kind(B, H, False, c.is_double), forward_task, &c)
+             step_kind(B, H, False, c.is_double), forward_task, forward_step, &c)
 
 
 cdef inline void add_block_squares(double* squares, Py_ssize_t B, Py_ssize_t t,
@@ -301,37 +318,55 @@ cdef inline void add_block_squares(double* squares, Py_ssize_t B, Py_ssize_t t,
         squares[t * B + b] = total
 
 
-cdef inline void backward_task_typed(const StepTasks* c, floating* da, Py_ssize_t step,
-                                     Py_ssize_t task) noexcept nogil:
-    """The blocks of task `task` of the backward loop's step `step`, i.e. t = T - 2 - step
-    (see backward_loop_threaded)."""
-    cdef Py_ssize_t T = c.T, B = c.B, BH = c.B * c.H, t = c.T - 2 - step, blk
+cdef inline void backward_blocks(const StepTasks* c, floating* da, Py_ssize_t step,
+                                 Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Column blocks first .. last - 1 of the backward loop's step `step`, i.e.
+    t = T - 2 - step: the product over their columns in one call, then the epilogue block by
+    block, each block's squares to its own row (see backward_loop_threaded)."""
+    cdef Py_ssize_t T = c.T, B = c.B, BH = c.B * c.H, t = c.T - 2 - step, blk, col0, width
+    cdef Py_ssize_t c0 = first * c.CB, c1 = last * c.CB if last * c.CB < c.H else c.H
+    cdef Py_ssize_t rows = c.active[t + 1]
     cdef const floating* alpha = <const floating*>c.alpha
     cdef const floating* dout = <const floating*>c.init
+    cdef const floating* init = dout + t * BH if alpha == NULL else <const floating*>c.carry
+    cdef const floating* h_t = <const floating*>c.h + t * BH
+    cdef const floating* extra = leak_extra(dout, t, BH, alpha)
+    cdef floating* carry = leak_target(<floating*>c.carry, <floating*>c.dh0, t)
+    cdef floating* da_t = da + t * BH
     cdef double* block_squares = NULL
-    cdef Py_ssize_t last = (task + 1) * c.per_task
-    if last > c.n_blocks:
-        last = c.n_blocks
-    for blk in range(task * c.per_task, last):
-        if c.squares != NULL:
-            if blk == 0 and t + 2 < T:
-                add_block_squares(c.squares, B, t + 1, T + ((t + 1) % 2) * c.n_blocks,
-                                  c.n_blocks, c.active[t + 2])
-            block_squares = c.squares + (T + (t % 2) * c.n_blocks + blk) * B
-        small_step_block(da + (t + 1) * BH, <const floating*>c.M,
-                         dout + t * BH if alpha == NULL else <const floating*>c.carry,
-                         <const floating*>c.h + t * BH, da + t * BH, c.active[t + 1], c.H,
-                         c.H, blk * c.CB, c.kind, block_squares, False, alpha,
-                         leak_extra(dout, t, BH, alpha),
-                         leak_target(<floating*>c.carry, <floating*>c.dh0, t))
+    step_product(False, da + (t + 1) * BH, rows, c.H, <const floating*>c.M, init, da_t, c.H,
+                 c0, c1)
+    if c.squares == NULL:
+        finish_blocks(da_t, h_t, rows, c.H, c0, c1, c.kind, NULL, alpha, extra, carry)
+        return
+    for blk in range(first, last):
+        if blk == 0 and t + 2 < T:  # step t + 1's block sums, now complete, in block order
+            add_block_squares(c.squares, B, t + 1, T + ((t + 1) % 2) * c.n_blocks, c.n_blocks,
+                              c.active[t + 2])
+        block_squares = c.squares + (T + (t % 2) * c.n_blocks + blk) * B
+        col0 = blk * c.CB
+        width = c.H - col0 if c.H - col0 < c.CB else c.CB
+        finish_rows(da_t + col0, h_t + col0, rows, width, c.H, c.kind, block_squares, False,
+                    shifted(alpha, col0), shifted(extra, col0),
+                    NULL if carry == NULL else carry + col0)
 
 
 cdef void backward_task(void* context, Py_ssize_t step, Py_ssize_t task) noexcept nogil:
     cdef const StepTasks* c = <const StepTasks*>context
+    cdef Py_ssize_t first, last
+    task_blocks(c, task, &first, &last)
     if c.is_double:
-        backward_task_typed(c, <double*>c.out, step, task)
+        backward_blocks(c, <double*>c.out, step, first, last)
     else:
-        backward_task_typed(c, <float*>c.out, step, task)
+        backward_blocks(c, <float*>c.out, step, first, last)
+
+
+cdef void backward_step(void* context, Py_ssize_t step) noexcept nogil:
+    cdef const StepTasks* c = <const StepTasks*>context
+    if c.is_double:
+        backward_blocks(c, <double*>c.out, step, 0, c.n_blocks)
+    else:
+        backward_blocks(c, <float*>c.out, step, 0, c.n_blocks)
 
 
 cdef void backward_loop_threaded(floating* da, const floating* dout, const floating* h,
@@ -362,7 +397,7 @@ cdef void backward_loop_threaded(floating* da, const floating* dout, const float
     c.kind, c.alpha, c.carry, c.dh0 = derivative, alpha, carry, dh0
     c.squares = squares if norms != NULL else NULL
     team_run(n_threads, T - 1, (c.n_blocks + c.per_task - 1) // c.per_task,
-             step_kind(B, H, True, c.is_double), backward_task, &c)
+             step_kind(B, H, True, c.is_double), backward_task, backward_step, &c)
     if norms != NULL:
         add_block_squares(squares, B, 0, T, c.n_blocks, active[1])
 
@@ -561,6 +596,13 @@ def team_statistics():
     return late_waits, tasks_by_workers, workers
 
 
-def reset_team_adaptation():
-    """Forget the team's record of descheduled workers: the next pass starts as a team."""
-    team_reset_adaptation()
+TEAM_MODES = ("adapt", "always", "never")
+
+
+def reset_team(mode="adapt"):
+    """Forget the team's timings and descheduled workers (team.h), and run threaded steps
+    from now on as ``mode`` says: "adapt" (the team where it is measured to pay), "always" on
+    the team, or "never" (every step by the calling thread alone, in one go)."""
+    if mode not in TEAM_MODES:
+        raise ValueError(f"mode must be one of {', '.join(TEAM_MODES)}; got {mode!r}")
+    team_reset(TEAM_MODES.index(mode))

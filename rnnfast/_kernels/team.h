@@ -12,14 +12,16 @@
  * - Whether the team pays is measured, not assumed: each kind of step (its size, direction and
  *   dtype; the caller says) keeps two estimates of a step's time, on the team and on the caller
  *   alone, across passes. The caller tries each way a few times, then runs every step the
- *   faster way (the team only when it is at least 3% faster) and the other way once every 64
- *   steps, to notice a change (another library's pool waking up, a process that has ended).
- *   A step on the team thus costs at most a sixty-fourth of the difference where it does not
- *   pay.
+ *   faster way (the team only when it is at least 3% faster) and the other way once in a
+ *   while, to notice a change (another library's pool waking up, a process that has ended):
+ *   after 64 steps, then twice as far each time the retry confirms the choice, up to 4096.
+ *   Where the team does not pay, its steps cost at most a sixty-fourth of the difference, and
+ *   soon much less.
  * - One wait is measured on its own: when the caller waits for a claimed task much longer than
  *   a task takes, a worker was descheduled in it, and the caller runs the next steps alone,
- *   for a time that doubles at each such wait (from 1 ms to 256 ms) and halves after every
- *   pass that had none. Probing costs at most one such wait per period, a small share of it.
+ *   for a time that doubles at each such wait (from 1 ms to 256 ms) and halves after a clean
+ *   spell eight times as long. Probing costs at most one such wait per period, a small share
+ *   of it.
  * - Nobody burns a core another needs: a worker spins for at most RNNFAST_TEAM_SPIN_NS on a step
  *   that does not come (between passes, while the caller runs alone), then sleeps on a futex;
  *   the caller, waiting for a claimed task, spins a little and then yields its core. Workers
@@ -37,8 +39,10 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Runs task `task` of step `step` (both from 0). */
+/* Runs task `task` of step `step` (both from 0); and a whole step, all its tasks in one go (the
+ * same results, in the way one thread runs fastest). */
 typedef void (*rnnfast_task_fn)(void* context, ptrdiff_t step, ptrdiff_t task);
+typedef void (*rnnfast_step_fn)(void* context, ptrdiff_t step);
 
 #if defined(__linux__) && !defined(__STDC_NO_ATOMICS__)
 #include <errno.h>
@@ -71,13 +75,18 @@ typedef void (*rnnfast_task_fn)(void* context, ptrdiff_t step, ptrdiff_t task);
 #define RNNFAST_TEAM_TRIALS 3
 #define RNNFAST_TEAM_MIN_GAIN_PERCENT 97
 #define RNNFAST_TEAM_RETRY_EVERY 64
+#define RNNFAST_TEAM_RETRY_MAX 4096
+#define RNNFAST_TEAM_ADAPT 0
+#define RNNFAST_TEAM_ALWAYS 1
+#define RNNFAST_TEAM_NEVER 2
 /* The ticket between passes: no task index is this large, so nothing can be claimed. */
 #define RNNFAST_TEAM_CLOSED ((uint64_t)0xffffffffu)
 
 typedef struct {
     int64_t alone_ns, team_ns;  /* estimates of a step's time */
     int32_t alone_samples, team_samples;
-    int32_t since_retry;
+    int32_t since_retry, retry_every;
+    int last_choice;
 } rnnfast_step_record;
 
 typedef struct {
@@ -101,8 +110,11 @@ typedef struct {
     /* The caller's adaptation (read and written under busy). */
     int64_t alone_until_ns;
     int64_t penalty_ns;
+    int64_t last_late_ns;
     int64_t late_waits;         /* passes' long waits so far (tests, diagnostics) */
     int64_t tasks_by_workers;   /* tasks the workers ran so far */
+    int mode;                   /* RNNFAST_TEAM_ADAPT, _ALWAYS (every step on the team) or
+                                 * _NEVER (every step alone): tests take both ways for sure */
     rnnfast_step_record records[RNNFAST_TEAM_KINDS];
 } rnnfast_team_t;
 
@@ -259,8 +271,14 @@ static inline int rnnfast_team_choose(rnnfast_step_record* record) {
     if (record->alone_samples < RNNFAST_TEAM_TRIALS || record->team_samples < RNNFAST_TEAM_TRIALS)
         return record->team_samples < record->alone_samples;
     int team = record->team_ns * 100 < record->alone_ns * RNNFAST_TEAM_MIN_GAIN_PERCENT;
-    if (++record->since_retry >= RNNFAST_TEAM_RETRY_EVERY) {
+    if (team != record->last_choice || record->retry_every == 0) {
+        record->last_choice = team;
+        record->retry_every = RNNFAST_TEAM_RETRY_EVERY;
+    }
+    if (++record->since_retry >= record->retry_every) {
+        /* A retry that confirms the choice makes the next one twice as far. */
         record->since_retry = 0;
+        if (record->retry_every < RNNFAST_TEAM_RETRY_MAX) record->retry_every *= 2;
         return !team;
     }
     return team;
@@ -271,13 +289,12 @@ static inline int rnnfast_team_choose(rnnfast_step_record* record) {
  * timings (kept across passes) decide whether the team pays. Returns the number of tasks the
  * workers ran. */
 static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_tasks, int kind,
-                                rnnfast_task_fn fn, void* context) {
+                                rnnfast_task_fn fn, rnnfast_step_fn whole, void* context) {
     rnnfast_team_t* team = &rnnfast_team;
-    ptrdiff_t step, task;
+    ptrdiff_t step;
     if (n_threads < 2 || n_tasks < 2 || n_steps < 1 || n_tasks > INT32_MAX
             || pthread_mutex_trylock(&team->busy) != 0) {
-        for (step = 0; step < n_steps; step++)
-            for (task = 0; task < n_tasks; task++) fn(context, step, task);
+        for (step = 0; step < n_steps; step++) whole(context, step);
         return 0;
     }
     int workers = rnnfast_team_grow(team, n_threads - 1);
@@ -292,8 +309,11 @@ static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_ta
     int team_steps = 0, had_late_wait = 0;
     for (step = 0; step < n_steps; step++) {
         int64_t start = rnnfast_now_ns();
-        if (workers == 0 || start < team->alone_until_ns || !rnnfast_team_choose(record)) {
-            for (task = 0; task < n_tasks; task++) fn(context, step, task);
+        int alone = team->mode == RNNFAST_TEAM_ADAPT
+            ? start < team->alone_until_ns || !rnnfast_team_choose(record)
+            : team->mode == RNNFAST_TEAM_NEVER;
+        if (workers == 0 || alone) {
+            whole(context, step);
             if (workers > 0)
                 rnnfast_record(&record->alone_ns, &record->alone_samples,
                                rnnfast_now_ns() - start);
@@ -313,9 +333,14 @@ static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_ta
                 : (team->penalty_ns * 2 > RNNFAST_TEAM_PENALTY_MAX_NS
                    ? RNNFAST_TEAM_PENALTY_MAX_NS : team->penalty_ns * 2);
             team->alone_until_ns = end + team->penalty_ns;
+            team->last_late_ns = end;
         }
     }
-    if (team_steps > 0 && !had_late_wait) team->penalty_ns /= 2;
+    /* The penalty comes down only after a long clean spell: probes that happen to succeed
+     * between preemptions must not shrink it while the cores are contended. */
+    if (team_steps > 0 && !had_late_wait
+            && rnnfast_now_ns() - team->last_late_ns > 8 * team->penalty_ns)
+        team->penalty_ns /= 2;
     /* Nothing claimable until the next pass publishes (a worker still looking at this pass's
      * ticket finds it spent whatever the next pass's task count). */
     atomic_store(&team->ticket, RNNFAST_TEAM_CLOSED);
@@ -336,12 +361,14 @@ static inline void rnnfast_team_stats(int64_t* late_waits, int64_t* tasks_by_wor
     pthread_mutex_unlock(&team->busy);
 }
 
-/* Forgets the adaptation (runs the next pass as a team from its first step). */
-static inline void rnnfast_team_reset_adaptation(void) {
+/* Forgets the adaptation (the next passes try both ways again), and sets the mode. */
+static inline void rnnfast_team_reset(int mode) {
     rnnfast_team_t* team = &rnnfast_team;
     pthread_mutex_lock(&team->busy);
+    team->mode = mode;
     team->alone_until_ns = 0;
     team->penalty_ns = 0;
+    team->last_late_ns = 0;
     memset(team->records, 0, sizeof team->records);
     pthread_mutex_unlock(&team->busy);
 }
@@ -349,11 +376,12 @@ static inline void rnnfast_team_reset_adaptation(void) {
 #else /* no futexes: every pass on the calling thread */
 
 static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_tasks, int kind,
-                                rnnfast_task_fn fn, void* context) {
+                                rnnfast_task_fn fn, rnnfast_step_fn whole, void* context) {
     (void)n_threads;
+    (void)n_tasks;
     (void)kind;
-    for (ptrdiff_t step = 0; step < n_steps; step++)
-        for (ptrdiff_t task = 0; task < n_tasks; task++) fn(context, step, task);
+    (void)fn;
+    for (ptrdiff_t step = 0; step < n_steps; step++) whole(context, step);
     return 0;
 }
 
@@ -364,7 +392,7 @@ static inline void rnnfast_team_stats(int64_t* late_waits, int64_t* tasks_by_wor
     *workers = 0;
 }
 
-static inline void rnnfast_team_reset_adaptation(void) {}
+static inline void rnnfast_team_reset(int mode) { (void)mode; }
 
 #endif
 #endif
