@@ -106,6 +106,18 @@ def test_the_team_runs_tasks_on_its_workers(threaded_small_path):
     assert workers >= 1 and tasks_by_workers > before[1]
 
 
+def test_no_step_starts_before_the_last_one_is_complete(threaded_small_path):
+    """Long passes of short steps on the team, each compared with one thread bit for bit: a
+    step that read its input before every task of the step before it was done would differ."""
+    if _cython_backend.switches.cores < 2:
+        pytest.skip("one core")
+    p = make_problem(19, 300, 2, 3, 192, np.float32)
+    expected = rnnfast.rnn_forward(*p.args, n_threads=1, need_grad=False)[0]
+    for _ in range(40):
+        out = rnnfast.rnn_forward(*p.args, n_threads=2, need_grad=False)[0]
+        np.testing.assert_array_equal(out, expected)
+
+
 def test_reset_team_names_the_modes():
     build = next(iter(_cython_backend.KERNEL_BUILDS.values()))
     with pytest.raises(ValueError, match="adapt, always, never"):
