@@ -201,8 +201,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
     parser.add_argument("--cases", nargs="+", choices=CASES, default=None)
+    parser.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: all)")
+    parser.add_argument("--hidden", nargs="+", type=int, help="hidden sizes (default: all)")
     args = parser.parse_args()
-    shapes = grid(QUICK_BATCHES, QUICK_HIDDEN) if args.quick else grid()
+    batches, hidden = (QUICK_BATCHES, QUICK_HIDDEN) if args.quick else (BATCHES, HIDDEN)
+    shapes = grid(args.batches or batches, args.hidden or hidden)
     info = machine_info()
     print(f"machine: {info.get('cpu', '?')}; load {os.getloadavg()}")
     print(f"forward + backward, float32, medians of {args.rounds} interleaved rounds; "

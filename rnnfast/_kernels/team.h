@@ -35,6 +35,12 @@
 #ifndef RNNFAST_TEAM_H
 #define RNNFAST_TEAM_H
 
+/* syscall() (for the futex) is declared under _DEFAULT_SOURCE; Python.h, included first in the
+ * extensions, defines _GNU_SOURCE, which implies it. */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE) && !defined(_GNU_SOURCE)
+#define _DEFAULT_SOURCE
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>

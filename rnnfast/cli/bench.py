@@ -26,26 +26,25 @@ from rnnfast.cli.progress import Progress
 PASS_LABELS = {"forward": "fwd", "forward+backward": "fwd+bwd"}
 
 
-def _shape(text):
-    """argparse type: "T,B,D,H" -> (T, B, D, H), each a positive integer."""
-    try:
-        shape = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected T,B,D,H (four positive integers); got {text!r}")
-    return shape
+def _sizes(names):
+    """argparse type: "T,B,D,H" (for names "TBDH") -> (T, B, D, H), each a positive integer."""
+    words = {3: "three", 4: "four"}
+
+    def parse(text):
+        try:
+            shape = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != len(names) or min(shape) < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected {','.join(names)} ({words[len(names)]} positive integers); got "
+                f"{text!r}")
+        return shape
+
+    return parse
 
 
-def _plot_shape(text):
-    """argparse type: "T,D,H" -> (T, D, H), each a positive integer."""
-    try:
-        shape = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected T,D,H (three positive integers); got {text!r}")
-    return shape
+_shape, _plot_shape = _sizes("TBDH"), _sizes("TDH")
 
 
 def configure_parser(parser):
