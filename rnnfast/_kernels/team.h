@@ -19,7 +19,7 @@
  *   soon much less.
  * - One wait is measured on its own: when the caller waits for a claimed task much longer than
  *   a task takes, a worker was descheduled in it, and the caller runs the next steps alone,
- *   for a time that doubles at each such wait (from 1 ms to 256 ms) and halves after a clean
+ *   for a time that doubles at each such wait (from 64 ms to 1 s) and halves after a clean
  *   spell eight times as long. Probing costs at most one such wait per period, a small share
  *   of it.
  * - Nobody burns a core another needs: a worker spins for at most RNNFAST_TEAM_SPIN_NS on a step
@@ -74,8 +74,8 @@ typedef void (*rnnfast_step_fn)(void* context, ptrdiff_t step);
 /* A wait for a claimed task longer than this plus a few tasks' time means a descheduled
  * worker; the caller then runs alone for a penalty of PENALTY_MIN .. PENALTY_MAX. */
 #define RNNFAST_TEAM_LATE_NS 20000
-#define RNNFAST_TEAM_PENALTY_MIN_NS 1000000
-#define RNNFAST_TEAM_PENALTY_MAX_NS 256000000
+#define RNNFAST_TEAM_PENALTY_MIN_NS 64000000
+#define RNNFAST_TEAM_PENALTY_MAX_NS 1024000000
 /* The choice between the team and the caller alone, per kind of step (see rnnfast_team_run). */
 #define RNNFAST_TEAM_KINDS 256
 #define RNNFAST_TEAM_TRIALS 3
