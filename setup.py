@@ -62,8 +62,9 @@ def _compiler_accepts(flags, program):
             return False
 
 
-# OpenMP runs the big small-path steps on several threads (Cython's prange); where the compiler
-# lacks it, the pragmas are ignored and the kernels run on one thread.
+# OpenMP for Cython's prange where a kernel uses it (the threaded time loops run on rnnfast's own
+# team of threads instead, rnnfast/_kernels/team.h); where the compiler lacks it, the pragmas
+# are ignored and the loops run on one thread.
 _OPENMP_PROGRAM = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
 openmp = ["-fopenmp"] if _compiler_accepts(["-fopenmp"], _OPENMP_PROGRAM) else []
 
@@ -86,7 +87,7 @@ if asan:
 # tracks .pxd/.pxi).
 C_HEADERS = {"_kernels": ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/microkernel_impl.h",
                           "rnnfast/_kernels/natural.h", "rnnfast/_kernels/natural_impl.h",
-                          "rnnfast/_kernels/scratch.h"],
+                          "rnnfast/_kernels/scratch.h", "rnnfast/_kernels/team.h"],
              "reservoir": ["rnnfast/reservoir/sliced_kernel.h",
                            "rnnfast/reservoir/sliced_kernel_impl.h"]}
 

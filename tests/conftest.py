@@ -24,6 +24,18 @@ from rnn_helpers import PATHS, force_path  # noqa: E402
 from rnnfast._kernels import backend as _cython_backend  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def threaded_steps_on_the_team():
+    """Threaded steps always go to the team of threads (rnnfast/_kernels/team.h), in every
+    build: left to measure whether it pays, the team would run a test's few steps on one
+    thread or on several as the machine's load has it. Tests of the other ways set theirs."""
+    for build in _cython_backend.KERNEL_BUILDS.values():
+        build.reset_team("always")
+    yield
+    for build in _cython_backend.KERNEL_BUILDS.values():
+        build.reset_team("adapt")
+
+
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
     """Run the test once on each path of the Cython backend (step kernel x compiled build)."""

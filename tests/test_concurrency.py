@@ -77,12 +77,12 @@ def any_path(request, monkeypatch):
 @pytest.mark.parametrize("workers", WORKERS)
 def test_functional_calls_from_threads_equal_sequential_calls(any_path, workers, n_threads,
                                                               monkeypatch):
-    if any_path.startswith("small"):  # n_threads > 1 shares every step among OpenMP threads
+    if any_path.startswith("small"):  # n_threads > 1 shares every step on the thread team
         monkeypatch.setattr(_cython_backend.switches, "threads_min_step_flops", 0)
     dtype = np.float32 if workers != 4 else np.float64
     weights = {H: shared_weights(dtype, D, H) for _, _, D, H in SHAPES}
-    # Fewer calls with OpenMP teams: on 2 cores, 8 threads' teams make every step's barrier
-    # wait for descheduled threads (slow, and no different in kind).
+    # Fewer calls with n_threads > 1: the calls that find the thread team busy run alone, the
+    # others share it (slower on a shared 2-core machine, and no different in kind).
     work = calls(workers * (CALLS_PER_WORKER if n_threads == 1 else 2), dtype)
     sequential = [functional_call(weights, n_threads, call) for call in work]
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -62,6 +62,68 @@ def test_the_kernels_give_identical_results_for_any_thread_count(n_threads, thre
     np.testing.assert_array_equal(outputs[1], outputs[0])
 
 
+@pytest.fixture(params=["always", "never", "adapt"])
+def team_mode(request, threaded_small_path):
+    """Threaded steps on the team, alone (each step in one go), or as the team's timings
+    decide; the session's "always" afterwards."""
+    build = _cython_backend.KERNEL_BUILDS[threaded_small_path.split("-")[1]]
+    build.reset_team(request.param)
+    yield request.param
+    build.reset_team("always")
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_every_team_mode_gives_the_bits_of_one_thread(team_mode, nonlinearity, monkeypatch):
+    """Each column block is computed the same way on the team, by the caller alone in one go,
+    or on one thread: forward, gradients, norms and a leak, with sequences ending at every
+    step, bit for bit (the weight gradients' GEMMs are the same calls)."""
+    p = make_problem(17, 7, 6, 3, 70, np.float32)
+    lengths = np.array([7, 7, 5, 3, 2, 1])
+    leak = np.linspace(0.2, 1.0, 70).astype(np.float32)
+    results = []
+    for n in (1, 3):
+        monkeypatch.setattr(_cython_backend.switches, "cores", n)
+        out, cache = rnnfast.rnn_forward(*p.args, nonlinearity=nonlinearity, lengths=lengths,
+                                         leak=leak, n_threads=n)
+        assert _cython_backend.switches.last_pass[2] == n
+        grads, norms = rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=n,
+                                            return_norms=True)
+        results.append((out, norms) + tuple(grads))
+    for one, three in zip(*results):
+        np.testing.assert_array_equal(three, one)
+
+
+def test_the_team_runs_tasks_on_its_workers(threaded_small_path):
+    """On "always", the workers take part (over many steps some task goes to them)."""
+    build = _cython_backend.KERNEL_BUILDS[threaded_small_path.split("-")[1]]
+    if _cython_backend.switches.cores < 2:
+        pytest.skip("one core")
+    p = make_problem(18, 400, 4, 3, 256, np.float32)
+    before = build.team_statistics()
+    for _ in range(5):
+        rnnfast.rnn_forward(*p.args, n_threads=2, need_grad=False)
+    late_waits, tasks_by_workers, workers = build.team_statistics()
+    assert workers >= 1 and tasks_by_workers > before[1]
+
+
+def test_no_step_starts_before_the_last_one_is_complete(threaded_small_path):
+    """Long passes of short steps on the team, each compared with one thread bit for bit: a
+    step that read its input before every task of the step before it was done would differ."""
+    if _cython_backend.switches.cores < 2:
+        pytest.skip("one core")
+    p = make_problem(19, 300, 2, 3, 192, np.float32)
+    expected = rnnfast.rnn_forward(*p.args, n_threads=1, need_grad=False)[0]
+    for _ in range(40):
+        out = rnnfast.rnn_forward(*p.args, n_threads=2, need_grad=False)[0]
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_reset_team_names_the_modes():
+    build = next(iter(_cython_backend.KERNEL_BUILDS.values()))
+    with pytest.raises(ValueError, match="adapt, always, never"):
+        build.reset_team("sometimes")
+
+
 def test_default_and_explicit_thread_counts_agree(path):
     p = make_problem(13, 4, 8, 6, 48, np.float64)
     out_default, grads_default = run(p, "tanh", None)

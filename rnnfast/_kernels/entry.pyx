@@ -76,27 +76,27 @@ cdef class Switches:
         than 32 rows in float32 and 16 in float64 (BLAS's per-call and packing costs are not
         repaid), whatever H, except where it must stream a W_hh larger than the L2 cache more
         than once per step (it reads M once per group of 6, 4, 2 or 1 rows).
-    threads_min_step_flops = 2**20
-        Small steps are shared among threads only from this many multiply-adds (B * H * H)
-        up: below, the barrier that ends every step costs more than the second core saves.
-        On 2 cores with BLAS idle, forward+backward ran 1.1-1.5x faster from 128K
-        multiply-adds per step; but BLAS workers left spinning by an earlier NumPy call take
-        the second core from a step's barrier, and then 2 threads ran 1.6x slower at 128K.
-        From 1M on (B=1, H=1024; B=4, H=512; B=16, H=256) a step is long enough to absorb it.
+    threads_min_step_flops = 2**17
+        Small steps go to the thread team (team.h) only from this many multiply-adds
+        (B * H * H) up: below, a step (under ~5 us) is too short for a second core to save
+        more than the claims and the wait at its end cost. The team then decides, from the
+        steps' timings, whether its threads pay (see kernel_threads).
     openblas_single_thread_mnk = 65536 * 4
         Inside a pass BLAS runs on one thread: OpenBLAS wakes its workers for every GEMM,
         which cost more than they gave back here (2-5x slower at 1000,1,16,64), and they must
         not spin on the cores of the kernel's own threads. OpenBLAS itself keeps a GEMM with
         M * N * K up to 65536 * GEMM_MULTITHREAD_THRESHOLD (4, its default) on one thread:
         passes whose GEMMs are all that small skip the thread-count calls.
-    numpy_weight_grads_min_flops = 2**20, blas_threads_min_pass_flops = 2**24
+    numpy_weight_grads_min_flops = 2**20
         From this many multiply-adds (T * B * H * (D + H)) on, the float32 weight gradients go
         to NumPy's BLAS after the pass: the OpenBLAS that NumPy ships ran these transposed
         GEMMs (da^T @ x) 1.16-1.47x faster than SciPy's here in float32 (0.3.31 against
         0.3.30; T*B, H, D from 100, 128, 128 to 3200, 512, 512), which repays NumPy's few
         microseconds per call; in float64 both ran alike (0.89-1.02x), so float64 keeps them
-        in the kernel's call. Passes from blas_threads_min_pass_flops on with n_threads > 1
-        give them to NumPy with n_threads BLAS threads, whatever the dtype.
+        in the kernel's call. They stay on one BLAS thread whatever n_threads: OpenBLAS's
+        threads, which wait for each other spinning, collapsed when another process or pool
+        held a core (610,1,128,128 forward+backward: 25 ms on two BLAS threads against 8-11 ms
+        on one, on this machine shared with other jobs).
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
@@ -108,7 +108,7 @@ cdef class Switches:
 
     cdef public Py_ssize_t blas_min_batch_float32, blas_min_batch_float64, l2_cache_bytes
     cdef public Py_ssize_t threads_min_step_flops, openblas_single_thread_mnk
-    cdef public Py_ssize_t numpy_weight_grads_min_flops, blas_threads_min_pass_flops
+    cdef public Py_ssize_t numpy_weight_grads_min_flops
     cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
     cdef readonly Py_ssize_t passes  # passes run so far (every thread's)
@@ -121,10 +121,9 @@ cdef class Switches:
     def __init__(self):
         self.blas_min_batch_float32, self.blas_min_batch_float64 = 32, 16
         self.l2_cache_bytes = 1 << 20
-        self.threads_min_step_flops = 1 << 20
+        self.threads_min_step_flops = 1 << 17
         self.openblas_single_thread_mnk = 65536 * 4
         self.numpy_weight_grads_min_flops = 1 << 20
-        self.blas_threads_min_pass_flops = 1 << 24
         self.own_products_max_bytes = 1 << 19
         self.cores = available_cores()
         self.forced = -1
@@ -177,14 +176,20 @@ cdef inline bint blas_steps(Switches s, Py_ssize_t B, Py_ssize_t H,
     return passes_over_W_hh > 1 and H * H * itemsize > s.l2_cache_bytes
 
 
-cdef inline int kernel_threads(Switches s, Py_ssize_t B, Py_ssize_t H, int n_threads) noexcept:
-    """The threads of the small steps: n_threads (at most the cores) where steps are big
-    enough to share, else 1. With threads, the micro-kernel runs whatever the batch: calling a
-    threaded BLAS once per step fought NumPy's BLAS workers for the cores (100,32,128,128
+cdef inline int kernel_threads(Switches s, Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize,
+                               int n_threads) noexcept:
+    """The threads of the time loop: n_threads (at most the cores) for steps that run on the
+    small-step kernel on one thread too, from threads_min_step_flops multiply-adds (B * H * H)
+    on; else 1. The team (team.h) then measures, step kind by step kind, whether its threads
+    are faster than one and runs the steps alone when they are not, so two threads cost at
+    most its few probes where they do not pay. Steps that go to BLAS stay on its one thread:
+    the threaded micro-kernel ran B = 256, H = 256 20% slower than BLAS on one thread, and a
+    threaded BLAS per step fought NumPy's BLAS workers for the cores (100,32,128,128
     forward+backward took 43 ms on 2 threads against 17 ms on one)."""
     if n_threads > s.cores:
         n_threads = s.cores
-    if s.forced != 1 and n_threads > 1 and B * H * H >= s.threads_min_step_flops:
+    if (n_threads > 1 and B * H * H >= s.threads_min_step_flops
+            and not blas_steps(s, B, H, itemsize)):
         return n_threads
     return 1
 
@@ -205,7 +210,7 @@ def use_blas(B, H, dtype):
 
 def step_plan(B, H, dtype, n_threads):
     """How (B, H) steps run: (use_blas, kernel_threads)."""
-    threads = kernel_threads(switches, B, H, n_threads)
+    threads = kernel_threads(switches, B, H, np.dtype(dtype).itemsize, n_threads)
     return (False if threads > 1 else use_blas(B, H, dtype)), threads
 
 
@@ -546,7 +551,7 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
     p.h0, p.out = data(h0 if states is None else states), data(out)
     p.ldm = H + (-H) % COLUMN_PAD
     p.relu = relu
-    p.n_threads = kernel_threads(s, B, H, threads)
+    p.n_threads = kernel_threads(s, B, H, itemsize, threads)
     p.use_blas = False if p.n_threads > 1 else blas_steps(s, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.noise, p.state_noise = data(noise), data(state_noise)
@@ -709,9 +714,8 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     cdef rnnfast_scratch scratch
     cdef Py_ssize_t extra_rows = 0
     cdef Py_ssize_t pass_flops = T * B * H * (D + H)
-    cdef bint threaded_grads = threads > 1 and pass_flops >= s.blas_threads_min_pass_flops
-    cdef bint weight_grads_in_numpy = need_weight_grads and (threaded_grads or (
-        typenum == cnp.NPY_FLOAT and pass_flops >= s.numpy_weight_grads_min_flops))
+    cdef bint weight_grads_in_numpy = (need_weight_grads and typenum == cnp.NPY_FLOAT
+                                       and pass_flops >= s.numpy_weight_grads_min_flops)
     dims[0], dims[1], dims[2] = T, B, D
     dx = cnp.PyArray_EMPTY(3, dims, typenum, 0) if need_dx else None
     dims[0], dims[1] = B, H
@@ -741,7 +745,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.dW_xh = NULL if weight_grads_in_numpy else data(dW_xh)
     p.dW_hh = NULL if weight_grads_in_numpy else data(dW_hh)
     p.relu = relu
-    p.n_threads = kernel_threads(s, B, H, threads)
+    p.n_threads = kernel_threads(s, B, H, itemsize, threads)
     p.use_blas = False if p.n_threads > 1 else blas_steps(s, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.norms = data(norms)
@@ -789,7 +793,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
         if cap is not None:
             cap.__exit__(None, None, None)
     if weight_grads_in_numpy:
-        with blas_threads_at_most(threads if threaded_grads else 1):
+        with blas_threads_at_most(1):
             if states is not None:
                 weight_grads_from_states(da, x, states, dW_xh, dW_hh)
             else:

@@ -28,7 +28,6 @@
 # here allocates, validates or touches a Python object: the caller (rnnfast/_kernels/entry.pyx)
 # checked and allocated everything, and describes a pass by pointers (passes.pxd).
 from cython cimport floating
-from cython.parallel cimport parallel, prange
 from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
@@ -38,8 +37,8 @@ from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue
 from rnnfast._kernels.blas cimport gemm
 from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable
 from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, blas_step,
-                                    block_columns, finish_rows, shifted, small_step,
-                                    small_step_block, step_product)
+                                    block_columns, finish_blocks, finish_rows, shifted,
+                                    small_step, step_product)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
 COLUMN_PAD = 16
@@ -179,30 +178,130 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
         take_norms(norms, squares, T, B, active)
 
 
+# The threaded loops run on a team of threads kept alive between passes (team.h): each step's
+# column blocks, in tasks of a few, are claimed by whichever thread of the team is free, so a
+# thread that has lost its core holds no step up; results do not depend on who computes what.
+ctypedef void (*team_task)(void* context, Py_ssize_t step, Py_ssize_t task) noexcept nogil
+ctypedef void (*team_step)(void* context, Py_ssize_t step) noexcept nogil
+
+cdef extern from "team.h" nogil:
+    long long team_run "rnnfast_team_run"(int n_threads, Py_ssize_t n_steps, Py_ssize_t n_tasks,
+                                          int kind, team_task task, team_step whole,
+                                          void* context) noexcept
+    void team_stats "rnnfast_team_stats"(long long* late_waits, long long* tasks_by_workers,
+                                         int* workers) noexcept
+    void team_reset "rnnfast_team_reset"(int mode) noexcept
+
+# A task is at least this many multiply-adds of column blocks (a claim costs a cache-line
+# transfer between cores, ~0.1-0.2 us), and a step has about four tasks per thread, to balance
+# while each task streams long runs of columns.
+cdef enum:
+    TASK_MIN_MULTIPLY_ADDS = 16384
+    TASKS_PER_THREAD = 4
+
+
+cdef inline Py_ssize_t blocks_per_task(Py_ssize_t B, Py_ssize_t H, Py_ssize_t CB,
+                                       Py_ssize_t n_blocks, int n_threads) noexcept nogil:
+    cdef Py_ssize_t per_task = (TASK_MIN_MULTIPLY_ADDS + B * H * CB - 1) // (B * H * CB)
+    cdef Py_ssize_t balanced = (n_blocks + TASKS_PER_THREAD * n_threads - 1) // (
+        TASKS_PER_THREAD * n_threads)
+    return per_task if per_task > balanced else balanced
+
+
+cdef inline int step_kind(Py_ssize_t B, Py_ssize_t H, bint backward, bint is_double) noexcept nogil:
+    """Steps of about one size, for the team's timings (team.h): the octave of their
+    multiply-adds (B * H * H), the direction and the dtype."""
+    cdef Py_ssize_t work = B * H * H
+    cdef int octave = 0
+    while work > 1:
+        work >>= 1
+        octave += 1
+    return octave * 4 + 2 * backward + is_double
+
+
+ctypedef struct StepTasks:
+    # One threaded time loop, typed by is_double (float otherwise): the arrays of
+    # forward_loop_threaded or backward_loop_threaded, and how the blocks form tasks.
+    bint is_double
+    void* out  # h (forward) or da (backward), (T, B, H)
+    const void* h0  # forward: the initial state
+    const void* init  # backward: dout (T, B, H)
+    const void* h  # backward: act(a_t) (T, B, H)
+    const void* M
+    const Py_ssize_t* active
+    Py_ssize_t T, B, H, CB, n_blocks, per_task
+    Epilogue kind
+    const void* alpha
+    void* act  # forward: act(a_t), act_step apart
+    Py_ssize_t act_step
+    const void* noise  # forward: the state noise
+    void* carry  # backward, leaky
+    void* dh0  # backward, leaky
+    double* squares  # backward: NULL, or the norms' scratch (see backward_loop_threaded)
+
+
+cdef inline void task_blocks(const StepTasks* c, Py_ssize_t task, Py_ssize_t* first,
+                             Py_ssize_t* last) noexcept nogil:
+    """The column blocks of a task: first .. last - 1."""
+    first[0] = task * c.per_task
+    last[0] = first[0] + c.per_task if first[0] + c.per_task < c.n_blocks else c.n_blocks
+
+
+cdef inline void forward_blocks(const StepTasks* c, floating* h, Py_ssize_t t,
+                                Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Column blocks first .. last - 1 of forward step t: the product over their columns in
+    one call, then the epilogue (see forward_loop_threaded); the bits of small_step on them."""
+    cdef Py_ssize_t BH = c.B * c.H
+    cdef Py_ssize_t c0 = first * c.CB, c1 = last * c.CB if last * c.CB < c.H else c.H
+    cdef const floating* h_prev = <const floating*>c.h0 if t == 0 else h + (t - 1) * BH
+    cdef const floating* alpha = <const floating*>c.alpha
+    cdef floating* act_t = h + t * BH if alpha == NULL else <floating*>c.act + t * c.act_step
+    step_product(True, h_prev, c.active[t], c.H, <const floating*>c.M, h + t * BH, act_t, c.H,
+                 c0, c1)
+    finish_blocks(act_t, h_prev, c.active[t], c.H, c0, c1, c.kind, NULL, alpha,
+                  shifted(<const floating*>c.noise, t * BH), h + t * BH)
+
+
+cdef void forward_task(void* context, Py_ssize_t t, Py_ssize_t task) noexcept nogil:
+    cdef const StepTasks* c = <const StepTasks*>context
+    cdef Py_ssize_t first, last
+    task_blocks(c, task, &first, &last)
+    if c.is_double:
+        forward_blocks(c, <double*>c.out, t, first, last)
+    else:
+        forward_blocks(c, <float*>c.out, t, first, last)
+
+
+cdef void forward_step(void* context, Py_ssize_t t) noexcept nogil:
+    cdef const StepTasks* c = <const StepTasks*>context
+    if c.is_double:
+        forward_blocks(c, <double*>c.out, t, 0, c.n_blocks)
+    else:
+        forward_blocks(c, <float*>c.out, t, 0, c.n_blocks)
+
+
 cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
                                 Py_ssize_t H, const floating* M, const Py_ssize_t* active,
                                 Epilogue activate, int n_threads, const floating* alpha,
                                 floating* act, Py_ssize_t act_step,
                                 const floating* noise) noexcept nogil:
-    """forward_loop's small-step path with each step's column blocks shared among n_threads.
+    """forward_loop's small-step path with each step's column blocks shared among n_threads
+    of the team (team.h), a step after another.
 
-    One parallel region covers the whole sequence: every thread walks the time loop, and the
-    barrier at the end of each step's worksharing loop orders the steps. Each column block is
-    computed by one thread, in the same order as serially, so results do not depend on the
-    thread count. A leaky block reads only its own columns of h_{t-1} and writes only its own
-    of h_t.
+    Each column block is computed by one thread, the same way whoever it is, so results do
+    not depend on the thread count. A leaky block reads only its own columns of h_{t-1} and
+    writes only its own of h_t.
     """
-    cdef Py_ssize_t BH = B * H, t, blk
-    cdef Py_ssize_t CB = block_columns(M)
-    cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
-    with parallel(num_threads=n_threads):
-        for t in range(T):
-            for blk in prange(n_blocks, schedule="static"):
-                small_step_block(h0 if t == 0 else h + (t - 1) * BH, M, h + t * BH,
-                                 h0 if t == 0 else h + (t - 1) * BH,
-                                 h + t * BH if alpha == NULL else act + t * act_step,
-                                 active[t], H, H, blk * CB, activate, NULL, False, alpha,
-                                 shifted(noise, t * BH), h + t * BH)
+    cdef StepTasks c
+    c.is_double = floating is double
+    c.out, c.h0, c.M, c.active = h, h0, M, active
+    c.T, c.B, c.H = T, B, H
+    c.CB = block_columns(M)
+    c.n_blocks = (H + c.CB - 1) // c.CB
+    c.per_task = blocks_per_task(B, H, c.CB, c.n_blocks, n_threads)
+    c.kind, c.alpha, c.act, c.act_step, c.noise = activate, alpha, act, act_step, noise
+    team_run(n_threads, T, (c.n_blocks + c.per_task - 1) // c.per_task,
+             step_kind(B, H, False, c.is_double), forward_task, forward_step, &c)
 
 
 cdef inline void add_block_squares(double* squares, Py_ssize_t B, Py_ssize_t t,
@@ -219,6 +318,57 @@ cdef inline void add_block_squares(double* squares, Py_ssize_t B, Py_ssize_t t,
         squares[t * B + b] = total
 
 
+cdef inline void backward_blocks(const StepTasks* c, floating* da, Py_ssize_t step,
+                                 Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Column blocks first .. last - 1 of the backward loop's step `step`, i.e.
+    t = T - 2 - step: the product over their columns in one call, then the epilogue block by
+    block, each block's squares to its own row (see backward_loop_threaded)."""
+    cdef Py_ssize_t T = c.T, B = c.B, BH = c.B * c.H, t = c.T - 2 - step, blk, col0, width
+    cdef Py_ssize_t c0 = first * c.CB, c1 = last * c.CB if last * c.CB < c.H else c.H
+    cdef Py_ssize_t rows = c.active[t + 1]
+    cdef const floating* alpha = <const floating*>c.alpha
+    cdef const floating* dout = <const floating*>c.init
+    cdef const floating* init = dout + t * BH if alpha == NULL else <const floating*>c.carry
+    cdef const floating* h_t = <const floating*>c.h + t * BH
+    cdef const floating* extra = leak_extra(dout, t, BH, alpha)
+    cdef floating* carry = leak_target(<floating*>c.carry, <floating*>c.dh0, t)
+    cdef floating* da_t = da + t * BH
+    cdef double* block_squares = NULL
+    step_product(False, da + (t + 1) * BH, rows, c.H, <const floating*>c.M, init, da_t, c.H,
+                 c0, c1)
+    if c.squares == NULL:
+        finish_blocks(da_t, h_t, rows, c.H, c0, c1, c.kind, NULL, alpha, extra, carry)
+        return
+    for blk in range(first, last):
+        if blk == 0 and t + 2 < T:  # step t + 1's block sums, now complete, in block order
+            add_block_squares(c.squares, B, t + 1, T + ((t + 1) % 2) * c.n_blocks, c.n_blocks,
+                              c.active[t + 2])
+        block_squares = c.squares + (T + (t % 2) * c.n_blocks + blk) * B
+        col0 = blk * c.CB
+        width = c.H - col0 if c.H - col0 < c.CB else c.CB
+        finish_rows(da_t + col0, h_t + col0, rows, width, c.H, c.kind, block_squares, False,
+                    shifted(alpha, col0), shifted(extra, col0),
+                    NULL if carry == NULL else carry + col0)
+
+
+cdef void backward_task(void* context, Py_ssize_t step, Py_ssize_t task) noexcept nogil:
+    cdef const StepTasks* c = <const StepTasks*>context
+    cdef Py_ssize_t first, last
+    task_blocks(c, task, &first, &last)
+    if c.is_double:
+        backward_blocks(c, <double*>c.out, step, first, last)
+    else:
+        backward_blocks(c, <float*>c.out, step, first, last)
+
+
+cdef void backward_step(void* context, Py_ssize_t step) noexcept nogil:
+    cdef const StepTasks* c = <const StepTasks*>context
+    if c.is_double:
+        backward_blocks(c, <double*>c.out, step, 0, c.n_blocks)
+    else:
+        backward_blocks(c, <float*>c.out, step, 0, c.n_blocks)
+
+
 cdef void backward_loop_threaded(floating* da, const floating* dout, const floating* h,
                                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const floating* M,
                                  const Py_ssize_t* active, Epilogue derivative,
@@ -226,37 +376,30 @@ cdef void backward_loop_threaded(floating* da, const floating* dout, const float
                                  const floating* alpha, floating* carry,
                                  floating* dh0) noexcept nogil:
     """backward_loop's small-step path for steps T-2..0 (the caller did the last steps), with
-    each step's column blocks shared among n_threads, as in forward_loop_threaded (a leaky
-    block reads and writes only its own columns of the carry).
+    each step's column blocks shared among n_threads of the team, as in
+    forward_loop_threaded (a leaky block reads and writes only its own columns of the carry).
 
     Norms: each block's sums of squares go to a row of scratch of their own (squares rows T
     on, 2 * n_blocks rows: one set for even steps, one for odd), and are added up in block
     order into squares[t], so the norms do not depend on the thread count either. Step t + 1's
-    set is added up during step t, by the thread that computes block 0 (the barrier ending step
-    t + 1 has made it complete; step t writes the other set): no extra barrier. Step 0's after
-    the loop.
+    set is added up during step t, by the thread that computes block 0 (step t + 1 is complete
+    before step t starts; step t writes the other set). Step 0's after the loop.
     """
-    cdef Py_ssize_t BH = B * H, t, blk
-    cdef Py_ssize_t CB = block_columns(M)
-    cdef Py_ssize_t n_blocks = (H + CB - 1) // CB
-    cdef bint measure = norms != NULL
-    cdef double* block_squares
-    with parallel(num_threads=n_threads):
-        for t in range(T - 2, -1, -1):
-            for blk in prange(n_blocks, schedule="static"):
-                block_squares = NULL
-                if measure:
-                    if blk == 0 and t + 2 < T:
-                        add_block_squares(squares, B, t + 1, T + ((t + 1) % 2) * n_blocks,
-                                          n_blocks, active[t + 2])
-                    block_squares = squares + (T + (t % 2) * n_blocks + blk) * B
-                small_step_block(da + (t + 1) * BH, M,
-                                 dout + t * BH if alpha == NULL else carry, h + t * BH,
-                                 da + t * BH, active[t + 1], H, H, blk * CB, derivative,
-                                 block_squares, False, alpha, leak_extra(dout, t, BH, alpha),
-                                 leak_target(carry, dh0, t))
-    if measure and T > 1:
-        add_block_squares(squares, B, 0, T, n_blocks, active[1])
+    cdef StepTasks c
+    if T < 2:
+        return
+    c.is_double = floating is double
+    c.out, c.init, c.h, c.M, c.active = da, dout, h, M, active
+    c.T, c.B, c.H = T, B, H
+    c.CB = block_columns(M)
+    c.n_blocks = (H + c.CB - 1) // c.CB
+    c.per_task = blocks_per_task(B, H, c.CB, c.n_blocks, n_threads)
+    c.kind, c.alpha, c.carry, c.dh0 = derivative, alpha, carry, dh0
+    c.squares = squares if norms != NULL else NULL
+    team_run(n_threads, T - 1, (c.n_blocks + c.per_task - 1) // c.per_task,
+             step_kind(B, H, True, c.is_double), backward_task, backward_step, &c)
+    if norms != NULL:
+        add_block_squares(squares, B, 0, T, c.n_blocks, active[1])
 
 
 cdef void copy_padded(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
@@ -442,3 +585,24 @@ def kernel_table():
     """This build's passes as a PyCapsule named "rnnfast.KernelTable" holding a pointer to its
     KernelTable (rnnfast/_kernels/passes.pxd), for the compiled entry to call."""
     return PyCapsule_New(&TABLE, b"rnnfast.KernelTable", NULL)
+
+
+def team_statistics():
+    """The thread team of this build so far (team.h): (long waits for a descheduled worker,
+    each followed by a time on one thread; tasks the workers ran; workers started)."""
+    cdef long long late_waits, tasks_by_workers
+    cdef int workers
+    team_stats(&late_waits, &tasks_by_workers, &workers)
+    return late_waits, tasks_by_workers, workers
+
+
+TEAM_MODES = ("adapt", "always", "never")
+
+
+def reset_team(mode="adapt"):
+    """Forget the team's timings and descheduled workers (team.h), and run threaded steps
+    from now on as ``mode`` says: "adapt" (the team where it is measured to pay), "always" on
+    the team, or "never" (every step by the calling thread alone, in one go)."""
+    if mode not in TEAM_MODES:
+        raise ValueError(f"mode must be one of {', '.join(TEAM_MODES)}; got {mode!r}")
+    team_reset(TEAM_MODES.index(mode))

@@ -1,7 +1,9 @@
 """Benchmarking rnnfast against its peers: the problems (problems), the candidates as runners
 (peers), the interleaved timer and the one-core pinning (timing), what it ran on (machine),
-and whole runs over a grid of shapes (grid). `rnnfast bench`, `rnnfast demo` and the
-pytest-benchmark suite in bench/ are built on it; nothing here prints."""
+and whole runs over a grid of shapes (grid) or over batch sizes (batch_sweep). `rnnfast
+bench`, `rnnfast demo` and the pytest-benchmark suite in bench/ are built on it; nothing here
+prints."""
+from rnnfast.benchmarking.batch_sweep import BATCHES, BatchSweep, sweep_batches
 from rnnfast.benchmarking.grid import (AGREEMENT, MODES, YARDSTICK, BenchmarkRun, Row,
                                        measure_row, run_benchmark, timing_settings)
 from rnnfast.benchmarking.machine import (SLOW_BLAS_ENV, machine_info, slow_blas_environment,
@@ -12,7 +14,7 @@ from rnnfast.benchmarking.peers import (IMPLEMENTATIONS, ORACLE, PEERS, SUBJECT,
                                         relative_error, result_error)
 from rnnfast.benchmarking.problems import (DTYPES, PASSES, QUICK_SHAPES, SHAPES, Problem, flops,
                                            make_problem)
-from rnnfast.benchmarking.timing import (WINDOW_S, gemm_throughput, paired_ratio,
+from rnnfast.benchmarking.timing import (GEMM_SIZES, WINDOW_S, gemm_throughput, paired_ratio,
                                          pinned_to_one_core, time_interleaved, warm_up)
 
 __all__ = ["SHAPES", "QUICK_SHAPES", "DTYPES", "PASSES", "Problem", "make_problem", "flops",
@@ -22,4 +24,5 @@ __all__ = ["SHAPES", "QUICK_SHAPES", "DTYPES", "PASSES", "Problem", "make_proble
            "paired_ratio",
            "pinned_to_one_core", "gemm_throughput", "machine_info", "thread_libraries",
            "slow_blas_environment", "SLOW_BLAS_ENV", "Row", "BenchmarkRun", "measure_row",
-           "run_benchmark", "timing_settings", "AGREEMENT", "YARDSTICK", "MODES"]
+           "run_benchmark", "timing_settings", "AGREEMENT", "YARDSTICK", "MODES", "BATCHES",
+           "BatchSweep", "sweep_batches", "GEMM_SIZES"]

@@ -19,9 +19,9 @@ import numpy as np
 from rnnfast.benchmarking.machine import machine_info
 from rnnfast.benchmarking.peers import ORACLE, SUBJECT, make_runner, result_error
 from rnnfast.benchmarking.problems import flops, make_problem
-from rnnfast.benchmarking.timing import (GEMM_LIBRARIES, WINDOW_S, gemm_throughput,
-                                         paired_ratio, pinned_to_one_core, time_interleaved,
-                                         warm_up)
+from rnnfast.benchmarking.timing import (GEMM_LIBRARIES, GEMM_SIZES, WINDOW_S,
+                                         gemm_throughput, paired_ratio, pinned_to_one_core,
+                                         time_interleaved, warm_up)
 
 __all__ = ["Row", "BenchmarkRun", "measure_row", "run_benchmark", "timing_settings",
            "AGREEMENT", "YARDSTICK", "MODES"]
@@ -109,10 +109,10 @@ def measure_row(shape, dtype, pass_name, impls, timing, n_threads):
                disagreeing=[impl for impl, e in errors.items() if e > AGREEMENT[dtype]])
 
 
-def _measure_gemm(dtypes, quick):
+def _measure_gemm(dtypes, quick, sizes=GEMM_SIZES):
     """GFLOP/s as {library: {dtype: {size: GFLOP/s}}}."""
     repeats = QUICK_GEMM_REPEATS if quick else GEMM_REPEATS
-    return {library: {dtype: gemm_throughput(np.dtype(dtype), library, repeats=repeats)
+    return {library: {dtype: gemm_throughput(np.dtype(dtype), library, sizes, repeats)
                       for dtype in dtypes}
             for library in GEMM_LIBRARIES}
 
@@ -181,7 +181,7 @@ def _row_json(row, peers, yardstick):
 
 
 def run_benchmark(shapes, dtypes, passes, impls, threads=1, timing=None, quick=False,
-                  on_row=None):
+                  on_row=None, gemm_sizes=GEMM_SIZES):
     """Measure every (shape, dtype, pass) with every implementation in ``impls``.
 
     Parameters
@@ -200,6 +200,8 @@ def run_benchmark(shapes, dtypes, passes, impls, threads=1, timing=None, quick=F
         Fewer GEMM repeats (and the quick timing, by default).
     on_row : callable or None
         Called as on_row(i, n, shape, dtype, pass_name) before row i of n is measured.
+    gemm_sizes : tuple of int
+        The square GEMMs of the yardstick (default 1024 and 2048).
 
     Returns
     -------
@@ -221,11 +223,12 @@ def run_benchmark(shapes, dtypes, passes, impls, threads=1, timing=None, quick=F
         info = machine_info()
         pinning = pinned_to_one_core() if threads == 1 else contextlib.nullcontext()
         with pinning as core:
+            # The GEMM at both ends of the run, so that one slow phase cannot spoil it.
             run = BenchmarkRun(info, list(impls), threads, core, timing, quick,
-                               _measure_gemm(dtypes, quick))  # at both ends of the run, so
-            for i, (shape, dtype, pass_name) in enumerate(cases, 1):  # that one slow phase
-                if on_row is not None:                                # cannot spoil it
+                               _measure_gemm(dtypes, quick, gemm_sizes))
+            for i, (shape, dtype, pass_name) in enumerate(cases, 1):
+                if on_row is not None:
                     on_row(i, len(cases), shape, dtype, pass_name)
                 run.rows.append(measure_row(shape, dtype, pass_name, impls, timing, threads))
-            run.gemm = _best_of(run.gemm, _measure_gemm(dtypes, quick))
+            run.gemm = _best_of(run.gemm, _measure_gemm(dtypes, quick, gemm_sizes))
     return run

@@ -18,6 +18,7 @@ import sys
 
 from rnnfast import benchmarking
 from rnnfast.benchmarking import AGREEMENT, PEERS, SLOW_BLAS_ENV, SUBJECT, YARDSTICK
+from rnnfast.cli import figures
 from rnnfast.cli.arguments import positive_float, positive_int
 from rnnfast.cli.output import format_seconds, format_table
 from rnnfast.cli.progress import Progress
@@ -25,15 +26,25 @@ from rnnfast.cli.progress import Progress
 PASS_LABELS = {"forward": "fwd", "forward+backward": "fwd+bwd"}
 
 
-def _shape(text):
-    """argparse type: "T,B,D,H" -> (T, B, D, H), each a positive integer."""
-    try:
-        shape = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected T,B,D,H (four positive integers); got {text!r}")
-    return shape
+def _sizes(names):
+    """argparse type: "T,B,D,H" (for names "TBDH") -> (T, B, D, H), each a positive integer."""
+    words = {3: "three", 4: "four"}
+
+    def parse(text):
+        try:
+            shape = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != len(names) or min(shape) < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected {','.join(names)} ({words[len(names)]} positive integers); got "
+                f"{text!r}")
+        return shape
+
+    return parse
+
+
+_shape, _plot_shape = _sizes("TBDH"), _sizes("TDH")
 
 
 def configure_parser(parser):
@@ -71,6 +82,18 @@ def configure_parser(parser):
                                              "the subject and the reference)")
     parser.add_argument("--json", metavar="FILE",
                         help="also write every measurement and the machine information as JSON")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="instead of the grid: GFLOP/s against the batch size (--plot-batches) "
+                             "at T, D, H = --plot-shape, forward+backward, the first --dtype, "
+                             "every candidate on one thread and on two, with the GEMM peak, "
+                             "drawn to FILE.png (needs matplotlib)")
+    parser.add_argument("--plot-batches", nargs="+", type=positive_int, metavar="B",
+                        default=list(benchmarking.BATCHES), help="batch sizes of --plot "
+                        "(default: %(default)s)")
+    parser.add_argument("--plot-shape", type=_plot_shape, default=(50, 256, 256),
+                        metavar="T,D,H", help="the rest of --plot's shape (default 50,256,256)")
+    parser.add_argument("--gemm-sizes", nargs="+", type=positive_int, metavar="N",
+                        help="square GEMMs of the peak with --plot (default 1024 2048)")
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -165,14 +188,57 @@ def _disagreement_lines(run):
 
 # -- the command -----------------------------------------------------------------------------
 
-def _json_path_problem(path):
+def _json_path_problem(path, option):
     """Why ``path`` cannot be written, or None: checked before a run of minutes, not after."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        return f"--json {path}: no folder {folder}"
+        return f"{option} {path}: no folder {folder}"
     if not os.access(folder, os.W_OK):
-        return f"--json {path}: folder {folder} is not writable"
+        return f"{option} {path}: folder {folder} is not writable"
     return None
+
+
+def _plot_problem(path):
+    """Why --plot cannot draw to ``path``, or None."""
+    if not figures.matplotlib_installed():
+        return f"--plot needs matplotlib: {figures.PLOT_HINT}"
+    return _json_path_problem(path, "--plot")
+
+
+def _run_plot(args, impls):
+    """--plot: the batch sweep, a table of its GFLOP/s, and the picture."""
+    T, D, H = args.plot_shape
+    dtype = args.dtypes[0]
+    progress = Progress(log_every=0)
+
+    def show(n_threads, i, n, shape, dtype, pass_name):
+        progress.show(f"[{n_threads} thread(s): {i}/{n}] T={T} B={shape[1]} D={D} H={H} {dtype}")
+
+    sweep = benchmarking.sweep_batches(
+        impls, tuple(args.plot_batches), T, D, H, dtype,
+        timing=benchmarking.timing_settings(True, args.budget, args.rounds),
+        gemm_sizes=tuple(args.gemm_sizes or benchmarking.GEMM_SIZES), on_row=show)
+    progress.finish("")
+    first = next(iter(sweep.runs.values()))
+    for line in header_lines(first):
+        print(line)
+    print(f"GFLOP/s (hot medians), forward+backward, T={T}, D={D}, H={H}, {dtype}; GEMM peak: "
+          + ", ".join(f"{sweep.gemm_peak(n):.1f} on {n} thread(s)" for n in sweep.runs))
+    headers = ["impl", "threads"] + [f"B={B}" for B in sweep.batches]
+    rows = [[PEERS[impl].label, str(n)] + [f"{g:.1f}" for g in sweep.gflops(impl, n)]
+            for n in sweep.runs for impl in sweep.impls]
+    for line in format_table(headers, rows, left_columns=2):
+        print(line)
+    labels = {impl: "rnnfast" if impl == SUBJECT else PEERS[impl].label for impl in sweep.impls}
+    figures.write_png(figures.batch_sweep_figure(figures.figure_class(), sweep, labels),
+                      args.plot)
+    print(f"wrote {args.plot}")
+    disagreeing = False
+    for run in sweep.runs.values():
+        for line in _disagreement_lines(run):
+            print(line)
+        disagreeing = disagreeing or bool(run.disagreeing())
+    return 1 if disagreeing else 0
 
 
 def run(args):
@@ -185,7 +251,8 @@ def run(args):
         print("rnnfast bench needs threadpoolctl to pin BLAS threads: pip install threadpoolctl "
               "(it is in rnnfast's test and bench extras)", file=sys.stderr)
         return 2
-    problem = args.json and _json_path_problem(args.json)
+    problem = (args.json and _json_path_problem(args.json, "--json")
+               or args.plot and _plot_problem(args.plot))
     if problem:
         print(f"rnnfast bench: {problem}", file=sys.stderr)
         return 2
@@ -204,6 +271,8 @@ def run(args):
     for name, peer in PEERS.items():
         if name not in excluded and not peer.available():
             print(f"skipped {peer.label}: not installed ({peer.install})", flush=True)
+    if args.plot:
+        return _run_plot(args, impls)
     progress = Progress(log_every=0)
 
     def show(i, n, shape, dtype, pass_name):

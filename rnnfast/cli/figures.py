@@ -107,3 +107,36 @@ def language_model_figure(Figure, checkpoint_path, report):
 
 def write_png(fig, path):
     fig.savefig(path, dpi=100)
+
+
+def batch_sweep_figure(Figure, sweep, labels, mode="hot"):
+    """GFLOP/s against the batch size of every candidate but rnnfast's NumPy reference, one
+    thread solid and two dashed, with the GEMM peak on as many threads as horizontal lines.
+    ``labels`` names the candidates (impl -> label)."""
+    fig = Figure(figsize=(9, 5.5))
+    ax = fig.subplots()
+    colours = {}
+    for n_threads in sweep.runs:
+        style = "-" if n_threads == 1 else "--"
+        thread_word = "thread" if n_threads == 1 else "threads"
+        for impl in sweep.impls:
+            if impl == "numpy":  # the reference: the per-step textbook loop, not a peer to pick
+                continue
+            line, = ax.plot(sweep.batches, sweep.gflops(impl, n_threads, mode), style,
+                            marker="o", markersize=3, color=colours.get(impl),
+                            label=f"{labels[impl]}, {n_threads} {thread_word}")
+            colours[impl] = line.get_color()
+        ax.axhline(sweep.gemm_peak(n_threads), color="gray", linestyle=":" if n_threads == 1
+                   else "-.", linewidth=1, label=f"GEMM peak, {n_threads} {thread_word}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sweep.batches, [str(B) for B in sweep.batches])
+    ax.minorticks_off()
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("GFLOP/s (forward + backward)")
+    ax.set_title(f"T = {sweep.T}, D = {sweep.D}, H = {sweep.H}, {sweep.dtype}, medians "
+                 f"({mode})", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig

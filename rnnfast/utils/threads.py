@@ -1,6 +1,6 @@
 """Threads: resolving n_threads, and holding the BLAS libraries to it during a call.
 
-The kernels take their thread count as a parameter (OpenMP, for small steps). Large steps and
+The kernels take their thread count as a parameter (their team of threads, for small steps). Large steps and
 the big GEMMs run in BLAS, whose own thread pool is set through threadpoolctl, only when the
 caller asks for fewer threads than BLAS would use: the default (all cores) costs nothing.
 """
