@@ -85,6 +85,7 @@ if asan:
 # C headers the extensions include, by package: an edit to one must recompile them (Cython
 # tracks .pxd/.pxi).
 C_HEADERS = {"_kernels": ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/microkernel_impl.h",
+                          "rnnfast/_kernels/gemm.h", "rnnfast/_kernels/gemm_impl.h",
                           "rnnfast/_kernels/natural.h", "rnnfast/_kernels/natural_impl.h",
                           "rnnfast/_kernels/scratch.h"],
              "reservoir": ["rnnfast/reservoir/sliced_kernel.h",

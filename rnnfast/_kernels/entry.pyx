@@ -100,8 +100,14 @@ cdef class Switches:
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
-    forced_step : None, "small" or "blas"
-        Every step on that kernel (tests); "blas" also keeps the steps on one thread.
+    own_gemm = True
+        Large steps (the ones blas_min_batch_* sends off the small-step kernel) run on
+        rnnfast's packed GEMM (gemm.h: W_hh packed once per pass, the epilogue fused per tile)
+        rather than on SciPy's BLAS; False gives them to BLAS (for measuring one against the
+        other).
+    forced_step : None, "small", "blas" or "gemm"
+        Every step on that kernel (tests): the small-step kernel, SciPy's BLAS or our GEMM;
+        "blas" and "gemm" also keep the steps on one thread.
     build : str
         The kernel build the passes run (a key of rnnfast._kernels.builds.KERNEL_BUILDS).
     """
@@ -111,10 +117,11 @@ cdef class Switches:
     cdef public Py_ssize_t numpy_weight_grads_min_flops, blas_threads_min_pass_flops
     cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
+    cdef public bint own_gemm
     cdef readonly Py_ssize_t passes  # passes run so far (every thread's)
-    cdef bint last_blas  # how the last pass ran (last_pass)
+    cdef object last_step  # how the last pass ran (last_pass)
     cdef int last_threads
-    cdef int forced  # -1: none, 0: small, 1: blas
+    cdef int forced  # -1: none, 0: small, 1: blas, 2: gemm
     cdef object build_name
     cdef const KernelTable* table
 
@@ -127,18 +134,19 @@ cdef class Switches:
         self.blas_threads_min_pass_flops = 1 << 24
         self.own_products_max_bytes = 1 << 19
         self.cores = available_cores()
+        self.own_gemm = True
         self.forced = -1
         self.build = KERNEL
 
     @property
     def forced_step(self):
-        return (None, "small", "blas")[self.forced + 1]
+        return FORCED_STEPS[self.forced + 1]
 
     @forced_step.setter
     def forced_step(self, step):
-        if step not in (None, "small", "blas"):
-            raise ValueError(f"forced_step must be None, 'small' or 'blas'; got {step!r}")
-        self.forced = (None, "small", "blas").index(step) - 1
+        if step not in FORCED_STEPS:
+            raise ValueError(f"forced_step must be None, 'small', 'blas' or 'gemm'; got {step!r}")
+        self.forced = FORCED_STEPS.index(step) - 1
 
     @property
     def build(self):
@@ -154,8 +162,9 @@ cdef class Switches:
 
     @property
     def last_pass(self):
-        """How the last pass of any thread ran: (build, "small" or "blas", kernel threads)."""
-        return self.build_name, "blas" if self.last_blas else "small", self.last_threads
+        """How the last pass of any thread ran: (build, "small", "blas" or "gemm", kernel
+        threads)."""
+        return self.build_name, self.last_step, self.last_threads
 
     @property
     def block_bytes(self):
@@ -163,6 +172,7 @@ cdef class Switches:
         return self.table.block_bytes
 
 
+FORCED_STEPS = (None, "small", "blas", "gemm")
 switches = Switches()
 
 
@@ -170,7 +180,7 @@ cdef inline bint blas_steps(Switches s, Py_ssize_t B, Py_ssize_t H,
                             Py_ssize_t itemsize) noexcept:
     """Whether (B, H) steps go to BLAS rather than the small-step kernel."""
     if s.forced >= 0:
-        return s.forced == 1
+        return s.forced >= 1
     if B >= (s.blas_min_batch_float32 if itemsize == 4 else s.blas_min_batch_float64):
         return True
     cdef Py_ssize_t passes_over_W_hh = B // 6 + (B % 6) // 4 + (B % 6 % 4) // 2 + B % 2
@@ -184,7 +194,7 @@ cdef inline int kernel_threads(Switches s, Py_ssize_t B, Py_ssize_t H, int n_thr
     forward+backward took 43 ms on 2 threads against 17 ms on one)."""
     if n_threads > s.cores:
         n_threads = s.cores
-    if s.forced != 1 and n_threads > 1 and B * H * H >= s.threads_min_step_flops:
+    if s.forced < 1 and n_threads > 1 and B * H * H >= s.threads_min_step_flops:
         return n_threads
     return 1
 
@@ -194,8 +204,17 @@ cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t H, Py_ssiz
     """Whether the input projection (X @ W_xh.T) and dx (da @ W_xh) of a small-step pass go to
     the step kernels rather than BLAS: in builds whose step kernels read W as it is, for a
     W_xh of at most own_products_max_bytes (a tenth of its passes come from beyond L2)."""
-    return (s.table.natural and not blas_steps and s.forced != 1
+    return (s.table.natural and not blas_steps and s.forced < 1
             and H * D * itemsize <= s.own_products_max_bytes)
+
+
+cdef inline bint gemm_steps(Switches s, bint large_steps) noexcept:
+    """Whether the large steps of a pass run on our GEMM rather than SciPy's BLAS."""
+    return large_steps and (s.forced == 2 or (s.forced != 1 and s.own_gemm))
+
+
+cdef inline str step_name(Switches s, bint large_steps) noexcept:
+    return ("gemm" if gemm_steps(s, large_steps) else "blas") if large_steps else "small"
 
 
 def use_blas(B, H, dtype):
@@ -555,7 +574,8 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
         p.leak = data(leak) if leak_is == 2 else NULL
         p.act = data(act)
         p.act_step = B * H if need_grad else 0
-    s.passes, s.last_blas, s.last_threads = s.passes + 1, p.use_blas, p.n_threads
+    p.own_gemm = gemm_steps(s, p.use_blas)
+    s.passes, s.last_step, s.last_threads = s.passes + 1, step_name(s, p.use_blas), p.n_threads
     cap = blas_cap(s, T, B, D, H)
     scratch_begin(&scratch)
     try:
@@ -749,7 +769,8 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.da, p.squares, p.carry = data(da), NULL, NULL
     if return_norms and p.n_threads > 1:  # two rows per column block: backward_loop_threaded
         extra_rows = 2 * ((H * itemsize + s.table.block_bytes - 1) // s.table.block_bytes)
-    s.passes, s.last_blas, s.last_threads = s.passes + 1, p.use_blas, p.n_threads
+    p.own_gemm = gemm_steps(s, p.use_blas)
+    s.passes, s.last_step, s.last_threads = s.passes + 1, step_name(s, p.use_blas), p.n_threads
     cap = blas_cap(s, T, B, D, H)
     scratch_begin(&scratch)
     try:

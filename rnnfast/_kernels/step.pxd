@@ -1,6 +1,7 @@
 # One time step of the recurrence, C = finish(init + X @ M): the small-step product
 # (rnnfast/_kernels/microkernel.h: on W_hh itself in AVX2 builds, natural.h; in panels of it
-# elsewhere) for small steps and the BLAS path for large ones. A backward step can also measure
+# elsewhere) for small steps; for large ones our packed GEMM (gemm.h, gemm_step), or SciPy's
+# BLAS (blas_step). A backward step can also measure
 # each row of init + X @ M (the gradient dL/dh_t, before act') on its way to finish: its sum of
 # squares goes to squares[row] (squares NULL: no measuring, no cost).
 #
@@ -45,6 +46,25 @@ cdef extern from "microkernel.h" nogil:
     # sum(v[i]^2) for i < n, accumulated in double, vectorised, in an order fixed per build.
     double sum_squares_f32 "rnnfast_sum_squares_f32"(const float* v, Py_ssize_t n) noexcept
     double sum_squares_f64 "rnnfast_sum_squares_f64"(const double* v, Py_ssize_t n) noexcept
+
+
+cdef extern from "gemm.h" nogil:
+    # A GEMM panel is two vectors of this many bytes (64 with AVX-512, 32 with AVX, else 16).
+    const Py_ssize_t GEMM_BYTES "RNNFAST_GEMM_BYTES"
+    # Rows per GEMM tile (12 with AVX-512, else 6).
+    const Py_ssize_t GEMM_ROWS "RNNFAST_GEMM_ROWS"
+    # C[r, :width] = init[r, :width] + X[r, :K] @ panel for rows <= GEMM_ROWS rows (see gemm.h).
+    void gemm_tile_f32 "rnnfast_gemm_tile_f32"(
+        Py_ssize_t rows, const float* X, Py_ssize_t K, const float* panel, const float* init,
+        float* C, Py_ssize_t N, Py_ssize_t width) noexcept
+    void gemm_tile_f64 "rnnfast_gemm_tile_f64"(
+        Py_ssize_t rows, const double* X, Py_ssize_t K, const double* panel,
+        const double* init, double* C, Py_ssize_t N, Py_ssize_t width) noexcept
+
+
+cdef inline Py_ssize_t gemm_columns(const floating* anything) noexcept nogil:
+    """Columns per GEMM panel for this dtype (the argument only selects the dtype)."""
+    return 2 * GEMM_BYTES // sizeof(floating)
 
 
 cdef inline Py_ssize_t block_columns(const floating* anything) noexcept nogil:
@@ -184,6 +204,36 @@ cdef inline void small_step(const floating* X, const floating* M, const floating
     finish_blocks(C, h, B, N, 0, N, kind, squares, alpha, extra, carry)
 
 
+cdef inline void gemm_step(const floating* X, const floating* M, const floating* init,
+                           const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
+                           Py_ssize_t N, Epilogue kind, double* squares,
+                           const floating* alpha, const floating* extra,
+                           floating* carry) noexcept nogil:
+    """The same step as small_step on M packed in GEMM panels (pack_panels, gemm_columns
+    wide): the panels one after another, in each the rows GEMM_ROWS at a time, each tile
+    finished (finish_rows) right after its product, while it is in L1. The squares of a row are
+    summed panel by panel in their order (0 + panel 0 + panel 1 + ...)."""
+    cdef Py_ssize_t NR = gemm_columns(X), col0 = 0, b0, rows, width, at
+    cdef const floating* panel
+    while col0 < N:
+        width = N - col0 if N - col0 < NR else NR
+        panel = M + col0 * K  # panel col0 / NR: K rows of NR
+        b0 = 0
+        while b0 < B:
+            rows = B - b0 if B - b0 < GEMM_ROWS else GEMM_ROWS
+            at = b0 * N + col0
+            if floating is float:
+                gemm_tile_f32(rows, X + b0 * K, K, panel, init + at, C + at, N, width)
+            else:
+                gemm_tile_f64(rows, X + b0 * K, K, panel, init + at, C + at, N, width)
+            finish_rows(C + at, h + at, rows, width, N, kind,
+                        NULL if squares == NULL else squares + b0, col0 > 0,
+                        shifted(alpha, col0), shifted(extra, at),
+                        NULL if carry == NULL else carry + at)
+            b0 += GEMM_ROWS
+        col0 += NR
+
+
 cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,
                            const floating* init, const floating* h, floating* C, Py_ssize_t B,
                            Py_ssize_t K, Py_ssize_t N, Epilogue kind, double* squares,
@@ -195,3 +245,15 @@ cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,
         memcpy(C, init, B * N * sizeof(floating))
     gemm(False, False, B, N, K, 1, X, K, M, ldm, 1, C, N)  # C = X @ M + C
     finish_rows(C, h, B, N, N, kind, squares, False, alpha, extra, carry)
+
+
+cdef inline void large_step(bint own_gemm, const floating* X, const floating* M, Py_ssize_t ldm,
+                            const floating* init, const floating* h, floating* C, Py_ssize_t B,
+                            Py_ssize_t K, Py_ssize_t N, Epilogue kind, double* squares,
+                            const floating* alpha, const floating* extra,
+                            floating* carry) noexcept nogil:
+    """A large step: gemm_step on M in GEMM panels (own_gemm), else blas_step on M padded."""
+    if own_gemm:
+        gemm_step(X, M, init, h, C, B, K, N, kind, squares, alpha, extra, carry)
+    else:
+        blas_step(X, M, ldm, init, h, C, B, K, N, kind, squares, alpha, extra, carry)
