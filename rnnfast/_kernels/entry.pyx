@@ -100,11 +100,16 @@ cdef class Switches:
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
-    own_gemm = True
+    own_gemm = True, gemm_min_hidden = 256, gemm_max_hidden_float64 = 512
         Large steps (the ones blas_min_batch_* sends off the small-step kernel) run on
-        rnnfast's packed GEMM (gemm.h: W_hh packed once per pass, the epilogue fused per tile)
-        rather than on SciPy's BLAS; False gives them to BLAS (for measuring one against the
-        other).
+        rnnfast's packed GEMM (gemm.h: W_hh packed once per pass, each group of rows finished
+        right after its products) rather than on SciPy's BLAS from H = gemm_min_hidden on
+        (float64: up to gemm_max_hidden_float64); own_gemm False gives them all to BLAS.
+        Measured with bench/step_gemm.py (AVX-512 build, one core, CPU time, T = 20 steps of
+        the forward and of the backward time loop, GFLOP/s ours / BLAS step): float32 H = 256
+        to 1024 1.15-1.3x forward, 1.0-1.2x backward; H = 128 0.85x, H = 64 0.9-1.0x (small K:
+        OpenBLAS's small-matrix kernels win there); float64 H = 256-512 1.0-1.15x forward,
+        0.95x backward, H = 1024 0.85-0.9x.
     forced_step : None, "small", "blas" or "gemm"
         Every step on that kernel (tests): the small-step kernel, SciPy's BLAS or our GEMM;
         "blas" and "gemm" also keep the steps on one thread.
@@ -118,6 +123,7 @@ cdef class Switches:
     cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
     cdef public bint own_gemm
+    cdef public Py_ssize_t gemm_min_hidden, gemm_max_hidden_float64
     cdef readonly Py_ssize_t passes  # passes run so far (every thread's)
     cdef object last_step  # how the last pass ran (last_pass)
     cdef int last_threads
@@ -135,6 +141,7 @@ cdef class Switches:
         self.own_products_max_bytes = 1 << 19
         self.cores = available_cores()
         self.own_gemm = True
+        self.gemm_min_hidden, self.gemm_max_hidden_float64 = 256, 512
         self.forced = -1
         self.build = KERNEL
 
@@ -208,13 +215,13 @@ cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t H, Py_ssiz
             and H * D * itemsize <= s.own_products_max_bytes)
 
 
-cdef inline bint gemm_steps(Switches s, bint large_steps) noexcept:
+cdef inline bint gemm_steps(Switches s, bint large_steps, Py_ssize_t H,
+                            Py_ssize_t itemsize) noexcept:
     """Whether the large steps of a pass run on our GEMM rather than SciPy's BLAS."""
-    return large_steps and (s.forced == 2 or (s.forced != 1 and s.own_gemm))
-
-
-cdef inline str step_name(Switches s, bint large_steps) noexcept:
-    return ("gemm" if gemm_steps(s, large_steps) else "blas") if large_steps else "small"
+    if not large_steps or s.forced == 1:
+        return False
+    return s.forced == 2 or (s.own_gemm and H >= s.gemm_min_hidden
+                             and (itemsize == 4 or H <= s.gemm_max_hidden_float64))
 
 
 def use_blas(B, H, dtype):
@@ -574,8 +581,9 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
         p.leak = data(leak) if leak_is == 2 else NULL
         p.act = data(act)
         p.act_step = B * H if need_grad else 0
-    p.own_gemm = gemm_steps(s, p.use_blas)
-    s.passes, s.last_step, s.last_threads = s.passes + 1, step_name(s, p.use_blas), p.n_threads
+    p.own_gemm = gemm_steps(s, p.use_blas, H, itemsize)
+    s.passes, s.last_threads = s.passes + 1, p.n_threads
+    s.last_step = ("gemm" if p.own_gemm else "blas") if p.use_blas else "small"
     cap = blas_cap(s, T, B, D, H)
     scratch_begin(&scratch)
     try:
@@ -769,8 +777,9 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.da, p.squares, p.carry = data(da), NULL, NULL
     if return_norms and p.n_threads > 1:  # two rows per column block: backward_loop_threaded
         extra_rows = 2 * ((H * itemsize + s.table.block_bytes - 1) // s.table.block_bytes)
-    p.own_gemm = gemm_steps(s, p.use_blas)
-    s.passes, s.last_step, s.last_threads = s.passes + 1, step_name(s, p.use_blas), p.n_threads
+    p.own_gemm = gemm_steps(s, p.use_blas, H, itemsize)
+    s.passes, s.last_threads = s.passes + 1, p.n_threads
+    s.last_step = ("gemm" if p.own_gemm else "blas") if p.use_blas else "small"
     cap = blas_cap(s, T, B, D, H)
     scratch_begin(&scratch)
     try:

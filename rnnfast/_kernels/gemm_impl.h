@@ -23,12 +23,15 @@ static inline RNNFAST_V RNNFAST_NAME(rnnfast_gemm_splat)(RNNFAST_T x) {
 }
 
 /* C[r, :width] = init[r, :width] + X[r, :K] @ panel[:K, :width] for R rows (a constant at each
- * call): rows of X K apart, of init and C N apart; the panel K x 2 vectors, contiguous. init may
- * be C. A partial tile (width < 2 vectors, the last panel) goes through a buffer, so that only
- * the first width columns of init and C are touched. */
+ * call), X packed k-major (packed: X[r, k] at Xp[k * R + r], rnnfast_gemm_pack) or as it is
+ * (X[r, k] at Xp[r * ldx + k]), rows of init and C N apart; the panel K x 2 vectors, contiguous. init may be C. A partial tile (width < 2 vectors,
+ * the last panel) goes through a buffer, so that only the first width columns of init and C are
+ * touched. */
 static RNNFAST_GEMM_INLINE void RNNFAST_NAME(rnnfast_gemm_rows)(
-        const int R, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* panel,
-        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
+        const int R, const int packed, const RNNFAST_T* Xp, ptrdiff_t ldx, ptrdiff_t K,
+        const RNNFAST_T* panel, const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N,
+        ptrdiff_t width) {
+    const ptrdiff_t row_step = packed ? 1 : ldx, k_step = packed ? R : 1;
     RNNFAST_V lo[RNNFAST_GEMM_ROWS], hi[RNNFAST_GEMM_ROWS];
     const int full = width == 2 * RNNFAST_GL;
     for (int r = 0; r < R; r++) {
@@ -42,11 +45,12 @@ static RNNFAST_GEMM_INLINE void RNNFAST_NAME(rnnfast_gemm_rows)(
         hi[r] = RNNFAST_NAME(rnnfast_gemm_load)(row + RNNFAST_GL);
     }
     const RNNFAST_T* m = panel;
-    for (ptrdiff_t k = 0; k < K; k++, m += 2 * RNNFAST_GL) {
+    const RNNFAST_T* x_k = Xp;
+    for (ptrdiff_t k = 0; k < K; k++, m += 2 * RNNFAST_GL, x_k += k_step) {
         const RNNFAST_V m_lo = RNNFAST_NAME(rnnfast_gemm_load)(m);
         const RNNFAST_V m_hi = RNNFAST_NAME(rnnfast_gemm_load)(m + RNNFAST_GL);
         for (int r = 0; r < R; r++) {
-            const RNNFAST_V x = RNNFAST_NAME(rnnfast_gemm_splat)(X[r * K + k]);
+            const RNNFAST_V x = RNNFAST_NAME(rnnfast_gemm_splat)(x_k[r * row_step]);
             lo[r] += x * m_lo;
             hi[r] += x * m_hi;
         }
@@ -67,26 +71,41 @@ static RNNFAST_GEMM_INLINE void RNNFAST_NAME(rnnfast_gemm_rows)(
 #else  /* no vector types: the same sums, one element at a time */
 
 static inline void RNNFAST_NAME(rnnfast_gemm_rows)(
-        const int R, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* panel,
-        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
+        const int R, const int packed, const RNNFAST_T* Xp, ptrdiff_t ldx, ptrdiff_t K,
+        const RNNFAST_T* panel, const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N,
+        ptrdiff_t width) {
+    const ptrdiff_t row_step = packed ? 1 : ldx, k_step = packed ? R : 1;
     for (int r = 0; r < R; r++)
         for (ptrdiff_t c = 0; c < width; c++) {
             RNNFAST_T sum = init[r * N + c];
-            for (ptrdiff_t k = 0; k < K; k++) sum += X[r * K + k] * panel[k * 2 * RNNFAST_GL + c];
+            for (ptrdiff_t k = 0; k < K; k++)
+                sum += Xp[k * k_step + r * row_step] * panel[k * 2 * RNNFAST_GL + c];
             C[r * N + c] = sum;
         }
 }
 
 #endif
 
-/* One tile of rows <= RNNFAST_GEMM_ROWS rows (see rnnfast_gemm_rows), each row count its own
- * unrolled copy of the kernel. */
+/* Xp[k * rows + r] = X[r * ldx + k] for r < rows, k < K: a tile's rows of X k-major, so that the
+ * tile reads them as one stream from L1. */
+static inline void RNNFAST_NAME(rnnfast_gemm_pack)(ptrdiff_t rows, const RNNFAST_T* X,
+                                                   ptrdiff_t ldx, ptrdiff_t K, RNNFAST_T* Xp) {
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t k = 0; k < K; k++) Xp[k * rows + r] = X[r * ldx + k];
+}
+
+/* One tile of rows <= RNNFAST_GEMM_ROWS rows (see rnnfast_gemm_rows): X packed by
+ * rnnfast_gemm_pack (ldx 0), or as it is, rows ldx apart. Each row count, packed or not, is its
+ * own unrolled copy of the kernel. */
 static void RNNFAST_NAME(rnnfast_gemm_tile)(
-        ptrdiff_t rows, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* panel,
+        ptrdiff_t rows, const RNNFAST_T* X, ptrdiff_t ldx, ptrdiff_t K, const RNNFAST_T* panel,
         const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t width) {
 #define RNNFAST_GEMM_CASE(R)                                                                 \
     case R:                                                                                  \
-        RNNFAST_NAME(rnnfast_gemm_rows)(R, X, K, panel, init, C, N, width);                  \
+        if (ldx == 0)                                                                        \
+            RNNFAST_NAME(rnnfast_gemm_rows)(R, 1, X, 0, K, panel, init, C, N, width);        \
+        else                                                                                 \
+            RNNFAST_NAME(rnnfast_gemm_rows)(R, 0, X, ldx, K, panel, init, C, N, width);      \
         break;
     switch (rows) {
         RNNFAST_GEMM_CASE(1) RNNFAST_GEMM_CASE(2) RNNFAST_GEMM_CASE(3)

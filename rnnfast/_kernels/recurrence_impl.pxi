@@ -287,19 +287,20 @@ cdef void pack_panels(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t l
     of CB), packed for the micro-kernel (CB = block_columns) or the GEMM (CB = gemm_columns):
     panel p holds columns p*CB .. p*CB + CB - 1 of every row, row after row, so a step reads
     each panel as one contiguous stream."""
-    cdef Py_ssize_t p, j, c, col
-    cdef floating* panel
+    cdef Py_ssize_t p, j, c, col0, width
+    cdef floating* row
     for p in range(ldm // CB):
-        panel = M + p * n * CB
+        col0 = p * CB
+        width = n - col0 if n - col0 < CB else CB
+        width = 0 if width < 0 else width  # a panel of padding only
         for j in range(n):
-            for c in range(CB):
-                col = p * CB + c
-                if col >= n:
-                    panel[j * CB + c] = 0
-                elif transpose:
-                    panel[j * CB + c] = W[col * n + j]
-                else:
-                    panel[j * CB + c] = W[j * n + col]
+            row = M + p * n * CB + j * CB
+            if transpose:  # M[j, col] = W[col, j]: a column of W
+                for c in range(width):
+                    row[c] = W[(col0 + c) * n + j]
+            else:
+                memcpy(row, W + j * n + col0, width * sizeof(floating))
+            memset(row + width, 0, (CB - width) * sizeof(floating))
 
 
 cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,

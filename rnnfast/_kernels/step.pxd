@@ -53,13 +53,33 @@ cdef extern from "gemm.h" nogil:
     const Py_ssize_t GEMM_BYTES "RNNFAST_GEMM_BYTES"
     # Rows per GEMM tile (12 with AVX-512, else 6).
     const Py_ssize_t GEMM_ROWS "RNNFAST_GEMM_ROWS"
-    # C[r, :width] = init[r, :width] + X[r, :K] @ panel for rows <= GEMM_ROWS rows (see gemm.h).
+    # C[r, :width] = init[r, :width] + X[r, :K] @ panel for rows <= GEMM_ROWS rows, X packed by
+    # gemm_pack (ldx 0) or its rows ldx apart (see gemm.h).
     void gemm_tile_f32 "rnnfast_gemm_tile_f32"(
-        Py_ssize_t rows, const float* X, Py_ssize_t K, const float* panel, const float* init,
-        float* C, Py_ssize_t N, Py_ssize_t width) noexcept
+        Py_ssize_t rows, const float* X, Py_ssize_t ldx, Py_ssize_t K, const float* panel,
+        const float* init, float* C, Py_ssize_t N, Py_ssize_t width) noexcept
     void gemm_tile_f64 "rnnfast_gemm_tile_f64"(
-        Py_ssize_t rows, const double* X, Py_ssize_t K, const double* panel,
+        Py_ssize_t rows, const double* X, Py_ssize_t ldx, Py_ssize_t K, const double* panel,
         const double* init, double* C, Py_ssize_t N, Py_ssize_t width) noexcept
+    # Xp[k * rows + r] = X[r * ldx + k]: a tile's rows of X, k-major.
+    void gemm_pack_f32 "rnnfast_gemm_pack_f32"(Py_ssize_t rows, const float* X, Py_ssize_t ldx,
+                                               Py_ssize_t K, float* Xp) noexcept
+    void gemm_pack_f64 "rnnfast_gemm_pack_f64"(Py_ssize_t rows, const double* X,
+                                               Py_ssize_t ldx, Py_ssize_t K, double* Xp) noexcept
+
+
+# The GEMM's K blocks: the tile's packed rows of X (GEMM_ROWS x kc, at most 12 KiB) stay in
+# L1 while it runs along all the panels, the panels' kc rows (kc x N) stay in L2 (at most
+# GEMM_SLICE_BYTES); GEMM_PACKED is the packed rows' room (12 x 256 elements).
+cdef enum:
+    GEMM_MAX_KC_BYTES = 1024
+    GEMM_SLICE_BYTES = 1 << 19
+    GEMM_PACKED = 3072
+    # Rows are packed when they serve this many panels or more, or are longer than
+    # GEMM_PACK_ROW_BYTES (rows 2 KiB apart fall into the same few L1 sets); else the tiles
+    # read them as they are (packing 12 x 64 rows for 2 panels cost a fifth of the step).
+    GEMM_PACK_PANELS = 8
+    GEMM_PACK_ROW_BYTES = 1024
 
 
 cdef inline Py_ssize_t gemm_columns(const floating* anything) noexcept nogil:
@@ -210,28 +230,53 @@ cdef inline void gemm_step(const floating* X, const floating* M, const floating*
                            const floating* alpha, const floating* extra,
                            floating* carry) noexcept nogil:
     """The same step as small_step on M packed in GEMM panels (pack_panels, gemm_columns
-    wide): the panels one after another, in each the rows GEMM_ROWS at a time, each tile
-    finished (finish_rows) right after its product, while it is in L1. The squares of a row are
-    summed panel by panel in their order (0 + panel 0 + panel 1 + ...)."""
-    cdef Py_ssize_t NR = gemm_columns(X), col0 = 0, b0, rows, width, at
-    cdef const floating* panel
-    while col0 < N:
-        width = N - col0 if N - col0 < NR else NR
-        panel = M + col0 * K  # panel col0 / NR: K rows of NR
+    wide), blocked as BLIS blocks a GEMM: K in blocks of kc; in each, the rows GEMM_ROWS at a
+    time, packed (gemm_pack, where it pays) and run along every panel's kc rows; partial sums
+    go through C.
+    In the last K block, each group of rows is finished (finish_rows, whole rows: one call, the
+    squares of each row summed whole) right after its products, while it is in cache."""
+    cdef Py_ssize_t NR = gemm_columns(X), col0, b0, k0 = 0, kc, rows, width, at
+    cdef Py_ssize_t kc_max = GEMM_MAX_KC_BYTES // sizeof(floating)
+    cdef floating packed[GEMM_PACKED]
+    cdef bint last
+    cdef bint pack = ((N + NR - 1) // NR >= GEMM_PACK_PANELS
+                      or K * sizeof(floating) > GEMM_PACK_ROW_BYTES)
+    cdef const floating* rows_x
+    cdef Py_ssize_t ldx = 0 if pack else K
+    if kc_max * N * sizeof(floating) > GEMM_SLICE_BYTES:
+        kc_max = GEMM_SLICE_BYTES // (N * sizeof(floating))
+        kc_max = 16 if kc_max < 16 else kc_max
+    while k0 < K:
+        kc = K - k0 if K - k0 < kc_max else kc_max
+        last = k0 + kc == K
         b0 = 0
         while b0 < B:
             rows = B - b0 if B - b0 < GEMM_ROWS else GEMM_ROWS
-            at = b0 * N + col0
-            if floating is float:
-                gemm_tile_f32(rows, X + b0 * K, K, panel, init + at, C + at, N, width)
-            else:
-                gemm_tile_f64(rows, X + b0 * K, K, panel, init + at, C + at, N, width)
-            finish_rows(C + at, h + at, rows, width, N, kind,
-                        NULL if squares == NULL else squares + b0, col0 > 0,
-                        shifted(alpha, col0), shifted(extra, at),
-                        NULL if carry == NULL else carry + at)
+            rows_x = &packed[0] if pack else X + b0 * K + k0
+            if pack:
+                if floating is float:
+                    gemm_pack_f32(rows, X + b0 * K + k0, K, kc, packed)
+                else:
+                    gemm_pack_f64(rows, X + b0 * K + k0, K, kc, packed)
+            col0 = 0
+            while col0 < N:
+                width = N - col0 if N - col0 < NR else NR
+                at = b0 * N + col0
+                # panel col0 / NR (K rows of NR), from its row k0
+                if floating is float:
+                    gemm_tile_f32(rows, rows_x, ldx, kc, M + col0 * K + k0 * NR,
+                                  init + at if k0 == 0 else C + at, C + at, N, width)
+                else:
+                    gemm_tile_f64(rows, rows_x, ldx, kc, M + col0 * K + k0 * NR,
+                                  init + at if k0 == 0 else C + at, C + at, N, width)
+                col0 += NR
+            if last:  # these rows are done: finished while they are in L1 (L2 for N > 256)
+                at = b0 * N
+                finish_rows(C + at, h + at, rows, N, N, kind,
+                            NULL if squares == NULL else squares + b0, False, alpha,
+                            shifted(extra, at), NULL if carry == NULL else carry + at)
             b0 += GEMM_ROWS
-        col0 += NR
+        k0 += kc
 
 
 cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,
