@@ -3,8 +3,8 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/step_gemm.py [--seconds S]
 
 For each (B, H) and dtype, interleaved rounds (rnnfast.benchmarking.timing) of:
-  gemm        rnnfast's forward pass with D = 1 (the input projection is negligible), large
-              steps on its own GEMM (switches.own_gemm): T steps of h_t = tanh(P_t + h W^T)
+  gemm        rnnfast's forward pass with D = 1 (the input projection is negligible), every
+              step on its own GEMM (switches.forced_step): T steps of h_t = tanh(P_t + h W^T)
   blas step   the same pass with the steps on SciPy's BLAS (one sgemm/dgemm call a step, then
               the activation)
   sgemm alone T calls of SciPy's GEMM on the step's sizes, (B, H) @ (H, H), Fortran order (no
@@ -37,17 +37,17 @@ def candidates(B, H, dtype, T):
     dout = rng.standard_normal((T, B, H)).astype(dtype)
     switches = backend.switches
 
-    def forward(own):
+    def forward(step):
         def run():
-            switches.own_gemm = own
+            switches.forced_step = step
             rnnfast.rnn_forward(x, h0, W_xh, W_hh, None, n_threads=1, need_grad=False)
         return run
 
     out, _ = rnnfast.rnn_forward(x, h0, W_xh, W_hh, None, n_threads=1)
 
-    def backward(own):
+    def backward(step):
         def run():
-            switches.own_gemm = own
+            switches.forced_step = step
             backward_arrays(dout, None, x, h0, W_xh, W_hh, False, out, None, "tanh", 1, None,
                             None, False, need_dx=False, need_weight_grads=False)
         return run
@@ -61,8 +61,8 @@ def candidates(B, H, dtype, T):
         for _ in range(T):
             gemm(1.0, a, b, beta=0.0, c=c, overwrite_c=1)
 
-    return {"fwd gemm": forward(True), "fwd blas step": forward(False),
-            "bwd gemm": backward(True), "bwd blas step": backward(False),
+    return {"fwd gemm": forward("gemm"), "fwd blas step": forward("blas"),
+            "bwd gemm": backward("gemm"), "bwd blas step": backward("blas"),
             "sgemm alone": sgemm_alone}
 
 
@@ -93,7 +93,7 @@ def main():
                 print(f"{B:>4},{H:<4} {np.dtype(dtype).name:7} {cells}   "
                       f"fwd {rate['fwd gemm'] / rate['sgemm alone']:.2f}x "
                       f"bwd {rate['bwd gemm'] / rate['sgemm alone']:.2f}x", flush=True)
-    backend.switches.own_gemm = True
+    backend.switches.forced_step = None
 
 
 if __name__ == "__main__":
