@@ -1,12 +1,14 @@
 /* The large steps' GEMM: a register tile of rows of X against one panel of the step matrix.
  *
  * A large step is C = finish(init + X @ Mop) with X (B, K) and Mop (K, N) = W_hh.T forward,
- * W_hh backward. Mop is packed once per pass in panels of RNNFAST_GEMM_COLUMNS columns (panel p:
+ * W_hh backward. Mop is packed once per pass in panels of NR = 2 vectors of columns (panel p:
  * columns p * NR .. p * NR + NR - 1 of every row, row after row, zero-padded: K x NR contiguous),
- * so a step reads each panel as one stream that stays in L1/L2 while every row of the batch goes
- * by (W_hh-stationary); BLAS packs W_hh again at every call. The step (rnnfast/_kernels/step.pxd,
- * gemm_step) walks the panels, and in each the rows RNNFAST_GEMM_ROWS at a time: one tile, then
- * its epilogue while the tile is still in L1.
+ * so a step reads each panel as one stream while the rows of the batch go by (W_hh-stationary);
+ * BLAS packs W_hh again at every call. The step (rnnfast/_kernels/step.pxd, gemm_step) is
+ * blocked as BLIS blocks a GEMM: K in blocks whose panel rows stay in L2; in each, the rows
+ * RNNFAST_GEMM_ROWS at a time (packed k-major for L1 where that pays) along every panel; in the
+ * last K block each group of rows is finished (activation, act', the leak) right after its
+ * products, while it is in cache.
  *
  * The tile: R rows x two vectors of columns (R <= RNNFAST_GEMM_ROWS), 2 R accumulators that stay
  * in registers while the panel streams through once; each panel row loaded serves the R rows,
