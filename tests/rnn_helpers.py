@@ -232,10 +232,11 @@ def make_problem_away_from_kink(seed, T, B, D, H, margin, **kwargs):
 
 
 # --------------------------------------------------------------------------------------------
-# The paths of the Cython backend: each step kernel (the small-step micro-kernel or BLAS) in
+# The paths of the Cython backend: each step kernel (the small-step micro-kernel, BLAS or our
+# packed GEMM) in
 # each compiled build of the kernels this machine runs (baseline; avx2 on x86-64 with AVX2).
 # --------------------------------------------------------------------------------------------
-STEPS = ("small", "blas")
+STEPS = ("small", "blas", "gemm")
 PATHS = tuple(f"{step}-{build}" for build in _cython_backend.KERNEL_BUILDS for step in STEPS)
 
 
@@ -244,7 +245,7 @@ def force_path(monkeypatch, path):
 
     The step: the switch (``switches.forced_step``) sends every step to that kernel: both
     kernels must be correct on every shape, whichever one the switch would pick today ("blas"
-    also keeps steps off the threads, which would take big steps to the micro-kernel). The
+    and "gemm" also keep steps off the threads, which would take big steps to the micro-kernel). The
     build: the passes run that build's kernels (``switches.build``).
     """
     step, build = path.split("-")

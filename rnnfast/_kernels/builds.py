@@ -1,8 +1,9 @@
 """The compiled builds of the kernels this machine runs, and the one in use.
 
-recurrence_impl.pxi is compiled twice: ``recurrence`` for the baseline instruction set and, on
-x86-64, ``recurrence_avx2`` with AVX2 and FMA. The fastest build the processor runs is used;
-``RNNFAST_KERNEL=baseline`` forces the portable one.
+recurrence_impl.pxi is compiled three times: ``recurrence`` for the baseline instruction set and,
+on x86-64, ``recurrence_avx2`` with AVX2 and FMA and ``recurrence_avx512`` with AVX-512 (F, VL)
+besides. The fastest build the processor runs is used; ``RNNFAST_KERNEL=baseline`` (or
+``avx2``) forces another.
 """
 import os
 
@@ -21,11 +22,19 @@ def _kernel_builds():
     else:
         if _baseline.cpu_has_avx2_fma():
             builds["avx2"] = recurrence_avx2
+    try:
+        from rnnfast._kernels import recurrence_avx512
+    except ImportError:
+        pass
+    else:
+        if _baseline.cpu_has_avx512():
+            builds["avx512"] = recurrence_avx512
     return builds
 
 
 KERNEL_BUILDS = _kernel_builds()
-KERNEL = os.environ.get("RNNFAST_KERNEL") or ("avx2" if "avx2" in KERNEL_BUILDS else "baseline")
+# The last build listed is the widest this processor runs.
+KERNEL = os.environ.get("RNNFAST_KERNEL") or list(KERNEL_BUILDS)[-1]
 if KERNEL not in KERNEL_BUILDS:
     raise ImportError(f"RNNFAST_KERNEL={KERNEL!r} is not available on this machine; "
                       f"choose one of {', '.join(KERNEL_BUILDS)}")

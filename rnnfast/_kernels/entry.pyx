@@ -100,8 +100,19 @@ cdef class Switches:
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
-    forced_step : None, "small" or "blas"
-        Every step on that kernel (tests); "blas" also keeps the steps on one thread.
+    own_gemm = True, gemm_min_hidden = 256, gemm_max_hidden_float64 = 512
+        Large steps (the ones blas_min_batch_* sends off the small-step kernel) run on
+        rnnfast's packed GEMM (gemm.h: W_hh packed once per pass, each group of rows finished
+        right after its products) rather than on SciPy's BLAS from H = gemm_min_hidden on
+        (float64: up to gemm_max_hidden_float64); own_gemm False gives them all to BLAS.
+        Measured with bench/step_gemm.py (AVX-512 build, one core, CPU time, T = 20 steps of
+        the forward and of the backward time loop, GFLOP/s ours / BLAS step): float32 H = 256
+        to 1024 1.15-1.3x forward, 1.0-1.2x backward; H = 128 0.85x, H = 64 0.9-1.0x (small K:
+        OpenBLAS's small-matrix kernels win there); float64 H = 256-512 1.0-1.15x forward,
+        0.95x backward, H = 1024 0.85-0.9x.
+    forced_step : None, "small", "blas" or "gemm"
+        Every step on that kernel (tests): the small-step kernel, SciPy's BLAS or our GEMM;
+        "blas" and "gemm" also keep the steps on one thread.
     build : str
         The kernel build the passes run (a key of rnnfast._kernels.builds.KERNEL_BUILDS).
     """
@@ -111,10 +122,12 @@ cdef class Switches:
     cdef public Py_ssize_t numpy_weight_grads_min_flops
     cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
+    cdef public bint own_gemm
+    cdef public Py_ssize_t gemm_min_hidden, gemm_max_hidden_float64
     cdef readonly Py_ssize_t passes  # passes run so far (every thread's)
-    cdef bint last_blas  # how the last pass ran (last_pass)
+    cdef object last_step  # how the last pass ran (last_pass)
     cdef int last_threads
-    cdef int forced  # -1: none, 0: small, 1: blas
+    cdef int forced  # -1: none, 0: small, 1: blas, 2: gemm
     cdef object build_name
     cdef const KernelTable* table
 
@@ -126,18 +139,20 @@ cdef class Switches:
         self.numpy_weight_grads_min_flops = 1 << 20
         self.own_products_max_bytes = 1 << 19
         self.cores = available_cores()
+        self.own_gemm = True
+        self.gemm_min_hidden, self.gemm_max_hidden_float64 = 256, 512
         self.forced = -1
         self.build = KERNEL
 
     @property
     def forced_step(self):
-        return (None, "small", "blas")[self.forced + 1]
+        return FORCED_STEPS[self.forced + 1]
 
     @forced_step.setter
     def forced_step(self, step):
-        if step not in (None, "small", "blas"):
-            raise ValueError(f"forced_step must be None, 'small' or 'blas'; got {step!r}")
-        self.forced = (None, "small", "blas").index(step) - 1
+        if step not in FORCED_STEPS:
+            raise ValueError(f"forced_step must be None, 'small', 'blas' or 'gemm'; got {step!r}")
+        self.forced = FORCED_STEPS.index(step) - 1
 
     @property
     def build(self):
@@ -153,8 +168,9 @@ cdef class Switches:
 
     @property
     def last_pass(self):
-        """How the last pass of any thread ran: (build, "small" or "blas", kernel threads)."""
-        return self.build_name, "blas" if self.last_blas else "small", self.last_threads
+        """How the last pass of any thread ran: (build, "small", "blas" or "gemm", kernel
+        threads)."""
+        return self.build_name, self.last_step, self.last_threads
 
     @property
     def block_bytes(self):
@@ -162,6 +178,7 @@ cdef class Switches:
         return self.table.block_bytes
 
 
+FORCED_STEPS = (None, "small", "blas", "gemm")
 switches = Switches()
 
 
@@ -169,7 +186,7 @@ cdef inline bint blas_steps(Switches s, Py_ssize_t B, Py_ssize_t H,
                             Py_ssize_t itemsize) noexcept:
     """Whether (B, H) steps go to BLAS rather than the small-step kernel."""
     if s.forced >= 0:
-        return s.forced == 1
+        return s.forced >= 1
     if B >= (s.blas_min_batch_float32 if itemsize == 4 else s.blas_min_batch_float64):
         return True
     cdef Py_ssize_t passes_over_W_hh = B // 6 + (B % 6) // 4 + (B % 6 % 4) // 2 + B % 2
@@ -199,8 +216,17 @@ cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t H, Py_ssiz
     """Whether the input projection (X @ W_xh.T) and dx (da @ W_xh) of a small-step pass go to
     the step kernels rather than BLAS: in builds whose step kernels read W as it is, for a
     W_xh of at most own_products_max_bytes (a tenth of its passes come from beyond L2)."""
-    return (s.table.natural and not blas_steps and s.forced != 1
+    return (s.table.natural and not blas_steps and s.forced < 1
             and H * D * itemsize <= s.own_products_max_bytes)
+
+
+cdef inline bint gemm_steps(Switches s, bint large_steps, Py_ssize_t H,
+                            Py_ssize_t itemsize) noexcept:
+    """Whether the large steps of a pass run on our GEMM rather than SciPy's BLAS."""
+    if not large_steps or s.forced == 1:
+        return False
+    return s.forced == 2 or (s.own_gemm and H >= s.gemm_min_hidden
+                             and (itemsize == 4 or H <= s.gemm_max_hidden_float64))
 
 
 def use_blas(B, H, dtype):
@@ -560,7 +586,9 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
         p.leak = data(leak) if leak_is == 2 else NULL
         p.act = data(act)
         p.act_step = B * H if need_grad else 0
-    s.passes, s.last_blas, s.last_threads = s.passes + 1, p.use_blas, p.n_threads
+    p.own_gemm = gemm_steps(s, p.use_blas, H, itemsize)
+    s.passes, s.last_threads = s.passes + 1, p.n_threads
+    s.last_step = ("gemm" if p.own_gemm else "blas") if p.use_blas else "small"
     cap = blas_cap(s, T, B, D, H)
     scratch_begin(&scratch)
     try:
@@ -753,7 +781,9 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.da, p.squares, p.carry = data(da), NULL, NULL
     if return_norms and p.n_threads > 1:  # two rows per column block: backward_loop_threaded
         extra_rows = 2 * ((H * itemsize + s.table.block_bytes - 1) // s.table.block_bytes)
-    s.passes, s.last_blas, s.last_threads = s.passes + 1, p.use_blas, p.n_threads
+    p.own_gemm = gemm_steps(s, p.use_blas, H, itemsize)
+    s.passes, s.last_threads = s.passes + 1, p.n_threads
+    s.last_step = ("gemm" if p.own_gemm else "blas") if p.use_blas else "small"
     cap = blas_cap(s, T, B, D, H)
     scratch_begin(&scratch)
     try:

@@ -18,7 +18,8 @@ ctypedef struct ForwardPass:
     Py_ssize_t ldm
     const Py_ssize_t* active  # (T,) rows still running at each step (a prefix of the batch)
     bint relu
-    bint use_blas
+    bint use_blas  # large steps (one thread)
+    bint own_gemm  # large steps on our packed GEMM (gemm.h), not SciPy's BLAS
     int n_threads
     bint own_products  # the input projection by the step kernels rather than BLAS (see entry)
     const void* leak  # (H,), NULL: the plain RNN
@@ -48,7 +49,8 @@ ctypedef struct BackwardPass:
     void* db  # (H,), NULL: no bias, or not wanted
     const Py_ssize_t* active  # (T,)
     bint relu
-    bint use_blas
+    bint use_blas  # large steps (one thread)
+    bint own_gemm  # large steps on our packed GEMM (gemm.h), not SciPy's BLAS
     int n_threads
     bint own_products  # dx by the step kernels rather than BLAS (see entry)
     void* norms  # (T, B) ||dL/dh_t||, NULL: not measured

@@ -36,12 +36,12 @@ from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue
                                           FORWARD_RELU, FORWARD_TANH)
 from rnnfast._kernels.blas cimport gemm
 from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable
-from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, blas_step,
-                                    block_columns, finish_blocks, finish_rows, shifted,
-                                    small_step, step_product)
+from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, block_columns,
+                                    finish_blocks, finish_rows, gemm_columns, large_step,
+                                    shifted, small_step, step_product)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
-COLUMN_PAD = 16
+COLUMN_PAD = 32
 # The bytes of one micro-kernel column block in this build (the caller sizes the threaded
 # backward's scratch for the norms by it).
 BLOCK_BYTES = 2 * VECTOR_BYTES
@@ -50,10 +50,10 @@ BLOCK_BYTES = 2 * VECTOR_BYTES
 cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
                        Py_ssize_t H, const floating* M, Py_ssize_t ldm,
                        const Py_ssize_t* active, Epilogue activate, bint use_blas,
-                       int n_threads, const floating* alpha, floating* act,
+                       bint own_gemm, int n_threads, const floating* alpha, floating* act,
                        Py_ssize_t act_step, const floating* noise) noexcept nogil:
-    """The forward time loop over h (T, B, H): BLAS steps, or small steps on one thread or on
-    n_threads.
+    """The forward time loop over h (T, B, H): large steps (our GEMM with own_gemm, else
+    BLAS), or small steps on one thread or on n_threads.
 
     Step t updates the first active[t] rows only (the batch is sorted by length, so the
     sequences still running are a prefix); the caller zeroes the other rows afterwards.
@@ -79,8 +79,8 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
         if noise != NULL:
             noise_t = noise + t * B * H
         if use_blas:
-            blas_step(h_prev, M, ldm, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
-                      alpha, noise_t, h_t)
+            large_step(own_gemm, h_prev, M, ldm, h_t, h_prev, act_t, active[t], H, H,
+                       activate, NULL, alpha, noise_t, h_t)
         else:
             small_step(h_prev, M, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
                        alpha, noise_t, h_t)
@@ -118,11 +118,12 @@ cdef inline floating* leak_target(floating* carry, floating* dh0, Py_ssize_t t) 
 cdef void backward_loop(floating* da, const floating* dout, const floating* h,
                         const floating* dh_n, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
                         const floating* M, Py_ssize_t ldm, const Py_ssize_t* active,
-                        Epilogue derivative, bint use_blas, int n_threads, floating* norms,
+                        Epilogue derivative, bint use_blas, bint own_gemm, int n_threads,
+                        floating* norms,
                         double* squares, const floating* alpha, floating* carry,
                         floating* dh0) noexcept nogil:
-    """The backward time loop into da (T, B, H): BLAS steps, or small steps on one thread or
-    on n_threads.
+    """The backward time loop into da (T, B, H): large steps (our GEMM with own_gemm, else
+    BLAS), or small steps on one thread or on n_threads.
 
     At step t, rows active[t + 1] .. active[t] - 1 take their last step: the gradient from
     beyond it is dh_n, not a matmul, so those rows (for every t) are done first, and the rows
@@ -165,10 +166,10 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
             # da_t = (init + da_{t+1} @ W_hh) * act'(a_t) (leaky: * alpha), for the sequences
             # still running; init = dout_t, or with a leak the carry
             if use_blas:
-                blas_step(da + (t + 1) * BH, M, ldm, dout + t * BH if alpha == NULL else carry,
-                          h + t * BH, da + t * BH, active[t + 1], H, H, derivative,
-                          squares + t * B if measure else NULL, alpha,
-                          leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t))
+                large_step(own_gemm, da + (t + 1) * BH, M, ldm,
+                           dout + t * BH if alpha == NULL else carry, h + t * BH, da + t * BH,
+                           active[t + 1], H, H, derivative, squares + t * B if measure else NULL,
+                           alpha, leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t))
             else:
                 small_step(da + (t + 1) * BH, M, dout + t * BH if alpha == NULL else carry,
                            h + t * BH, da + t * BH, active[t + 1], H, H, derivative,
@@ -424,37 +425,41 @@ cdef void copy_padded(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t l
 
 
 cdef void pack_panels(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
-                      bint transpose) noexcept nogil:
-    """The same matrix as copy_padded (W.T or W, zero-padded to M's row length ldm), packed
-    for the micro-kernel: panel p holds columns p*CB .. p*CB + CB - 1 of every row, row after
-    row, so a step reads each panel as one contiguous stream."""
-    cdef Py_ssize_t CB = block_columns(W)
-    cdef Py_ssize_t p, j, c, col
-    cdef floating* panel
+                      bint transpose, Py_ssize_t CB) noexcept nogil:
+    """The same matrix as copy_padded (W.T or W, zero-padded to M's row length ldm, a multiple
+    of CB), packed for the micro-kernel (CB = block_columns) or the GEMM (CB = gemm_columns):
+    panel p holds columns p*CB .. p*CB + CB - 1 of every row, row after row, so a step reads
+    each panel as one contiguous stream."""
+    cdef Py_ssize_t p, j, c, col0, width
+    cdef floating* row
     for p in range(ldm // CB):
-        panel = M + p * n * CB
+        col0 = p * CB
+        width = n - col0 if n - col0 < CB else CB
+        width = 0 if width < 0 else width  # a panel of padding only
         for j in range(n):
-            for c in range(CB):
-                col = p * CB + c
-                if col >= n:
-                    panel[j * CB + c] = 0
-                elif transpose:
-                    panel[j * CB + c] = W[col * n + j]
-                else:
-                    panel[j * CB + c] = W[j * n + col]
+            row = M + p * n * CB + j * CB
+            if transpose:  # M[j, col] = W[col, j]: a column of W
+                for c in range(width):
+                    row[c] = W[(col0 + c) * n + j]
+            else:
+                memcpy(row, W + j * n + col0, width * sizeof(floating))
+            memset(row + width, 0, (CB - width) * sizeof(floating))
 
 
 cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
-                                 bint transpose, bint use_blas) noexcept nogil:
-    """W.T (or W) in the layout the chosen step path reads: W itself for small steps in builds
-    that read it as it is (NATURAL_LAYOUT), else copied into M (padded for BLAS, in panels for
-    the micro-kernel). Returns what the steps read."""
-    if use_blas:
+                                 bint transpose, bint use_blas, bint own_gemm) noexcept nogil:
+    """W.T (or W) in the layout the chosen step path reads: for large steps, copied into M in
+    GEMM panels (own_gemm) or padded for BLAS; for small steps, W itself in builds that read it
+    as it is (NATURAL_LAYOUT), else M in the micro-kernel's panels. Returns what the steps
+    read. Packed once per pass, the panels serve every step (BLAS packs W_hh at every call)."""
+    if use_blas and own_gemm:
+        pack_panels(W, n, M, ldm, transpose, gemm_columns(W))
+    elif use_blas:
         copy_padded(W, n, M, ldm, transpose)
     elif NATURAL_LAYOUT:
         return W
     else:
-        pack_panels(W, n, M, ldm, transpose)
+        pack_panels(W, n, M, ldm, transpose, block_columns(W))
     return M
 
 
@@ -491,9 +496,10 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
             for i in range(T * B * H):
                 out[i] += noise[i]
     # the forward step right-multiplies by W_hh^T
-    M = step_matrix(<const floating*>p.W_hh, H, <floating*>p.M, p.ldm, True, p.use_blas)
+    M = step_matrix(<const floating*>p.W_hh, H, <floating*>p.M, p.ldm, True, p.use_blas,
+                    p.own_gemm)
     forward_loop(out, <const floating*>p.h0, T, B, H, M, p.ldm, p.active,
-                 FORWARD_RELU if p.relu else FORWARD_TANH, p.use_blas, p.n_threads,
+                 FORWARD_RELU if p.relu else FORWARD_TANH, p.use_blas, p.own_gemm, p.n_threads,
                  <const floating*>p.leak, <floating*>p.act, p.act_step,
                  <const floating*>p.state_noise)
     for t in range(T):  # outputs past a sequence's end are zeros
@@ -519,10 +525,11 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     cdef floating* db = <floating*>p.db
     cdef const floating* alpha = <const floating*>p.leak
     # the backward step right-multiplies by W_hh
-    M = step_matrix(W_hh, H, <floating*>p.M, p.ldm, False, p.use_blas)
+    M = step_matrix(W_hh, H, <floating*>p.M, p.ldm, False, p.use_blas, p.own_gemm)
     backward_loop(da, <const floating*>p.dout, <const floating*>p.act,
                   <const floating*>p.dh_n, T, B, H, M, p.ldm, p.active,
-                  BACKWARD_RELU if p.relu else BACKWARD_TANH, p.use_blas, p.n_threads,
+                  BACKWARD_RELU if p.relu else BACKWARD_TANH, p.use_blas, p.own_gemm,
+                  p.n_threads,
                   <floating*>p.norms, p.squares, alpha, <floating*>p.carry, dh0)
     if p.dx != NULL and NATURAL_LAYOUT and p.own_products:  # dx = 0 + da @ W_xh
         memset(p.dx, 0, T * B * D * sizeof(floating))

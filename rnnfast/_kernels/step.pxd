@@ -1,6 +1,7 @@
 # One time step of the recurrence, C = finish(init + X @ M): the small-step product
 # (rnnfast/_kernels/microkernel.h: on W_hh itself in AVX2 builds, natural.h; in panels of it
-# elsewhere) for small steps and the BLAS path for large ones. A backward step can also measure
+# elsewhere) for small steps; for large ones our packed GEMM (gemm.h, gemm_step), or SciPy's
+# BLAS (blas_step). A backward step can also measure
 # each row of init + X @ M (the gradient dL/dh_t, before act') on its way to finish: its sum of
 # squares goes to squares[row] (squares NULL: no measuring, no cost).
 #
@@ -45,6 +46,45 @@ cdef extern from "microkernel.h" nogil:
     # sum(v[i]^2) for i < n, accumulated in double, vectorised, in an order fixed per build.
     double sum_squares_f32 "rnnfast_sum_squares_f32"(const float* v, Py_ssize_t n) noexcept
     double sum_squares_f64 "rnnfast_sum_squares_f64"(const double* v, Py_ssize_t n) noexcept
+
+
+cdef extern from "gemm.h" nogil:
+    # A GEMM panel is two vectors of this many bytes (64 with AVX-512, 32 with AVX, else 16).
+    const Py_ssize_t GEMM_BYTES "RNNFAST_GEMM_BYTES"
+    # Rows per GEMM tile (12 with AVX-512, else 6).
+    const Py_ssize_t GEMM_ROWS "RNNFAST_GEMM_ROWS"
+    # C[r, :width] = init[r, :width] + X[r, :K] @ panel for rows <= GEMM_ROWS rows, X packed by
+    # gemm_pack (ldx 0) or its rows ldx apart (see gemm.h).
+    void gemm_tile_f32 "rnnfast_gemm_tile_f32"(
+        Py_ssize_t rows, const float* X, Py_ssize_t ldx, Py_ssize_t K, const float* panel,
+        const float* init, float* C, Py_ssize_t N, Py_ssize_t width) noexcept
+    void gemm_tile_f64 "rnnfast_gemm_tile_f64"(
+        Py_ssize_t rows, const double* X, Py_ssize_t ldx, Py_ssize_t K, const double* panel,
+        const double* init, double* C, Py_ssize_t N, Py_ssize_t width) noexcept
+    # Xp[k * rows + r] = X[r * ldx + k]: a tile's rows of X, k-major.
+    void gemm_pack_f32 "rnnfast_gemm_pack_f32"(Py_ssize_t rows, const float* X, Py_ssize_t ldx,
+                                               Py_ssize_t K, float* Xp) noexcept
+    void gemm_pack_f64 "rnnfast_gemm_pack_f64"(Py_ssize_t rows, const double* X,
+                                               Py_ssize_t ldx, Py_ssize_t K, double* Xp) noexcept
+
+
+# The GEMM's K blocks: the tile's packed rows of X (GEMM_ROWS x kc, at most 12 KiB) stay in
+# L1 while it runs along all the panels, the panels' kc rows (kc x N) stay in L2 (at most
+# GEMM_SLICE_BYTES); GEMM_PACKED is the packed rows' room (12 x 256 elements).
+cdef enum:
+    GEMM_MAX_KC_BYTES = 1024
+    GEMM_SLICE_BYTES = 1 << 19
+    GEMM_PACKED = 3072
+    # Rows are packed when they serve this many panels or more, or are longer than
+    # GEMM_PACK_ROW_BYTES (rows 2 KiB apart fall into the same few L1 sets); else the tiles
+    # read them as they are (packing 12 x 64 rows for 2 panels cost a fifth of the step).
+    GEMM_PACK_PANELS = 8
+    GEMM_PACK_ROW_BYTES = 1024
+
+
+cdef inline Py_ssize_t gemm_columns(const floating* anything) noexcept nogil:
+    """Columns per GEMM panel for this dtype (the argument only selects the dtype)."""
+    return 2 * GEMM_BYTES // sizeof(floating)
 
 
 cdef inline Py_ssize_t block_columns(const floating* anything) noexcept nogil:
@@ -184,6 +224,61 @@ cdef inline void small_step(const floating* X, const floating* M, const floating
     finish_blocks(C, h, B, N, 0, N, kind, squares, alpha, extra, carry)
 
 
+cdef inline void gemm_step(const floating* X, const floating* M, const floating* init,
+                           const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
+                           Py_ssize_t N, Epilogue kind, double* squares,
+                           const floating* alpha, const floating* extra,
+                           floating* carry) noexcept nogil:
+    """The same step as small_step on M packed in GEMM panels (pack_panels, gemm_columns
+    wide), blocked as BLIS blocks a GEMM: K in blocks of kc; in each, the rows GEMM_ROWS at a
+    time, packed (gemm_pack, where it pays) and run along every panel's kc rows; partial sums
+    go through C.
+    In the last K block, each group of rows is finished (finish_rows, whole rows: one call, the
+    squares of each row summed whole) right after its products, while it is in cache."""
+    cdef Py_ssize_t NR = gemm_columns(X), col0, b0, k0 = 0, kc, rows, width, at
+    cdef Py_ssize_t kc_max = GEMM_MAX_KC_BYTES // sizeof(floating)
+    cdef floating packed[GEMM_PACKED]
+    cdef bint last
+    cdef bint pack = ((N + NR - 1) // NR >= GEMM_PACK_PANELS
+                      or K * sizeof(floating) > GEMM_PACK_ROW_BYTES)
+    cdef const floating* rows_x
+    cdef Py_ssize_t ldx = 0 if pack else K
+    if kc_max * N * sizeof(floating) > GEMM_SLICE_BYTES:
+        kc_max = GEMM_SLICE_BYTES // (N * sizeof(floating))
+        kc_max = 16 if kc_max < 16 else kc_max
+    while k0 < K:
+        kc = K - k0 if K - k0 < kc_max else kc_max
+        last = k0 + kc == K
+        b0 = 0
+        while b0 < B:
+            rows = B - b0 if B - b0 < GEMM_ROWS else GEMM_ROWS
+            rows_x = &packed[0] if pack else X + b0 * K + k0
+            if pack:
+                if floating is float:
+                    gemm_pack_f32(rows, X + b0 * K + k0, K, kc, packed)
+                else:
+                    gemm_pack_f64(rows, X + b0 * K + k0, K, kc, packed)
+            col0 = 0
+            while col0 < N:
+                width = N - col0 if N - col0 < NR else NR
+                at = b0 * N + col0
+                # panel col0 / NR (K rows of NR), from its row k0
+                if floating is float:
+                    gemm_tile_f32(rows, rows_x, ldx, kc, M + col0 * K + k0 * NR,
+                                  init + at if k0 == 0 else C + at, C + at, N, width)
+                else:
+                    gemm_tile_f64(rows, rows_x, ldx, kc, M + col0 * K + k0 * NR,
+                                  init + at if k0 == 0 else C + at, C + at, N, width)
+                col0 += NR
+            if last:  # these rows are done: finished while they are in L1 (L2 for N > 256)
+                at = b0 * N
+                finish_rows(C + at, h + at, rows, N, N, kind,
+                            NULL if squares == NULL else squares + b0, False, alpha,
+                            shifted(extra, at), NULL if carry == NULL else carry + at)
+            b0 += GEMM_ROWS
+        k0 += kc
+
+
 cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,
                            const floating* init, const floating* h, floating* C, Py_ssize_t B,
                            Py_ssize_t K, Py_ssize_t N, Epilogue kind, double* squares,
@@ -195,3 +290,15 @@ cdef inline void blas_step(const floating* X, const floating* M, Py_ssize_t ldm,
         memcpy(C, init, B * N * sizeof(floating))
     gemm(False, False, B, N, K, 1, X, K, M, ldm, 1, C, N)  # C = X @ M + C
     finish_rows(C, h, B, N, N, kind, squares, False, alpha, extra, carry)
+
+
+cdef inline void large_step(bint own_gemm, const floating* X, const floating* M, Py_ssize_t ldm,
+                            const floating* init, const floating* h, floating* C, Py_ssize_t B,
+                            Py_ssize_t K, Py_ssize_t N, Epilogue kind, double* squares,
+                            const floating* alpha, const floating* extra,
+                            floating* carry) noexcept nogil:
+    """A large step: gemm_step on M in GEMM panels (own_gemm), else blas_step on M padded."""
+    if own_gemm:
+        gemm_step(X, M, init, h, C, B, K, N, kind, squares, alpha, extra, carry)
+    else:
+        blas_step(X, M, ldm, init, h, C, B, K, N, kind, squares, alpha, extra, carry)

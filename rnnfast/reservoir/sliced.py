@@ -31,7 +31,8 @@ def _kernel_builds():
 
 KERNEL_BUILDS = _kernel_builds()
 # The build the dense kernels run (RNNFAST_KERNEL=baseline forces the portable one for both).
-KERNEL = _dense_backend.KERNEL
+# The dense kernels' AVX-512 build differs in its GEMM only: the sparse step runs the AVX2 one.
+KERNEL = _dense_backend.KERNEL if _dense_backend.KERNEL in KERNEL_BUILDS else "avx2"
 
 
 # The switch between the sparse and the dense step, the one place it lives: the sparse step
