@@ -199,7 +199,7 @@ def main():
         if args.model:
             print("Two free cores, modelled: the forced wavefront's chunks timed in CPU time and "
                   "scheduled without hand-overs, against the sequential pass's CPU time")
-            for shape in SHAPES:
+            for shape in [shape for shape in SHAPES if chunks(shape, args.layers)]:
                 sequential, makespan = two_core_model(shape, dtype)
                 print(f"{','.join(map(str, shape)):<16} {sequential * 1e3:>8.2f} ms "
                       f"{makespan * 1e3:>9.2f} ms {sequential / makespan:>8.2f}x")

@@ -45,12 +45,13 @@ __all__ = ["Plan", "WavefrontPass", "plan", "run_forward", "forward", "backward"
 # condition's wake-up and the Python around a chunk's pass) costs 10-50 us, so a chunk gets at
 # least min_chunk_macs multiply-adds (forward, B * H * (H + D) per step: about 0.2 ms); fewer
 # than min_chunks chunks leave the pipeline's fill and drain uncovered; beyond max_chunks the
-# Python per chunk shows; from max_batch rows on (or B * H * H from the kernels'
-# threads_min_step_flops), the kernels' own threads share each step instead. min_speedup is
+# Python per chunk shows; from max_batch rows on, or from shared_step_macs (B * H * H), the
+# kernels' own threads share each step instead (below that the team's step-by-step hand-overs
+# gave 1.02-1.06x at 1000,8,128,128 and 200,8,256,256, the wavefront 1.5x and more). min_speedup is
 # the pipeline's bound (see plan) below which it is not tried. Not yet tuned with the second
 # core free: the machine was shared while this was written (see the README).
 THRESHOLDS = {"min_chunk_macs": 1 << 22, "min_chunks": 6, "max_chunks": 32,
-              "max_batch": 16, "min_speedup": 1.3}
+              "max_batch": 16, "min_speedup": 1.3, "shared_step_macs": 1 << 20}
 
 _pool = None  # the worker threads, made on first use and kept
 _pool_lock = threading.Lock()
@@ -140,7 +141,7 @@ def plan(rnn, T, B, steps):
     L, H = rnn.num_layers, rnn.hidden_size
     if rnn._sequential_only or B > THRESHOLDS["max_batch"]:
         return None
-    if B * H * H >= switches.threads_min_step_flops:  # the kernels share each step instead
+    if B * H * H >= THRESHOLDS["shared_step_macs"]:  # the kernels share each step instead
         return None
     cores = available_cores()
     threads = min(cores if rnn.n_threads is None else rnn.n_threads, cores)
