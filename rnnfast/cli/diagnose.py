@@ -9,7 +9,6 @@ picture (rnnfast.cli.figures, matplotlib).
 """
 import argparse
 import math
-import os
 import sys
 import time
 
@@ -299,13 +298,9 @@ def run(args):
     s = _settings(args)
     Figure = None
     if args.png:
-        Figure = figures.figure_class()
-        if Figure is None:
-            return _error(f"--png needs matplotlib: {PLOT_HINT}; without --png the command "
-                          f"prints its tables and charts")
-        folder = os.path.dirname(os.path.abspath(args.png))
-        if not os.path.isdir(folder):
-            return _error(f"--png {args.png}: folder {folder} does not exist")
+        Figure, problem = figures.png_figure_class(args.png, "--png", "its tables and charts")
+        if problem:
+            return _error(problem)
     draw = _run_checkpoint(args, s) if args.checkpoint else _run_adding(args, s)
     if isinstance(draw, int):
         return draw

@@ -9,7 +9,6 @@ the points in the top three principal components, and of the eigenvalues (matplo
 optional extra `rnnfast[plot]`, imported only then). This module is command-line layer: it
 prints.
 """
-import os
 import sys
 import time
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from rnnfast.cli.arguments import (leak_fraction, non_negative_float, non_negative_int,
                                    positive_float, positive_int)
-from rnnfast.cli.figures import PLOT_HINT, figure_class, matplotlib_installed
+from rnnfast.cli.figures import PLOT_HINT, matplotlib_installed, png_figure_class
 from rnnfast.dynamics import find_fixed_points, principal_components, sample_states
 from rnnfast.tasks import (TASKS, TaskRNN, TaskTrainer, evaluate_task, load_task_model,
                            make_task, task_checkpoint)
@@ -341,13 +340,9 @@ def _run(args):
     s = _settings(args)
     Figure = None
     if args.png:
-        Figure = figure_class()
-        if Figure is None:
-            return _error(f"--png needs matplotlib: {PLOT_HINT}; without --png the command "
-                          f"prints its tables")
-        folder = os.path.dirname(os.path.abspath(args.png))
-        if not os.path.isdir(folder):
-            return _error(f"--png {args.png}: folder {folder} does not exist")
+        Figure, problem = png_figure_class(args.png, "--png", "its tables")
+        if problem:
+            return _error(problem)
     result = _model_and_task(args, s)
     if isinstance(result, int):
         return result

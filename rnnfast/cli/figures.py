@@ -28,6 +28,20 @@ def figure_class():
     return Figure
 
 
+def png_figure_class(path, option, prints):
+    """(Figure, None) for a command asked to draw into the PNG file ``path`` (its option
+    ``option``), or (None, the error message) without matplotlib or when the file's folder does
+    not exist; ``prints`` says what the command prints without the option."""
+    Figure = figure_class()
+    if Figure is None:
+        return None, (f"{option} needs matplotlib: {PLOT_HINT}; without {option} the command "
+                      f"prints {prints}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return None, f"{option} {path}: folder {folder} does not exist"
+    return Figure, None
+
+
 def setting_label(radius):
     """How a setting of the adding experiment is named in tables and legends."""
     return "orthogonal" if radius == ORTHOGONAL else f"radius {radius:g}"

@@ -7,14 +7,13 @@ standard deviation and by the range of the target, with the time each part took.
 --png, a picture of target against prediction (matplotlib, the optional extra `rnnfast[plot]`,
 imported only then). This module is command-line layer: it prints.
 """
-import os
 import sys
 import time
 
 import numpy as np
 
 from rnnfast.cli.arguments import non_negative_float, non_negative_int, positive_float, positive_int
-from rnnfast.cli.figures import PLOT_HINT, figure_class, matplotlib_installed
+from rnnfast.cli.figures import PLOT_HINT, matplotlib_installed, png_figure_class
 from rnnfast.reservoir import ESN, Reservoir, datasets, nrmse
 
 DESCRIPTION = ("Fit an echo state network on the Mackey-Glass series (tau = 17): the one-step "
@@ -123,13 +122,9 @@ def run(args):
         return _error(f"--warmup ({s['warmup']}) must be below --train ({s['train']})")
     Figure = None
     if args.png:
-        Figure = figure_class()
-        if Figure is None:
-            return _error(f"--png needs matplotlib: {PLOT_HINT}; without --png the command "
-                          f"prints its figures")
-        folder = os.path.dirname(os.path.abspath(args.png))
-        if not os.path.isdir(folder):
-            return _error(f"--png {args.png}: folder {folder} does not exist")
+        Figure, problem = png_figure_class(args.png, "--png", "its figures")
+        if problem:
+            return _error(problem)
     total = TRANSIENT + s["train"] + max(s["test"], s["horizon"]) + 1
     try:
         series, seconds = _timed(lambda: datasets.mackey_glass(total, tau=args.tau))
