@@ -89,3 +89,25 @@ def test_a_bad_option_value_says_in_words_what_was_expected(command, option, cap
     assert error.startswith(f"rnnfast {command}: error: argument ") and option in error
     assert ": expected " in error  # the value expected, in words
     assert "invalid" not in error and "'abc'" in error
+
+
+def test_a_picture_that_cannot_be_written_is_an_error_naming_the_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    from rnnfast.cli import figures
+
+    Figure = figures.figure_class()
+    assert figures.write_png(Figure(figsize=(1, 1)), str(tmp_path / "ok.png")) is None
+    assert (tmp_path / "ok.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    folder = tmp_path / "a folder.png"
+    folder.mkdir()
+    problem = figures.write_png(Figure(figsize=(1, 1)), str(folder))
+    assert problem.startswith(f"cannot write {folder}")
+
+
+def test_reservoir_png_onto_a_folder_is_refused(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    folder = tmp_path / "a folder.png"
+    folder.mkdir()
+    assert main(["reservoir", "--quick", "--png", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "--png: cannot write" in err and str(folder) in err

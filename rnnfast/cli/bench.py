@@ -230,8 +230,11 @@ def _run_plot(args, impls):
     for line in format_table(headers, rows, left_columns=2):
         print(line)
     labels = {impl: "rnnfast" if impl == SUBJECT else PEERS[impl].label for impl in sweep.impls}
-    figures.write_png(figures.batch_sweep_figure(figures.figure_class(), sweep, labels),
-                      args.plot)
+    problem = figures.write_png(figures.batch_sweep_figure(figures.figure_class(), sweep, labels),
+                                args.plot)
+    if problem:
+        print(f"rnnfast bench: --plot: {problem}", file=sys.stderr)
+        return 2
     print(f"wrote {args.plot}")
     disagreeing = False
     for run in sweep.runs.values():

@@ -306,13 +306,10 @@ def run(args):
         return draw
     print()
     if args.png:
-        try:
-            figures.write_png(draw(Figure), args.png)
-        except OSError as exc:
-            return _error(f"cannot write --png {args.png}: {exc}")
+        problem = figures.write_png(draw(Figure), args.png)
+        if problem:
+            return _error(f"--png: {problem}")
         print(f"wrote {args.png}")
-    elif not figures.matplotlib_installed():
-        print(f"for a picture of these curves: {PLOT_HINT}, then add --png PATH")
     else:
-        print("for a picture of these curves, add --png PATH")
+        print(figures.png_hint("these curves"))
     return 0

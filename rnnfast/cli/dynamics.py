@@ -16,7 +16,7 @@ import numpy as np
 
 from rnnfast.cli.arguments import (leak_fraction, non_negative_float, non_negative_int,
                                    positive_float, positive_int)
-from rnnfast.cli.figures import PLOT_HINT, matplotlib_installed, png_figure_class
+from rnnfast.cli.figures import PLOT_HINT, png_figure_class, png_hint, write_png
 from rnnfast.dynamics import find_fixed_points, principal_components, sample_states
 from rnnfast.tasks import (TASKS, TaskRNN, TaskTrainer, evaluate_task, load_task_model,
                            make_task, task_checkpoint)
@@ -369,14 +369,10 @@ def _run(args):
     print()
     if args.png:
         title = f"rnnfast dynamics: {_task_label(task)}, H = {model.config['hidden_size']}"
-        try:
-            _figure(Figure, fp, states.astype(np.float64), title).savefig(
-                args.png, dpi=100, bbox_inches="tight")
-        except OSError as exc:
-            return _error(f"cannot write --png {args.png}: {exc}")
+        problem = write_png(_figure(Figure, fp, states.astype(np.float64), title), args.png)
+        if problem:
+            return _error(f"--png: {problem}")
         print(f"wrote {args.png}")
-    elif not matplotlib_installed():
-        print(f"for a picture of the trajectories and points: {PLOT_HINT}, then add --png PATH")
     else:
-        print("for a picture of the trajectories and points, add --png PATH")
+        print(png_hint("the trajectories and points"))
     return 0

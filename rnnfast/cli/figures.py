@@ -120,7 +120,19 @@ def language_model_figure(Figure, checkpoint_path, report):
 
 
 def write_png(fig, path):
-    fig.savefig(path, dpi=100)
+    """Write the figure to the PNG file ``path``: None, or the error message if it cannot."""
+    try:
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    except OSError as exc:
+        return f"cannot write {path}: {exc}"
+    return None
+
+
+def png_hint(what):
+    """The line a command prints without --png: how to get a picture of ``what``."""
+    if not matplotlib_installed():
+        return f"for a picture of {what}: {PLOT_HINT}, then add --png PATH"
+    return f"for a picture of {what}, add --png PATH"
 
 
 def batch_sweep_figure(Figure, sweep, labels, mode="hot"):

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from rnnfast.cli.arguments import non_negative_float, non_negative_int, positive_float, positive_int
-from rnnfast.cli.figures import PLOT_HINT, matplotlib_installed, png_figure_class
+from rnnfast.cli.figures import PLOT_HINT, png_figure_class, png_hint, write_png
 from rnnfast.reservoir import ESN, Reservoir, datasets, nrmse
 
 DESCRIPTION = ("Fit an echo state network on the Mackey-Glass series (tau = 17): the one-step "
@@ -162,14 +162,11 @@ def run(args):
     if args.png:
         title = (f"rnnfast reservoir: ESN, H = {s['units']}, on Mackey-Glass (tau = "
                  f"{args.tau:g})")
-        try:
-            _figure(Figure, target, prediction, free_target, generated, title).savefig(
-                args.png, dpi=100, bbox_inches="tight")
-        except OSError as exc:
-            return _error(f"cannot write --png {args.png}: {exc}")
+        problem = write_png(_figure(Figure, target, prediction, free_target, generated, title),
+                            args.png)
+        if problem:
+            return _error(f"--png: {problem}")
         print(f"wrote {args.png}")
-    elif not matplotlib_installed():
-        print(f"for a picture of target against prediction: {PLOT_HINT}, then add --png PATH")
     else:
-        print("for a picture of target against prediction, add --png PATH")
+        print(png_hint("target against prediction"))
     return 0
