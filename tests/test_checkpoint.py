@@ -43,11 +43,11 @@ def test_interrupted_save_keeps_the_old_checkpoint(tmp_path, monkeypatch, failur
     checkpoint.save(path, META, sections(0))
     before = path.read_bytes()
 
-    def failing_savez(file, **arrays):
-        file.write(b"PK\x03\x04 half an archive")
+    def failing_write(entry, array, **options):  # fails inside the archive, mid-entry
+        entry.write(b"\x93NUMPY half an array")
         raise failure
 
-    monkeypatch.setattr(np, "savez", failing_savez)
+    monkeypatch.setattr(np.lib.format, "write_array", failing_write)
     with pytest.raises(type(failure)):
         checkpoint.save(path, {"other": 1}, sections(1))
     assert path.read_bytes() == before

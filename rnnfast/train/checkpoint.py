@@ -76,7 +76,7 @@ def save(path, meta, sections):
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as file:
-            np.savez(file, **arrays)
+            _write_npz(file, arrays)
             file.flush()
             os.fsync(file.fileno())  # the data is on disk before the rename makes it visible
         os.replace(temporary, path)
@@ -84,6 +84,18 @@ def save(path, meta, sections):
         temporary.unlink(missing_ok=True)
         raise
     _sync_directory(path.parent)
+
+
+def _write_npz(file, arrays):
+    """np.savez's format (one .npy entry per array, ZIP64, stored), with the archive closed
+    before the file also when an exception (a second Ctrl-C) interrupts the writing: a
+    np.savez interrupted there leaves its ZipFile to be closed at exit, on a closed file,
+    which prints a traceback."""
+    with zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED,
+                         allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", mode="w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, value, allow_pickle=False)
 
 
 def _sync_directory(directory):
