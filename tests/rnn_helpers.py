@@ -245,8 +245,8 @@ def force_path(monkeypatch, path):
 
     The step: the switch (``switches.forced_step``) sends every step to that kernel: both
     kernels must be correct on every shape, whichever one the switch would pick today ("blas"
-    and "gemm" also keep steps off the threads, which would take big steps to the micro-kernel). The
-    build: the passes run that build's kernels (``switches.build``).
+    also keeps steps off the threads). The build: the passes run that build's kernels
+    (``switches.build``).
     """
     step, build = path.split("-")
     monkeypatch.setattr(_cython_backend.switches, "forced_step", step)

@@ -81,6 +81,12 @@ cdef class Switches:
         (B * H * H) up: below, a step (under ~5 us) is too short for a second core to save
         more than the claims and the wait at its end cost. The team then decides, from the
         steps' timings, whether its threads pay (see kernel_threads).
+    threads_min_product_flops = 2**21
+        A pass's products (the input projection; dx, the weight gradients and db) are shared
+        among n_threads of the team as row ranges from this many multiply-adds in all (about
+        15 us on one core), each range one SciPy GEMM on one BLAS thread. The bits then depend
+        on n_threads (the ranges' GEMMs round as GEMMs of their size do), never on which thread
+        ran which range.
     openblas_single_thread_mnk = 65536 * 4
         Inside a pass BLAS runs on one thread: OpenBLAS wakes its workers for every GEMM,
         which cost more than they gave back here (2-5x slower at 1000,1,16,64), and they must
@@ -112,13 +118,14 @@ cdef class Switches:
         0.95x backward, H = 1024 0.85-0.9x.
     forced_step : None, "small", "blas" or "gemm"
         Every step on that kernel (tests): the small-step kernel, SciPy's BLAS or our GEMM;
-        "blas" and "gemm" also keep the steps on one thread.
+        "blas" also keeps the steps on one thread.
     build : str
         The kernel build the passes run (a key of rnnfast._kernels.builds.KERNEL_BUILDS).
     """
 
     cdef public Py_ssize_t blas_min_batch_float32, blas_min_batch_float64, l2_cache_bytes
-    cdef public Py_ssize_t threads_min_step_flops, openblas_single_thread_mnk
+    cdef public Py_ssize_t threads_min_step_flops, threads_min_product_flops
+    cdef public Py_ssize_t openblas_single_thread_mnk
     cdef public Py_ssize_t numpy_weight_grads_min_flops
     cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
@@ -135,6 +142,7 @@ cdef class Switches:
         self.blas_min_batch_float32, self.blas_min_batch_float64 = 32, 16
         self.l2_cache_bytes = 1 << 20
         self.threads_min_step_flops = 1 << 17
+        self.threads_min_product_flops = 1 << 21
         self.openblas_single_thread_mnk = 65536 * 4
         self.numpy_weight_grads_min_flops = 1 << 20
         self.own_products_max_bytes = 1 << 19
@@ -193,22 +201,43 @@ cdef inline bint blas_steps(Switches s, Py_ssize_t B, Py_ssize_t H,
     return passes_over_W_hh > 1 and H * H * itemsize > s.l2_cache_bytes
 
 
+cdef inline bint gemm_steps(Switches s, bint large_steps, Py_ssize_t H,
+                            Py_ssize_t itemsize) noexcept:
+    """Whether the large steps of a pass run on our GEMM rather than SciPy's BLAS."""
+    if not large_steps or s.forced == 1:
+        return False
+    return s.forced == 2 or (s.own_gemm and H >= s.gemm_min_hidden
+                             and (itemsize == 4 or H <= s.gemm_max_hidden_float64))
+
+
 cdef inline int kernel_threads(Switches s, Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize,
                                int n_threads) noexcept:
-    """The threads of the time loop: n_threads (at most the cores) for steps that run on the
-    small-step kernel on one thread too, from threads_min_step_flops multiply-adds (B * H * H)
-    on; else 1. The team (team.h) then measures, step kind by step kind, whether its threads
-    are faster than one and runs the steps alone when they are not, so two threads cost at
-    most its few probes where they do not pay. Steps that go to BLAS stay on its one thread:
-    the threaded micro-kernel ran B = 256, H = 256 20% slower than BLAS on one thread, and a
-    threaded BLAS per step fought NumPy's BLAS workers for the cores (100,32,128,128
-    forward+backward took 43 ms on 2 threads against 17 ms on one)."""
+    """The threads of the time loop: n_threads (at most the cores) from threads_min_step_flops
+    multiply-adds a step (B * H * H) on, for steps on the small-step kernel or on our GEMM;
+    else 1. The team (team.h) then measures, step kind by step kind, whether its threads are
+    faster than one and runs the steps alone when they are not, so two threads cost at most
+    its few probes where they do not pay. Steps that go to SciPy's BLAS stay on its one
+    thread: a threaded BLAS per step fought NumPy's BLAS workers for the cores
+    (100,32,128,128 forward+backward took 43 ms on 2 threads against 17 ms on one)."""
     if n_threads > s.cores:
         n_threads = s.cores
-    if (n_threads > 1 and B * H * H >= s.threads_min_step_flops
-            and not blas_steps(s, B, H, itemsize)):
-        return n_threads
-    return 1
+    if n_threads <= 1 or B * H * H < s.threads_min_step_flops:
+        return 1
+    if blas_steps(s, B, H, itemsize) and not gemm_steps(s, True, H, itemsize):
+        return 1
+    return n_threads
+
+
+cdef inline int product_threads(Switches s, Py_ssize_t work, int n_threads) noexcept:
+    """The row ranges a pass's products of `work` multiply-adds in all are shared out in, on
+    the team: n_threads (at most the cores) from threads_min_product_flops on, else 1 (one
+    call). On one range the float32 weight gradients go to NumPy after the pass; on several,
+    the ranges' SciPy GEMMs, each on one BLAS thread, run on the team inside the pass."""
+    if n_threads > s.cores:
+        n_threads = s.cores
+    if n_threads <= 1 or work < s.threads_min_product_flops:
+        return 1
+    return n_threads
 
 
 cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t H, Py_ssize_t D,
@@ -220,15 +249,6 @@ cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t H, Py_ssiz
             and H * D * itemsize <= s.own_products_max_bytes)
 
 
-cdef inline bint gemm_steps(Switches s, bint large_steps, Py_ssize_t H,
-                            Py_ssize_t itemsize) noexcept:
-    """Whether the large steps of a pass run on our GEMM rather than SciPy's BLAS."""
-    if not large_steps or s.forced == 1:
-        return False
-    return s.forced == 2 or (s.own_gemm and H >= s.gemm_min_hidden
-                             and (itemsize == 4 or H <= s.gemm_max_hidden_float64))
-
-
 def use_blas(B, H, dtype):
     """Whether a (B, H) step in dtype goes to BLAS rather than the small-step kernel."""
     return blas_steps(switches, B, H, np.dtype(dtype).itemsize)
@@ -237,7 +257,7 @@ def use_blas(B, H, dtype):
 def step_plan(B, H, dtype, n_threads):
     """How (B, H) steps run: (use_blas, kernel_threads)."""
     threads = kernel_threads(switches, B, H, np.dtype(dtype).itemsize, n_threads)
-    return (False if threads > 1 else use_blas(B, H, dtype)), threads
+    return use_blas(B, H, dtype), threads
 
 
 def release_scratch():
@@ -578,7 +598,8 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
     p.ldm = H + (-H) % COLUMN_PAD
     p.relu = relu
     p.n_threads = kernel_threads(s, B, H, itemsize, threads)
-    p.use_blas = False if p.n_threads > 1 else blas_steps(s, B, H, itemsize)
+    p.product_threads = product_threads(s, T * B * D * H, threads)
+    p.use_blas = blas_steps(s, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.noise, p.state_noise = data(noise), data(state_noise)
     p.leak, p.act, p.act_step = NULL, NULL, 0
@@ -742,8 +763,10 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     cdef rnnfast_scratch scratch
     cdef Py_ssize_t extra_rows = 0
     cdef Py_ssize_t pass_flops = T * B * H * (D + H)
+    cdef int products = product_threads(s, pass_flops, threads)
     cdef bint weight_grads_in_numpy = (need_weight_grads and typenum == cnp.NPY_FLOAT
-                                       and pass_flops >= s.numpy_weight_grads_min_flops)
+                                       and pass_flops >= s.numpy_weight_grads_min_flops
+                                       and products == 1)
     dims[0], dims[1], dims[2] = T, B, D
     dx = cnp.PyArray_EMPTY(3, dims, typenum, 0) if need_dx else None
     dims[0], dims[1] = B, H
@@ -774,7 +797,8 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.dW_hh = NULL if weight_grads_in_numpy else data(dW_hh)
     p.relu = relu
     p.n_threads = kernel_threads(s, B, H, itemsize, threads)
-    p.use_blas = False if p.n_threads > 1 else blas_steps(s, B, H, itemsize)
+    p.product_threads = products
+    p.use_blas = blas_steps(s, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.norms = data(norms)
     p.leak = data(leak)

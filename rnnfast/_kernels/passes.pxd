@@ -20,7 +20,8 @@ ctypedef struct ForwardPass:
     bint relu
     bint use_blas  # large steps (one thread)
     bint own_gemm  # large steps on our packed GEMM (gemm.h), not SciPy's BLAS
-    int n_threads
+    int n_threads  # of the time loop
+    int product_threads  # row ranges of the input projection on the team (1: one call)
     bint own_products  # the input projection by the step kernels rather than BLAS (see entry)
     const void* leak  # (H,), NULL: the plain RNN
     void* act  # act(a_t) of a leaky pass: (T, B, H) kept (act_step = B * H), or (B, H) scratch
@@ -51,7 +52,8 @@ ctypedef struct BackwardPass:
     bint relu
     bint use_blas  # large steps (one thread)
     bint own_gemm  # large steps on our packed GEMM (gemm.h), not SciPy's BLAS
-    int n_threads
+    int n_threads  # of the time loop
+    int product_threads  # row ranges of dx and of the weight gradients on the team (1: one call)
     bint own_products  # dx by the step kernels rather than BLAS (see entry)
     void* norms  # (T, B) ||dL/dh_t||, NULL: not measured
     double* squares  # float64 scratch for the norms (see backward_loop)

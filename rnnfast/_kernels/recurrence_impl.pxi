@@ -37,7 +37,8 @@ from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue
 from rnnfast._kernels.blas cimport gemm
 from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable
 from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, block_columns,
-                                    finish_blocks, finish_rows, gemm_columns, large_step,
+                                    finish_blocks, finish_rows, gemm_columns, gemm_step,
+                                    large_step,
                                     shifted, small_step, step_product)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
@@ -52,8 +53,8 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
                        const Py_ssize_t* active, Epilogue activate, bint use_blas,
                        bint own_gemm, int n_threads, const floating* alpha, floating* act,
                        Py_ssize_t act_step, const floating* noise) noexcept nogil:
-    """The forward time loop over h (T, B, H): large steps (our GEMM with own_gemm, else
-    BLAS), or small steps on one thread or on n_threads.
+    """The forward time loop over h (T, B, H): large steps (our GEMM with own_gemm, on one
+    thread or on n_threads; else BLAS), or small steps on one thread or on n_threads.
 
     Step t updates the first active[t] rows only (the batch is sorted by length, so the
     sequences still running are a prefix); the caller zeroes the other rows afterwards.
@@ -67,6 +68,10 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
     cdef floating* h_t
     cdef floating* act_t
     cdef const floating* noise_t = NULL
+    if use_blas and own_gemm and n_threads > 1:
+        gemm_forward_threaded(h, h0, T, B, H, M, active, activate, n_threads, alpha, act,
+                              act_step, noise)
+        return
     if not use_blas and n_threads > 1:
         forward_loop_threaded(h, h0, T, B, H, M, active, activate, n_threads, alpha, act,
                               act_step, noise)
@@ -122,8 +127,9 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
                         floating* norms,
                         double* squares, const floating* alpha, floating* carry,
                         floating* dh0) noexcept nogil:
-    """The backward time loop into da (T, B, H): large steps (our GEMM with own_gemm, else
-    BLAS), or small steps on one thread or on n_threads.
+    """The backward time loop into da (T, B, H): large steps (our GEMM with own_gemm, on one
+    thread or, without norms, on n_threads; else BLAS), or small steps on one thread or on
+    n_threads.
 
     At step t, rows active[t + 1] .. active[t] - 1 take their last step: the gradient from
     beyond it is dh_n, not a matmul, so those rows (for every t) are done first, and the rows
@@ -158,7 +164,10 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
                     NULL if alpha == NULL else leak_target(carry, dh0, t) + running * H)
         if ending < B:
             memset(da_t + ending * H, 0, (B - ending) * H * sizeof(floating))
-    if not use_blas and n_threads > 1:
+    if use_blas and own_gemm and n_threads > 1 and not measure:
+        gemm_backward_threaded(da, dout, h, T, B, H, M, active, derivative, n_threads, alpha,
+                               carry, dh0)
+    elif not use_blas and n_threads > 1:
         backward_loop_threaded(da, dout, h, T, B, H, M, active, derivative, n_threads, norms,
                                squares, alpha, carry, dh0)
     else:
@@ -209,15 +218,23 @@ cdef inline Py_ssize_t blocks_per_task(Py_ssize_t B, Py_ssize_t H, Py_ssize_t CB
     return per_task if per_task > balanced else balanced
 
 
-cdef inline int step_kind(Py_ssize_t B, Py_ssize_t H, bint backward, bint is_double) noexcept nogil:
+cdef enum StepFamily:
+    SMALL_STEPS = 0  # the small-step kernel
+    GEMM_STEPS = 1  # the large steps' GEMM
+    ROW_PRODUCTS = 2  # the pass's input projection (forward) or dx (backward), rows shared
+    WEIGHT_PRODUCTS = 3  # the weight gradients, their rows shared
+
+
+cdef inline int step_kind(Py_ssize_t work, bint backward, bint is_double,
+                          StepFamily family) noexcept nogil:
     """Steps of about one size, for the team's timings (team.h): the octave of their
-    multiply-adds (B * H * H), the direction and the dtype."""
-    cdef Py_ssize_t work = B * H * H
+    multiply-adds (B * H * H for a time step; at most 2**31), the family, the direction and
+    the dtype; 0 .. 511 (RNNFAST_TEAM_KINDS)."""
     cdef int octave = 0
-    while work > 1:
+    while work > 1 and octave < 31:
         work >>= 1
         octave += 1
-    return octave * 4 + 2 * backward + is_double
+    return (octave * 4 + <int>family) * 4 + 2 * backward + is_double
 
 
 ctypedef struct StepTasks:
@@ -302,7 +319,7 @@ cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, P
     c.per_task = blocks_per_task(B, H, c.CB, c.n_blocks, n_threads)
     c.kind, c.alpha, c.act, c.act_step, c.noise = activate, alpha, act, act_step, noise
     team_run(n_threads, T, (c.n_blocks + c.per_task - 1) // c.per_task,
-             step_kind(B, H, False, c.is_double), forward_task, forward_step, &c)
+             step_kind(B * H * H, False, c.is_double, SMALL_STEPS), forward_task, forward_step, &c)
 
 
 cdef inline void add_block_squares(double* squares, Py_ssize_t B, Py_ssize_t t,
@@ -398,9 +415,143 @@ cdef void backward_loop_threaded(floating* da, const floating* dout, const float
     c.kind, c.alpha, c.carry, c.dh0 = derivative, alpha, carry, dh0
     c.squares = squares if norms != NULL else NULL
     team_run(n_threads, T - 1, (c.n_blocks + c.per_task - 1) // c.per_task,
-             step_kind(B, H, True, c.is_double), backward_task, backward_step, &c)
+             step_kind(B * H * H, True, c.is_double, SMALL_STEPS), backward_task, backward_step, &c)
     if norms != NULL:
         add_block_squares(squares, B, 0, T, c.n_blocks, active[1])
+
+
+ctypedef struct GemmTasks:
+    # One time loop of large steps on our GEMM shared by the team: the arguments forward_loop
+    # and backward_loop give large_step, typed by is_double; a task is a range of panels.
+    bint is_double
+    void* out  # h (forward) or da (backward), (T, B, H)
+    const void* h0  # forward: the initial state
+    const void* dout  # backward: (T, B, H)
+    const void* h  # backward: act(a_t) (T, B, H)
+    const void* M
+    const Py_ssize_t* active
+    Py_ssize_t T, B, H, NR, per_task, n_tasks
+    Epilogue kind
+    const void* alpha
+    void* act  # forward: act(a_t), act_step apart
+    Py_ssize_t act_step
+    const void* noise  # forward: the state noise
+    void* carry  # backward, leaky
+    void* dh0  # backward, leaky
+
+
+cdef inline Py_ssize_t gemm_tasks(GemmTasks* c, int n_threads) noexcept nogil:
+    """Splits each step's panels into c.n_tasks ranges of c.per_task panels: about two per
+    thread (a task packs its rows of X for its own panels, so fewer and longer tasks pay);
+    returns the count."""
+    cdef Py_ssize_t n_panels = (c.H + c.NR - 1) // c.NR
+    c.per_task = (n_panels + 2 * n_threads - 1) // (2 * n_threads)
+    c.n_tasks = (n_panels + c.per_task - 1) // c.per_task
+    return c.n_tasks
+
+
+cdef inline void gemm_forward_columns(const GemmTasks* c, floating* h, Py_ssize_t t,
+                                      Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Columns c0 .. c1 - 1 of forward step t: forward_loop's large step on them."""
+    cdef Py_ssize_t BH = c.B * c.H
+    cdef const floating* h_prev = <const floating*>c.h0 if t == 0 else h + (t - 1) * BH
+    cdef const floating* alpha = <const floating*>c.alpha
+    cdef floating* act_t = h + t * BH if alpha == NULL else <floating*>c.act + t * c.act_step
+    gemm_step(h_prev, <const floating*>c.M, h + t * BH, h_prev, act_t, c.active[t], c.H, c.H,
+              c0, c1, c.kind, NULL, alpha, shifted(<const floating*>c.noise, t * BH),
+              h + t * BH)
+
+
+cdef inline void gemm_backward_columns(const GemmTasks* c, floating* da, Py_ssize_t step,
+                                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Columns c0 .. c1 - 1 of the backward loop's step `step` (t = T - 2 - step): its large
+    step on them."""
+    cdef Py_ssize_t BH = c.B * c.H, t = c.T - 2 - step
+    cdef const floating* alpha = <const floating*>c.alpha
+    cdef const floating* dout = <const floating*>c.dout
+    gemm_step(da + (t + 1) * BH, <const floating*>c.M,
+              dout + t * BH if alpha == NULL else <const floating*>c.carry,
+              <const floating*>c.h + t * BH, da + t * BH, c.active[t + 1], c.H, c.H, c0, c1,
+              c.kind, NULL, alpha, leak_extra(dout, t, BH, alpha),
+              leak_target(<floating*>c.carry, <floating*>c.dh0, t))
+
+
+cdef inline void gemm_task_columns(const GemmTasks* c, Py_ssize_t task, Py_ssize_t* c0,
+                                   Py_ssize_t* c1) noexcept nogil:
+    c0[0] = task * c.per_task * c.NR
+    c1[0] = c0[0] + c.per_task * c.NR if c0[0] + c.per_task * c.NR < c.H else c.H
+
+
+cdef void gemm_forward_task(void* context, Py_ssize_t t, Py_ssize_t task) noexcept nogil:
+    cdef const GemmTasks* c = <const GemmTasks*>context
+    cdef Py_ssize_t c0, c1
+    gemm_task_columns(c, task, &c0, &c1)
+    if c.is_double:
+        gemm_forward_columns(c, <double*>c.out, t, c0, c1)
+    else:
+        gemm_forward_columns(c, <float*>c.out, t, c0, c1)
+
+
+cdef void gemm_forward_whole(void* context, Py_ssize_t t) noexcept nogil:
+    cdef const GemmTasks* c = <const GemmTasks*>context
+    if c.is_double:
+        gemm_forward_columns(c, <double*>c.out, t, 0, c.H)
+    else:
+        gemm_forward_columns(c, <float*>c.out, t, 0, c.H)
+
+
+cdef void gemm_backward_task(void* context, Py_ssize_t step, Py_ssize_t task) noexcept nogil:
+    cdef const GemmTasks* c = <const GemmTasks*>context
+    cdef Py_ssize_t c0, c1
+    gemm_task_columns(c, task, &c0, &c1)
+    if c.is_double:
+        gemm_backward_columns(c, <double*>c.out, step, c0, c1)
+    else:
+        gemm_backward_columns(c, <float*>c.out, step, c0, c1)
+
+
+cdef void gemm_backward_whole(void* context, Py_ssize_t step) noexcept nogil:
+    cdef const GemmTasks* c = <const GemmTasks*>context
+    if c.is_double:
+        gemm_backward_columns(c, <double*>c.out, step, 0, c.H)
+    else:
+        gemm_backward_columns(c, <float*>c.out, step, 0, c.H)
+
+
+cdef void gemm_forward_threaded(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
+                                Py_ssize_t H, const floating* M, const Py_ssize_t* active,
+                                Epilogue activate, int n_threads, const floating* alpha,
+                                floating* act, Py_ssize_t act_step,
+                                const floating* noise) noexcept nogil:
+    """forward_loop's large steps on our GEMM with each step's panels shared among n_threads
+    of the team: the bits of one thread (see gemm_step), whoever computes what."""
+    cdef GemmTasks c
+    c.is_double = floating is double
+    c.out, c.h0, c.M, c.active = h, h0, M, active
+    c.T, c.B, c.H, c.NR = T, B, H, gemm_columns(M)
+    c.kind, c.alpha, c.act, c.act_step, c.noise = activate, alpha, act, act_step, noise
+    team_run(n_threads, T, gemm_tasks(&c, n_threads),
+             step_kind(B * H * H, False, c.is_double, GEMM_STEPS), gemm_forward_task,
+             gemm_forward_whole, &c)
+
+
+cdef void gemm_backward_threaded(floating* da, const floating* dout, const floating* h,
+                                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const floating* M,
+                                 const Py_ssize_t* active, Epilogue derivative,
+                                 int n_threads, const floating* alpha, floating* carry,
+                                 floating* dh0) noexcept nogil:
+    """backward_loop's large steps T-2..0 on our GEMM, each step's panels shared among
+    n_threads of the team (no norms: those sum each row whole, on one thread)."""
+    cdef GemmTasks c
+    if T < 2:
+        return
+    c.is_double = floating is double
+    c.out, c.dout, c.h, c.M, c.active = da, dout, h, M, active
+    c.T, c.B, c.H, c.NR = T, B, H, gemm_columns(M)
+    c.kind, c.alpha, c.carry, c.dh0 = derivative, alpha, carry, dh0
+    team_run(n_threads, T - 1, gemm_tasks(&c, n_threads),
+             step_kind(B * H * H, True, c.is_double, GEMM_STEPS), gemm_backward_task,
+             gemm_backward_whole, &c)
 
 
 cdef void copy_padded(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
@@ -463,38 +614,102 @@ cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, P
     return M
 
 
-cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
-    """out = [h_1, ..., h_T] (the pass's out, typed) for x (T, B, D), h0 (B, H), W_xh (H, D),
-    W_hh (H, H), as ForwardPass describes them (rnnfast/_kernels/passes.pxd).
+# The pass's products (the input projection forward; dx and the weight gradients backward)
+# are shared among the team as row ranges: `pieces` of them, from the entry (product_threads;
+# 1: in one go). Each range is one call of the same code, so a pass's bits depend on the piece
+# count, never on who computes which piece.
+ctypedef struct ProductTasks:
+    bint is_double
+    const ForwardPass* forward
+    const BackwardPass* backward
+    void* da  # backward: the pass's da
+    Py_ssize_t extent, per_task  # rows in all, rows per piece
 
-    The input projection P = X W_xh^T (+ b, + the noise) goes to out first, as one GEMM; the
-    time loop then turns it into the states in place. Rows past a sequence's end are zero.
-    """
-    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H, row, i, t
+
+cdef inline void piece_rows(const ProductTasks* c, Py_ssize_t piece, Py_ssize_t* lo,
+                            Py_ssize_t* hi) noexcept nogil:
+    lo[0] = piece * c.per_task
+    hi[0] = lo[0] + c.per_task if lo[0] + c.per_task < c.extent else c.extent
+
+
+cdef void run_pieces(ProductTasks* c, Py_ssize_t extent, Py_ssize_t align, int pieces,
+                     Py_ssize_t work, bint backward, StepFamily family, team_task task,
+                     team_step whole) noexcept nogil:
+    """Rows 0 .. extent - 1 of a product in `pieces` ranges (multiples of align rows) on the
+    team, or in one call of `whole` for one piece."""
+    c.extent = extent
+    c.per_task = extent
+    if pieces > 1:
+        c.per_task = (extent + pieces - 1) // pieces
+        c.per_task = (c.per_task + align - 1) // align * align
+    if c.per_task >= extent:
+        whole(c, 0)
+        return
+    team_run(pieces, 1, (extent + c.per_task - 1) // c.per_task,
+             step_kind(work, backward, c.is_double, family), task, whole, c)
+
+
+cdef void projection_rows(const ForwardPass* p, floating* out, Py_ssize_t r0,
+                          Py_ssize_t r1) noexcept nogil:
+    """Rows r0 .. r1 - 1 (of T * B) of P = X W_xh^T + b (+ the noise on a_t) into out."""
+    cdef Py_ssize_t D = p.D, H = p.H, row, i, rows = r1 - r0
     cdef const floating* b = <const floating*>p.b
     cdef const floating* noise = <const floating*>p.noise
-    cdef const floating* M
+    cdef const floating* x = <const floating*>p.x + r0 * D
+    out = out + r0 * H
     if NATURAL_LAYOUT and p.own_products:  # P = b (+ noise), then P += X @ W_xh.T
-        for row in range(T * B):
+        for row in range(rows):
             if b != NULL:
                 memcpy(out + row * H, b, H * sizeof(floating))
             else:
                 memset(out + row * H, 0, H * sizeof(floating))
         if noise != NULL:  # the noise on a_t folds into the input projection
-            for i in range(T * B * H):
-                out[i] += noise[i]
-        step_product(True, <const floating*>p.x, T * B, D, <const floating*>p.W_xh, out, out, H,
-                     0, H)
+            for i in range(rows * H):
+                out[i] += noise[r0 * H + i]
+        step_product(True, x, rows, D, <const floating*>p.W_xh, out, out, H, 0, H)
     else:
-        any_gemm(False, True, T * B, H, D, 1, <const floating*>p.x, D,
-                 <const floating*>p.W_xh, D, 0, out, H)  # P = X @ W_xh.T
+        any_gemm(False, True, rows, H, D, 1, x, D, <const floating*>p.W_xh, D, 0, out,
+                 H)  # P = X @ W_xh.T
         if b != NULL:
-            for row in range(T * B):
+            for row in range(rows):
                 for i in range(H):
                     out[row * H + i] += b[i]
-        if noise != NULL:  # the noise on a_t folds into the input projection
-            for i in range(T * B * H):
-                out[i] += noise[i]
+        if noise != NULL:
+            for i in range(rows * H):
+                out[i] += noise[r0 * H + i]
+
+
+cdef void projection_task(void* context, Py_ssize_t step, Py_ssize_t piece) noexcept nogil:
+    cdef const ProductTasks* c = <const ProductTasks*>context
+    cdef Py_ssize_t lo, hi
+    piece_rows(c, piece, &lo, &hi)
+    if c.is_double:
+        projection_rows(c.forward, <double*>c.forward.out, lo, hi)
+    else:
+        projection_rows(c.forward, <float*>c.forward.out, lo, hi)
+
+
+cdef void projection_pieces(void* context, Py_ssize_t step) noexcept nogil:
+    cdef const ProductTasks* c = <const ProductTasks*>context
+    cdef Py_ssize_t piece
+    for piece in range((c.extent + c.per_task - 1) // c.per_task):
+        projection_task(context, step, piece)
+
+
+cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
+    """out = [h_1, ..., h_T] (the pass's out, typed) for x (T, B, D), h0 (B, H), W_xh (H, D),
+    W_hh (H, H), as ForwardPass describes them (rnnfast/_kernels/passes.pxd).
+
+    The input projection P = X W_xh^T (+ b, + the noise) goes to out first, as one GEMM (or
+    product_threads row ranges of it on the team); the time loop then turns it into the
+    states in place. Rows past a sequence's end are zero.
+    """
+    cdef Py_ssize_t T = p.T, B = p.B, H = p.H, t
+    cdef const floating* M
+    cdef ProductTasks c
+    c.is_double, c.forward = floating is double, p
+    run_pieces(&c, T * B, 16, p.product_threads, T * B * p.D * H, False, ROW_PRODUCTS,
+               projection_task, projection_pieces)
     # the forward step right-multiplies by W_hh^T
     M = step_matrix(<const floating*>p.W_hh, H, <floating*>p.M, p.ldm, True, p.use_blas,
                     p.own_gemm)
@@ -507,9 +722,86 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
             memset(out + (t * B + p.active[t]) * H, 0, (B - p.active[t]) * H * sizeof(floating))
 
 
+cdef void dx_rows(const BackwardPass* p, const floating* da, Py_ssize_t r0,
+                  Py_ssize_t r1) noexcept nogil:
+    """Rows r0 .. r1 - 1 (of T * B) of dx = da @ W_xh."""
+    cdef Py_ssize_t D = p.D, H = p.H
+    cdef floating* dx = <floating*>p.dx + r0 * D
+    if NATURAL_LAYOUT and p.own_products:  # dx = 0 + da @ W_xh
+        memset(dx, 0, (r1 - r0) * D * sizeof(floating))
+        step_product(False, da + r0 * H, r1 - r0, H, <const floating*>p.W_xh, dx, dx, D, 0, D)
+    else:
+        any_gemm(False, False, r1 - r0, D, H, 1, da + r0 * H, H, <const floating*>p.W_xh, D, 0,
+                 dx, D)
+
+
+cdef void weight_rows(const BackwardPass* p, const floating* da, Py_ssize_t i0,
+                      Py_ssize_t i1) noexcept nogil:
+    """Rows i0 .. i1 - 1 (hidden units) of dW_xh = da^T @ x, dW_hh = sum_t da_t^T h_{t-1}
+    and db = the sum of da's rows (unless NULL)."""
+    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H, n = i1 - i0, row, i
+    cdef floating* dW_hh = <floating*>p.dW_hh + i0 * H
+    cdef floating* db = <floating*>p.db
+    cdef const floating* h0 = <const floating*>p.h0
+    if p.dW_hh != NULL:
+        any_gemm(True, False, n, D, T * B, 1, da + i0, H, <const floating*>p.x, D, 0,
+                 <floating*>p.dW_xh + i0 * D, D)  # dW_xh = da.T @ x
+        # dW_hh = sum_t da_t^T h_{t-1}: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
+        if h0 + B * H == <const floating*>p.out:  # h0 right before out
+            any_gemm(True, False, n, H, T * B, 1, da + i0, H, h0, H, 0, dW_hh,
+                     H)  # dW_hh = da.T @ [h0; out[:-1]]
+        else:
+            any_gemm(True, False, n, H, B, 1, da + i0, H, h0, H, 0, dW_hh,
+                     H)  # dW_hh = da[0].T @ h0
+            if T > 1:
+                any_gemm(True, False, n, H, (T - 1) * B, 1, da + B * H + i0, H,
+                         <const floating*>p.out, H, 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
+    if db != NULL:
+        # db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable.
+        memset(db + i0, 0, n * sizeof(floating))
+        for row in range(T * B):
+            for i in range(i0, i1):
+                db[i] += da[row * H + i]
+
+
+cdef void dx_task(void* context, Py_ssize_t step, Py_ssize_t piece) noexcept nogil:
+    cdef const ProductTasks* c = <const ProductTasks*>context
+    cdef Py_ssize_t lo, hi
+    piece_rows(c, piece, &lo, &hi)
+    if c.is_double:
+        dx_rows(c.backward, <const double*>c.da, lo, hi)
+    else:
+        dx_rows(c.backward, <const float*>c.da, lo, hi)
+
+
+cdef void dx_pieces(void* context, Py_ssize_t step) noexcept nogil:
+    cdef const ProductTasks* c = <const ProductTasks*>context
+    cdef Py_ssize_t piece
+    for piece in range((c.extent + c.per_task - 1) // c.per_task):
+        dx_task(context, step, piece)
+
+
+cdef void weight_task(void* context, Py_ssize_t step, Py_ssize_t piece) noexcept nogil:
+    cdef const ProductTasks* c = <const ProductTasks*>context
+    cdef Py_ssize_t lo, hi
+    piece_rows(c, piece, &lo, &hi)
+    if c.is_double:
+        weight_rows(c.backward, <const double*>c.da, lo, hi)
+    else:
+        weight_rows(c.backward, <const float*>c.da, lo, hi)
+
+
+cdef void weight_pieces(void* context, Py_ssize_t step) noexcept nogil:
+    cdef const ProductTasks* c = <const ProductTasks*>context
+    cdef Py_ssize_t piece
+    for piece in range((c.extent + c.per_task - 1) // c.per_task):
+        weight_task(context, step, piece)
+
+
 cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     """BPTT as BackwardPass describes it (rnnfast/_kernels/passes.pxd), da its scratch, typed:
-    dx (unless NULL), dh0, db (unless NULL) and, unless dW_xh is NULL, dW_xh and dW_hh.
+    dx (unless NULL), dh0, db (unless NULL) and, unless dW_xh is NULL, dW_xh and dW_hh; the
+    products (dx; the weight gradients with db) in product_threads row ranges on the team.
 
     dh_n reaches each sequence at its last step (active as in forward_pass). h0 is the initial
     state used forward (zeros when the caller had none: its term in dW_hh is still computed,
@@ -517,13 +809,12 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     A leaky pass (leak not NULL) reads act(a_t) from act and uses carry (B, H) as scratch:
     da_t = leak dL/dh_t act'(a_t), and dL/dh_{t-1} gets (1 - leak) dL/dh_t besides W_hh^T da_t.
     """
-    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H, row, i
+    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H
     cdef const floating* W_hh = <const floating*>p.W_hh
     cdef const floating* M
     cdef floating* dh0 = <floating*>p.dh0
-    cdef floating* dW_hh = <floating*>p.dW_hh
-    cdef floating* db = <floating*>p.db
     cdef const floating* alpha = <const floating*>p.leak
+    cdef ProductTasks c
     # the backward step right-multiplies by W_hh
     M = step_matrix(W_hh, H, <floating*>p.M, p.ldm, False, p.use_blas, p.own_gemm)
     backward_loop(da, <const floating*>p.dout, <const floating*>p.act,
@@ -531,36 +822,17 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
                   BACKWARD_RELU if p.relu else BACKWARD_TANH, p.use_blas, p.own_gemm,
                   p.n_threads,
                   <floating*>p.norms, p.squares, alpha, <floating*>p.carry, dh0)
-    if p.dx != NULL and NATURAL_LAYOUT and p.own_products:  # dx = 0 + da @ W_xh
-        memset(p.dx, 0, T * B * D * sizeof(floating))
-        step_product(False, da, T * B, H, <const floating*>p.W_xh, <floating*>p.dx,
-                     <floating*>p.dx, D, 0, D)
-    elif p.dx != NULL:
-        any_gemm(False, False, T * B, D, H, 1, da, H, <const floating*>p.W_xh, D, 0,
-                 <floating*>p.dx, D)  # dx = da @ W_xh
-    if dW_hh != NULL:
-        any_gemm(True, False, H, D, T * B, 1, da, H, <const floating*>p.x, D, 0,
-                 <floating*>p.dW_xh, D)  # dW_xh = da.T @ x
-        # dW_hh = sum_t da_t^T h_{t-1}: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
-        if <const floating*>p.h0 + B * H == <const floating*>p.out:  # h0 right before out
-            any_gemm(True, False, H, H, T * B, 1, da, H, <const floating*>p.h0, H, 0, dW_hh,
-                     H)  # dW_hh = da.T @ [h0; out[:-1]]
-        else:
-            any_gemm(True, False, H, H, B, 1, da, H, <const floating*>p.h0, H, 0, dW_hh,
-                     H)  # dW_hh = da[0].T @ h0
-            if T > 1:
-                any_gemm(True, False, H, H, (T - 1) * B, 1, da + B * H, H,
-                         <const floating*>p.out, H, 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
+    c.is_double, c.backward, c.da = floating is double, p, da
+    if p.dx != NULL:
+        run_pieces(&c, T * B, 16, p.product_threads, T * B * D * H, True, ROW_PRODUCTS,
+                   dx_task, dx_pieces)
+    if p.dW_hh != NULL or p.db != NULL:
+        run_pieces(&c, H, 16, p.product_threads, T * B * H * (D + H), True, WEIGHT_PRODUCTS,
+                   weight_task, weight_pieces)
     if alpha == NULL:
         any_gemm(False, False, B, H, H, 1, da, H, W_hh, H, 0, dh0, H)  # dh0 = da[0] @ W_hh
     else:  # dh0 holds (1 - leak) dL/dh_0 from the loop
         any_gemm(False, False, B, H, H, 1, da, H, W_hh, H, 1, dh0, H)  # dh0 += da[0] @ W_hh
-    if db != NULL:
-        # db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable.
-        memset(db, 0, H * sizeof(floating))
-        for row in range(T * B):
-            for i in range(H):
-                db[i] += da[row * H + i]
 
 
 cdef void forward_f32(const ForwardPass* p) noexcept nogil:

@@ -226,20 +226,25 @@ cdef inline void small_step(const floating* X, const floating* M, const floating
 
 cdef inline void gemm_step(const floating* X, const floating* M, const floating* init,
                            const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
-                           Py_ssize_t N, Epilogue kind, double* squares,
-                           const floating* alpha, const floating* extra,
+                           Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1, Epilogue kind,
+                           double* squares, const floating* alpha, const floating* extra,
                            floating* carry) noexcept nogil:
-    """The same step as small_step on M packed in GEMM panels (pack_panels, gemm_columns
-    wide), blocked as BLIS blocks a GEMM: K in blocks of kc; in each, the rows GEMM_ROWS at a
-    time, packed (gemm_pack, where it pays) and run along every panel's kc rows; partial sums
-    go through C.
-    In the last K block, each group of rows is finished (finish_rows, whole rows: one call, the
-    squares of each row summed whole) right after its products, while it is in cache."""
+    """Columns c0 .. c1 - 1 of the same step as small_step (c0 a multiple of gemm_columns, c1
+    one too or N), on M packed in GEMM panels (pack_panels, gemm_columns wide), blocked as
+    BLIS blocks a GEMM: K in blocks of kc; in each, the rows GEMM_ROWS at a time, packed
+    (gemm_pack, where it pays) and run along the range's panels' kc rows; partial sums go
+    through C. In the last K block, each group of rows is finished (finish_rows on the range:
+    one call; squares, only for the whole width, sums each row whole) right after its products,
+    while it is in cache.
+
+    Every element is init + its products in k order, whatever the range and the blocking
+    (partial sums are stored and reloaded exactly), so threads that share a step's column
+    ranges out get the bits of one thread running the whole step."""
     cdef Py_ssize_t NR = gemm_columns(X), col0, b0, k0 = 0, kc, rows, width, at
     cdef Py_ssize_t kc_max = GEMM_MAX_KC_BYTES // sizeof(floating)
     cdef floating packed[GEMM_PACKED]
     cdef bint last
-    cdef bint pack = ((N + NR - 1) // NR >= GEMM_PACK_PANELS
+    cdef bint pack = ((c1 - c0 + NR - 1) // NR >= GEMM_PACK_PANELS
                       or K * sizeof(floating) > GEMM_PACK_ROW_BYTES)
     cdef const floating* rows_x
     cdef Py_ssize_t ldx = 0 if pack else K
@@ -258,9 +263,9 @@ cdef inline void gemm_step(const floating* X, const floating* M, const floating*
                     gemm_pack_f32(rows, X + b0 * K + k0, K, kc, packed)
                 else:
                     gemm_pack_f64(rows, X + b0 * K + k0, K, kc, packed)
-            col0 = 0
-            while col0 < N:
-                width = N - col0 if N - col0 < NR else NR
+            col0 = c0
+            while col0 < c1:
+                width = c1 - col0 if c1 - col0 < NR else NR
                 at = b0 * N + col0
                 # panel col0 / NR (K rows of NR), from its row k0
                 if floating is float:
@@ -271,10 +276,11 @@ cdef inline void gemm_step(const floating* X, const floating* M, const floating*
                                   init + at if k0 == 0 else C + at, C + at, N, width)
                 col0 += NR
             if last:  # these rows are done: finished while they are in L1 (L2 for N > 256)
-                at = b0 * N
-                finish_rows(C + at, h + at, rows, N, N, kind,
-                            NULL if squares == NULL else squares + b0, False, alpha,
-                            shifted(extra, at), NULL if carry == NULL else carry + at)
+                at = b0 * N + c0
+                finish_rows(C + at, h + at, rows, c1 - c0, N, kind,
+                            NULL if squares == NULL else squares + b0, False,
+                            shifted(alpha, c0), shifted(extra, at),
+                            NULL if carry == NULL else carry + at)
             b0 += GEMM_ROWS
         k0 += kc
 
@@ -299,6 +305,6 @@ cdef inline void large_step(bint own_gemm, const floating* X, const floating* M,
                             floating* carry) noexcept nogil:
     """A large step: gemm_step on M in GEMM panels (own_gemm), else blas_step on M padded."""
     if own_gemm:
-        gemm_step(X, M, init, h, C, B, K, N, kind, squares, alpha, extra, carry)
+        gemm_step(X, M, init, h, C, B, K, N, 0, N, kind, squares, alpha, extra, carry)
     else:
         blas_step(X, M, ldm, init, h, C, B, K, N, kind, squares, alpha, extra, carry)

@@ -77,7 +77,7 @@ typedef void (*rnnfast_step_fn)(void* context, ptrdiff_t step);
 #define RNNFAST_TEAM_PENALTY_MIN_NS 64000000
 #define RNNFAST_TEAM_PENALTY_MAX_NS 1024000000
 /* The choice between the team and the caller alone, per kind of step (see rnnfast_team_run). */
-#define RNNFAST_TEAM_KINDS 256
+#define RNNFAST_TEAM_KINDS 512
 #define RNNFAST_TEAM_TRIALS 3
 #define RNNFAST_TEAM_MIN_GAIN_PERCENT 97
 #define RNNFAST_TEAM_RETRY_EVERY 64

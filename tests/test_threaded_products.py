@@ -1,0 +1,177 @@
+"""Large steps on our GEMM shared among the thread team, and a pass's products (the input
+projection, dx, the weight gradients and db) shared among it as row ranges.
+
+Both must give the bits of one thread doing the same work: the GEMM's time loop for any
+thread count (each element is init + its products in k order, whoever computes its panel);
+the products for any team mode at a given thread count (the ranges depend on n_threads, not
+on who runs them). And both must agree with the NumPy reference: on panel and row-range
+edges, with a leak, noise and ragged lengths.
+"""
+import numpy as np
+import pytest
+
+import rnnfast
+from rnnfast._kernels import backend as _cython_backend
+from rnn_helpers import (FLOAT32_VS_FLOAT64, SAME_DTYPE_TOL, assert_close, assert_grads_close,
+                         make_dynamics, make_problem)
+
+SWITCHES = _cython_backend.switches
+BUILDS = list(_cython_backend.KERNEL_BUILDS)
+DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
+# (T, B, D, H): one panel, a partial last panel, panels that do not split evenly among the
+# tasks, B across a tile of rows; H = 257 and 300 leave a panel narrower than a vector.
+GEMM_SHAPES = [(3, 13, 2, 7), (3, 33, 3, 40), (2, 12, 2, 100), (4, 65, 3, 257),
+               (3, 33, 4, 300)]
+MODES = ("always", "never", "adapt")
+
+
+def shape_id(shape):
+    return "T{}B{}D{}H{}".format(*shape)
+
+
+@pytest.fixture(params=BUILDS)
+def build(request, monkeypatch):
+    monkeypatch.setattr(SWITCHES, "build", request.param)
+    yield _cython_backend.KERNEL_BUILDS[request.param]
+    _cython_backend.KERNEL_BUILDS[request.param].reset_team("always")
+
+
+def run(p, n_threads, lengths=None, backend="cython", **dynamics):
+    """Forward, then backward without norms (the threaded GEMM's loop): (out, grads)."""
+    out, cache = rnnfast.rnn_forward(*p.args, lengths=lengths, n_threads=n_threads,
+                                     backend=backend, **dynamics)
+    return out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=n_threads)
+
+
+def assert_identical(results, expected):
+    out, grads = results
+    np.testing.assert_array_equal(out, expected[0])
+    for got, want in zip(grads, expected[1]):
+        np.testing.assert_array_equal(got, want)
+
+
+def ragged_lengths(seed, T, B):
+    lengths = np.random.default_rng(seed).integers(1, T + 1, B)
+    lengths[B // 2] = T
+    return lengths
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=shape_id)
+def test_gemm_steps_on_the_team_give_the_bits_of_one_thread(shape, dtype, build, monkeypatch):
+    """Every step on our GEMM, shared among 2 and 3 threads (more than the machine's cores
+    allowed for), on every team mode, leaky with both noises and ragged lengths: forward and
+    gradients bit for bit those of one thread (the products kept in one call each)."""
+    T, B, D, H = shape
+    monkeypatch.setattr(SWITCHES, "forced_step", "gemm")
+    monkeypatch.setattr(SWITCHES, "threads_min_step_flops", 0)
+    monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 1 << 60)
+    p = make_problem(21, *shape).astype(dtype)
+    lengths = ragged_lengths(21, T, B)
+    dynamics = make_dynamics(21, H, T, B, dtype)
+    expected = run(p, 1, lengths, **dynamics)
+    for n_threads in (2, 3):
+        monkeypatch.setattr(SWITCHES, "cores", n_threads)
+        for mode in MODES:
+            build.reset_team(mode)
+            assert_identical(run(p, n_threads, lengths, **dynamics), expected)
+            assert SWITCHES.last_pass == (SWITCHES.build, "gemm", n_threads)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=shape_id)
+def test_gemm_steps_on_the_team_match_the_reference(shape, dtype, nonlinearity, build,
+                                                    monkeypatch):
+    """The plain RNN (no leak) on the team's GEMM steps against the NumPy reference."""
+    monkeypatch.setattr(SWITCHES, "forced_step", "gemm")
+    monkeypatch.setattr(SWITCHES, "threads_min_step_flops", 0)
+    monkeypatch.setattr(SWITCHES, "cores", 2)
+    build.reset_team("always")
+    p = make_problem(22, *shape)
+    out, cache = rnnfast.rnn_forward(*p.astype(dtype).args, nonlinearity=nonlinearity,
+                                     n_threads=2)
+    grads = rnnfast.rnn_backward(p.dout.astype(dtype), cache, dh_n=p.dh_n.astype(dtype),
+                                 n_threads=2)
+    assert SWITCHES.last_pass[1:] == ("gemm", 2)
+    ref_out, ref_cache = rnnfast.rnn_forward(*p.args, nonlinearity=nonlinearity,
+                                             backend="numpy")
+    ref_grads = rnnfast.rnn_backward(p.dout, ref_cache, dh_n=p.dh_n)
+    tol = FLOAT32_VS_FLOAT64 if dtype == np.float32 else SAME_DTYPE_TOL[np.float64]
+    assert_close(out, ref_out, tol["forward"], "out")
+    assert_grads_close(grads, ref_grads, tol["grad"])
+
+
+def test_norms_keep_the_gemm_steps_on_one_thread_with_the_same_gradients(build, monkeypatch):
+    """A backward pass that measures the norms sums each row whole, on one thread; its
+    gradients are those of the threaded pass without norms, bit for bit."""
+    monkeypatch.setattr(SWITCHES, "forced_step", "gemm")
+    monkeypatch.setattr(SWITCHES, "threads_min_step_flops", 0)
+    monkeypatch.setattr(SWITCHES, "cores", 2)
+    build.reset_team("always")
+    p = make_problem(23, 4, 33, 3, 300, np.float32)
+    _, cache = rnnfast.rnn_forward(*p.args, n_threads=2)
+    grads, norms = rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=2,
+                                        return_norms=True)
+    plain = rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=2)
+    for got, want in zip(grads, plain):
+        np.testing.assert_array_equal(got, want)
+    assert np.all(norms > 0)
+
+
+# (T, B, D, H): row counts T * B that do not split evenly into ranges of 16 rows, and hidden
+# sizes below, at and above one range; B = 4 runs the small steps (and, in the builds that read
+# W as it is, the products on the step kernels), B = 33 BLAS or the GEMM.
+PRODUCT_SHAPES = [(5, 4, 3, 20), (7, 4, 40, 33), (3, 33, 5, 17), (9, 33, 70, 64),
+                  (2, 40, 3, 260)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", PRODUCT_SHAPES, ids=shape_id)
+def test_shared_products_match_the_reference_on_every_team_mode(shape, dtype, build,
+                                                                monkeypatch):
+    """The products in 2 and 3 row ranges on the team (from any size), with a leak, noise and
+    ragged lengths: against the reference, and bit for bit alike on every team mode."""
+    T, B, D, H = shape
+    monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 0)
+    p = make_problem(24, *shape)
+    lengths = ragged_lengths(24, T, B)
+    dynamics = make_dynamics(24, H, T, B)
+    reference = run(p, 1, lengths, backend="numpy", **dynamics)
+    cast = p.astype(dtype)
+    cast_dynamics = {k: v.astype(dtype) if isinstance(v, np.ndarray) else v
+                     for k, v in dynamics.items()}
+    tol = FLOAT32_VS_FLOAT64 if dtype == np.float32 else SAME_DTYPE_TOL[np.float64]
+    for n_threads in (2, 3):
+        monkeypatch.setattr(SWITCHES, "cores", n_threads)
+        results = []
+        for mode in MODES:
+            build.reset_team(mode)
+            results.append(run(cast, n_threads, lengths, **cast_dynamics))
+        for other in results[1:]:
+            assert_identical(other, results[0])
+        out, grads = results[0]
+        assert_close(out, reference[0], tol["forward"], "out")
+        assert_grads_close(grads, reference[1], tol["grad"])
+
+
+def test_shared_products_without_bias(build, monkeypatch):
+    """Row ranges of the weight gradients without db, against the same pass in one call
+    each."""
+    monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 0)
+    monkeypatch.setattr(SWITCHES, "cores", 2)
+    build.reset_team("always")
+    p = make_problem(25, 6, 33, 9, 40, np.float64, bias=False)
+    shared = run(p, 2)
+    monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 1 << 60)
+    whole = run(p, 2)
+    assert shared[1].db is None and whole[1].db is None
+    assert_close(shared[0], whole[0], 1e-13, "out")
+    assert_grads_close(shared[1], whole[1], 1e-12, has_bias=False)
+
+
+def test_products_stay_in_one_call_below_the_threshold(monkeypatch):
+    """Small passes keep their products in one call (and their bits) on any thread count."""
+    monkeypatch.setattr(SWITCHES, "cores", 2)
+    p = make_problem(26, 3, 2, 4, 8, np.float32)
+    assert_identical(run(p, 2), run(p, 1))
