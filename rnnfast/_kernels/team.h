@@ -78,7 +78,7 @@ typedef void (*rnnfast_step_fn)(void* context, ptrdiff_t step);
 #define RNNFAST_TEAM_PENALTY_MAX_NS 1024000000
 /* The choice between the team and the caller alone, per kind of step (see rnnfast_team_run). */
 #define RNNFAST_TEAM_KINDS 512
-#define RNNFAST_TEAM_TRIALS 3
+#define RNNFAST_TEAM_TRIALS 4
 #define RNNFAST_TEAM_MIN_GAIN_PERCENT 97
 #define RNNFAST_TEAM_RETRY_EVERY 64
 #define RNNFAST_TEAM_RETRY_MAX 4096
@@ -258,13 +258,16 @@ static int64_t rnnfast_team_step(rnnfast_team_t* team, ptrdiff_t step, ptrdiff_t
     return theirs;
 }
 
-/* An estimate of a step's time from samples: the first sample, then a moving average in
- * which one sample (clipped to 4x the estimate: a preemption of the caller) weighs 1/8. */
+/* An estimate of a step's time from samples: the fastest of the trials (the first steps pay
+ * for starting the workers, waking them and cold caches: an estimate that began with those
+ * kept the team off for good, as a retry moves it only an eighth of the way), then a moving
+ * average in which one sample (clipped to 2x the estimate: a preemption, a wake-up) weighs
+ * 1/8. */
 static inline void rnnfast_record(int64_t* estimate, int32_t* samples, int64_t sample) {
-    if (*samples == 0) {
-        *estimate = sample;
+    if (*samples < RNNFAST_TEAM_TRIALS) {
+        if (*samples == 0 || sample < *estimate) *estimate = sample;
     } else {
-        if (sample > 4 * *estimate) sample = 4 * *estimate;
+        if (sample > 2 * *estimate) sample = 2 * *estimate;
         *estimate += (sample - *estimate) / 8;
     }
     if (*samples < INT32_MAX) (*samples)++;
