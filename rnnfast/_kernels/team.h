@@ -93,6 +93,7 @@ typedef struct {
     int32_t alone_samples, team_samples;
     int32_t since_retry, retry_every;
     int last_choice;
+    int retrying;  /* the step being run is a retry of the way not chosen */
 } rnnfast_step_record;
 
 typedef struct {
@@ -263,8 +264,14 @@ static int64_t rnnfast_team_step(rnnfast_team_t* team, ptrdiff_t step, ptrdiff_t
  * kept the team off for good, as a retry moves it only an eighth of the way), then a moving
  * average in which one sample (clipped to 2x the estimate: a preemption, a wake-up) weighs
  * 1/8. */
-static inline void rnnfast_record(int64_t* estimate, int32_t* samples, int64_t sample) {
-    if (*samples < RNNFAST_TEAM_TRIALS) {
+static inline void rnnfast_record(int64_t* estimate, int32_t* samples, int64_t sample,
+                                  int retry) {
+    if (retry) {
+        /* The way not chosen has a sample only every 64 to 4096 steps: taken as it is, so that
+         * one estimate that went wrong (a preemption in the trials) is corrected by the next
+         * retry, not after dozens of them; a wrong switch is undone by the steps that follow. */
+        *estimate = sample;
+    } else if (*samples < RNNFAST_TEAM_TRIALS) {
         if (*samples == 0 || sample < *estimate) *estimate = sample;
     } else {
         if (sample > 2 * *estimate) sample = 2 * *estimate;
@@ -277,6 +284,7 @@ static inline void rnnfast_record(int64_t* estimate, int32_t* samples, int64_t s
  * is tried RNNFAST_TEAM_TRIALS times first; then the faster by its estimate, the team only if
  * it is clearly faster, and the other way once every RNNFAST_TEAM_RETRY_EVERY steps. */
 static inline int rnnfast_team_choose(rnnfast_step_record* record) {
+    record->retrying = 0;
     if (record->alone_samples < RNNFAST_TEAM_TRIALS || record->team_samples < RNNFAST_TEAM_TRIALS)
         return record->team_samples < record->alone_samples;
     int team = record->team_ns * 100 < record->alone_ns * RNNFAST_TEAM_MIN_GAIN_PERCENT;
@@ -288,8 +296,10 @@ static inline int rnnfast_team_choose(rnnfast_step_record* record) {
         /* A retry that confirms the choice makes the next one twice as far. */
         record->since_retry = 0;
         if (record->retry_every < RNNFAST_TEAM_RETRY_MAX) record->retry_every *= 2;
+        record->retrying = 1;
         return !team;
     }
+    record->retrying = 0;
     return team;
 }
 
@@ -318,21 +328,25 @@ static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_ta
     int team_steps = 0, had_late_wait = 0;
     for (step = 0; step < n_steps; step++) {
         int64_t start = rnnfast_now_ns();
-        int alone = team->mode == RNNFAST_TEAM_ADAPT
-            ? start < team->alone_until_ns || !rnnfast_team_choose(record)
-            : team->mode == RNNFAST_TEAM_NEVER;
+        int alone = team->mode == RNNFAST_TEAM_NEVER;
+        if (team->mode == RNNFAST_TEAM_ADAPT) {
+            record->retrying = 0;
+            alone = start < team->alone_until_ns || !rnnfast_team_choose(record);
+        }
         if (workers == 0 || alone) {
             whole(context, step);
             if (workers > 0)
                 rnnfast_record(&record->alone_ns, &record->alone_samples,
-                               rnnfast_now_ns() - start);
+                               rnnfast_now_ns() - start,
+                               team->mode == RNNFAST_TEAM_ADAPT && record->retrying);
             continue;
         }
         by_workers += rnnfast_team_step(team, step, n_tasks, &done_before, &task_ns,
                                         &waited_ns);
         team_steps++;
         int64_t end = rnnfast_now_ns();
-        rnnfast_record(&record->team_ns, &record->team_samples, end - start);
+        rnnfast_record(&record->team_ns, &record->team_samples, end - start,
+                       team->mode == RNNFAST_TEAM_ADAPT && record->retrying);
         if (waited_ns > RNNFAST_TEAM_LATE_NS + 4 * task_ns) {
             /* A worker lost its core inside a task: run alone for a while. */
             had_late_wait = 1;
