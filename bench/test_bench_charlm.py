@@ -12,7 +12,14 @@ Run as a script, it times the two round-robin (rnnfast, torch, rnnfast, ...) on 
 prints medians and the median of the per-round ratios, the figure the README quotes:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_charlm.py [--rounds N]
+
+With --threads 2, each round runs four steps in turn: rnnfast and torch on one thread (the
+process pinned to one core for the step) and on two (every library on two threads: rnnfast's
+n_threads=2 with NumPy's BLAS on two, torch.set_num_threads(2)), and prints each one's
+median, rnnfast's two-thread speed-up over its one-thread step and over torch's two-thread
+step (medians of per-round ratios).
 """
+import os
 import argparse
 
 import numpy as np
@@ -105,13 +112,60 @@ def _interleaved(hidden, rounds):
     return {impl: float(np.median(t)) for impl, t in times.items()}, ratio
 
 
+def _on_threads(step, threads, torch_threads=None):
+    """step on `threads` threads: NumPy's BLAS held to them and, for one, the process pinned
+    to one core; torch's own setting when torch_threads is given."""
+    from threadpoolctl import threadpool_limits
+
+    def run():
+        if torch_threads is not None:
+            import_torch().set_num_threads(torch_threads)
+        with threadpool_limits(threads):
+            if threads == 1:
+                with pinned_to_one_core():
+                    return step()
+            return step()
+
+    return run
+
+
+def _two_threads(hidden, rounds):
+    """Medians (seconds) of the four steps, and rnnfast's two-thread speed-ups over its own
+    one-thread step and over torch's two-thread step, timed round-robin."""
+    steps = {"rnnfast 1": _on_threads(_rnnfast_step(hidden, "float32", 1), 1),
+             "rnnfast 2": _on_threads(_rnnfast_step(hidden, "float32", 2), 2),
+             "torch 1": _on_threads(_torch_step(hidden, "float32", 1), 1, 1),
+             "torch 2": _on_threads(_torch_step(hidden, "float32", 2), 2, 2)}
+    for step in steps.values():
+        for _ in range(3):
+            step()
+    times, _ = time_interleaved(steps, budget_s=0.0, min_windows=rounds, max_windows=rounds,
+                                window_s=0.0)
+    return ({name: float(np.median(t)) for name, t in times.items()},
+            paired_ratio(times["rnnfast 1"], times["rnnfast 2"]),
+            paired_ratio(times["torch 2"], times["rnnfast 2"]))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="rnnfast vs PyTorch, one character-model "
-                                                 "training step, interleaved, one thread")
+                                                 "training step, interleaved")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, choices=(1, 2), default=1,
+                        help="2: one and two threads for both libraries")
     args = parser.parse_args()
     if import_torch() is None:
         raise SystemExit("PyTorch is not installed")
+    if args.threads == 2:
+        if len(os.sched_getaffinity(0)) < 2:
+            raise SystemExit("--threads 2 needs two cores")
+        print(f"B={BATCH} T={SEQ_LEN} V={VOCAB} E={EMBEDDING}, float32, Adam, clip {CLIP}, "
+              f"median of {args.rounds} interleaved rounds")
+        for hidden in HIDDEN_SIZES:
+            medians, own, over_torch = _two_threads(hidden, args.rounds)
+            cells = "  ".join(f"{name} {t * 1e3:6.1f} ms" for name, t in medians.items())
+            print(f"H={hidden:4d}  {cells}  rnnfast 2 threads vs 1: {own:.2f}x, vs torch on 2: "
+                  f"{over_torch:.2f}x")
+        raise SystemExit(0)
     print(f"B={BATCH} T={SEQ_LEN} V={VOCAB} E={EMBEDDING}, float32, Adam, clip {CLIP}, "
           f"1 thread, median of {args.rounds} interleaved rounds")
     for hidden in HIDDEN_SIZES:

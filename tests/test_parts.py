@@ -38,8 +38,9 @@ MASK = np.array([[True, True], [False, True], [True, False]])
 # Linear.
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_forward_matches_einsum(bias):
-    layer = Linear(H, O, bias=bias, dtype=np.float64, seed=0)
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["numpy", "team"])
+def test_linear_forward_matches_einsum(bias, n_threads):
+    layer = Linear(H, O, bias=bias, dtype=np.float64, seed=0, n_threads=n_threads)
     h = rng(1).standard_normal((T, B, H))
     expected = np.einsum("tbh,oh->tbo", h, layer.weight)
     if bias:
@@ -47,9 +48,10 @@ def test_linear_forward_matches_einsum(bias):
     assert_close(layer.forward(h), expected, TOL["float64"])
 
 
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["numpy", "team"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_gradients_match_finite_differences(bias):
-    layer = Linear(H, O, bias=bias, dtype=np.float64, seed=2)
+def test_linear_gradients_match_finite_differences(bias, n_threads):
+    layer = Linear(H, O, bias=bias, dtype=np.float64, seed=2, n_threads=n_threads)
     h = rng(3).standard_normal((T, B, H))
     G = rng(4).standard_normal((T, B, O))  # L = sum(y * G), so dL/dy = G
 
@@ -65,6 +67,27 @@ def test_linear_gradients_match_finite_differences(bias):
         analytic = layer.grads[name]
         assert analytic.shape == param.shape
         assert_close(analytic, numeric_gradient(loss, param), TOL["finite_difference"], name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_on_the_team_agrees_with_numpy(dtype):
+    """n_threads=2 (the kernels' team) against 1 (NumPy's GEMMs) at a size the team splits,
+    from a non-contiguous input: forward, dh and the gradients within rounding."""
+    layers = [Linear(70, 33, dtype=dtype, seed=5, n_threads=n) for n in (1, 2)]
+    h = rng(6).standard_normal((40, 9, 140)).astype(dtype)[:, :, ::2]
+    dy = rng(7).standard_normal((40, 9, 33)).astype(dtype)
+    results = [(layer.forward(h), layer.backward(dy), layer.grads) for layer in layers]
+    tol = TOL["float32_grad" if dtype == np.float32 else "float64"]
+    (y1, dh1, g1), (y2, dh2, g2) = results
+    assert_close(y2, y1, tol, "y")
+    assert_close(dh2, dh1, tol, "dh")
+    for name in g1:
+        assert_close(g2[name], g1[name], tol, name)
+
+
+def test_linear_rejects_a_bad_thread_count():
+    with pytest.raises(ValueError, match="n_threads"):
+        Linear(H, O, n_threads=0)
 
 
 def test_linear_backward_replaces_grads():

@@ -126,14 +126,20 @@ PRODUCT_SHAPES = [(5, 4, 3, 20), (7, 4, 40, 33), (3, 33, 5, 17), (9, 33, 70, 64)
                   (2, 40, 3, 260)]
 
 
+@pytest.mark.parametrize("numpy_weight_grads", [False, True], ids=["in-pass", "after-pass"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", PRODUCT_SHAPES, ids=shape_id)
-def test_shared_products_match_the_reference_on_every_team_mode(shape, dtype, build,
+def test_shared_products_match_the_reference_on_every_team_mode(shape, dtype,
+                                                                numpy_weight_grads, build,
                                                                 monkeypatch):
-    """The products in 2 and 3 row ranges on the team (from any size), with a leak, noise and
-    ragged lengths: against the reference, and bit for bit alike on every team mode."""
+    """The products in row ranges on 2 and 3 threads of the team (from any size), and the
+    float32 weight gradients after the pass in column ranges (from any size too, after-pass),
+    with a leak, noise and ragged lengths: against the reference, and bit for bit alike on
+    every team mode."""
     T, B, D, H = shape
     monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 0)
+    if numpy_weight_grads:
+        monkeypatch.setattr(SWITCHES, "numpy_weight_grads_min_flops", 0)
     p = make_problem(24, *shape)
     lengths = ragged_lengths(24, T, B)
     dynamics = make_dynamics(24, H, T, B)
@@ -175,3 +181,69 @@ def test_products_stay_in_one_call_below_the_threshold(monkeypatch):
     monkeypatch.setattr(SWITCHES, "cores", 2)
     p = make_problem(26, 3, 2, 4, 8, np.float32)
     assert_identical(run(p, 2), run(p, 1))
+
+
+def make_operands(seed, m, n, k, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return a, b, (a.T if trans_a else a) @ (b.T if trans_b else b)
+
+
+@pytest.mark.parametrize("split_columns", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True),
+                                              (True, True)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (37, 5, 3), (200, 163, 70), (16, 300, 33),
+                                     (300, 17, 1)])
+def test_team_matmul_matches_numpy_on_every_team_mode(m, n, k, dtype, trans_a, trans_b,
+                                                      split_columns, build, monkeypatch):
+    """The layers' GEMM on the team (rnnfast._kernels.backend.matmul): NumPy's product within
+    rounding on 1, 2 and 3 threads, ranges of rows or of columns, and bit for bit alike on
+    every team mode at each count."""
+    a, b, expected = make_operands(27, m, n, k, trans_a, trans_b, dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for n_threads in (1, 2, 3):
+        monkeypatch.setattr(SWITCHES, "cores", n_threads)
+        results = []
+        for mode in MODES:
+            build.reset_team(mode)
+            out = np.full((m, n), np.nan, dtype)
+            assert _cython_backend.matmul(a, b, out, n_threads, trans_a, trans_b,
+                                          split_columns) is out
+            results.append(out)
+        for other in results[1:]:
+            np.testing.assert_array_equal(other, results[0])
+        assert_close(results[0], expected, tol, "out")
+
+
+def test_team_matmul_of_an_empty_inner_dimension_is_zeros():
+    out = np.full((3, 4), np.nan)
+    _cython_backend.matmul(np.ones((3, 0)), np.ones((0, 4)), out, 2)
+    np.testing.assert_array_equal(out, np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (dict(out=np.ones((4, 5), np.float16)), TypeError, "out must be float32 or float64"),
+    (dict(out=[[0.0]]), TypeError, "out must be a NumPy array"),
+    (dict(a=np.ones((4, 3), np.float32)), ValueError, "a must be a C-contiguous"),
+    (dict(b=np.ones((5, 3)).T), ValueError, "b must be a C-contiguous"),
+    (dict(b=np.ones((4, 5))), ValueError, "does not fit out"),
+    (dict(n_threads=0), ValueError, "n_threads must be a positive int"),
+    (dict(n_threads=2.0), ValueError, "n_threads must be a positive int"),
+])
+def test_team_matmul_rejects_what_it_cannot_compute(bad, error, match):
+    args = dict(a=np.ones((4, 3)), b=np.ones((3, 5)), out=np.empty((4, 5)), n_threads=2)
+    args.update(bad)
+    with pytest.raises(error, match=match):
+        _cython_backend.matmul(args["a"], args["b"], args["out"], args["n_threads"])
+
+
+def test_team_matmul_refuses_an_output_that_overlaps_an_operand():
+    a = np.ones((4, 4))
+    with pytest.raises(ValueError, match="overlap"):
+        _cython_backend.matmul(a, np.ones((4, 4)), a, 2)
+    readonly = np.empty((4, 4))
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        _cython_backend.matmul(np.ones((4, 4)), np.ones((4, 4)), readonly, 2)

@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable
+from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable, MatmulPass
 
 from rnnfast._kernels.buffers import backward_fits, batch_order, forward_fits
 from rnnfast._kernels.builds import COLUMN_PAD, KERNEL, KERNEL_BUILDS
@@ -36,8 +36,8 @@ from rnnfast.utils.threads import available_cores, blas_threads_at_most
 cnp.import_array()
 
 __all__ = ["RNNCache", "Switches", "switches", "forward", "backward", "backward_arrays",
-           "new_cache", "use_blas", "step_plan", "release_scratch", "kept_scratch_bytes",
-           "leak_for_every_unit"]
+           "new_cache", "use_blas", "step_plan", "matmul", "release_scratch",
+           "kept_scratch_bytes", "leak_for_every_unit"]
 
 
 cdef extern from "scratch.h" nogil:
@@ -82,11 +82,10 @@ cdef class Switches:
         more than the claims and the wait at its end cost. The team then decides, from the
         steps' timings, whether its threads pay (see kernel_threads).
     threads_min_product_flops = 2**21
-        A pass's products (the input projection; dx, the weight gradients and db) are shared
-        among n_threads of the team as row ranges from this many multiply-adds in all (about
-        15 us on one core), each range one SciPy GEMM on one BLAS thread. The bits then depend
-        on n_threads (the ranges' GEMMs round as GEMMs of their size do), never on which thread
-        ran which range.
+        A pass's input projection (forward) and dx (backward) are shared among n_threads of
+        the team as row ranges, a few per thread, from this many multiply-adds (about 15 us on
+        one core), each range one GEMM on one BLAS thread. Their bits then depend on n_threads
+        (the ranges' GEMMs round as GEMMs of their size do), never on which thread ran which.
     openblas_single_thread_mnk = 65536 * 4
         Inside a pass BLAS runs on one thread: OpenBLAS wakes its workers for every GEMM,
         which cost more than they gave back here (2-5x slower at 1000,1,16,64), and they must
@@ -229,10 +228,9 @@ cdef inline int kernel_threads(Switches s, Py_ssize_t B, Py_ssize_t H, Py_ssize_
 
 
 cdef inline int product_threads(Switches s, Py_ssize_t work, int n_threads) noexcept:
-    """The row ranges a pass's products of `work` multiply-adds in all are shared out in, on
-    the team: n_threads (at most the cores) from threads_min_product_flops on, else 1 (one
-    call). On one range the float32 weight gradients go to NumPy after the pass; on several,
-    the ranges' SciPy GEMMs, each on one BLAS thread, run on the team inside the pass."""
+    """The threads that share a pass's input projection or dx of `work` multiply-adds, in row
+    ranges on the team: n_threads (at most the cores) from threads_min_product_flops on,
+    else 1 (one call)."""
     if n_threads > s.cores:
         n_threads = s.cores
     if n_threads <= 1 or work < s.threads_min_product_flops:
@@ -258,6 +256,71 @@ def step_plan(B, H, dtype, n_threads):
     """How (B, H) steps run: (use_blas, kernel_threads)."""
     threads = kernel_threads(switches, B, H, np.dtype(dtype).itemsize, n_threads)
     return use_blas(B, H, dtype), threads
+
+
+def matmul(a, b, out, n_threads, bint trans_a=False, bint trans_b=False,
+           bint split_columns=False):
+    """out = op(a) @ op(b) (op: the transpose where asked) on n_threads of the kernels' team
+    (at most the cores), in ranges of out's rows, or with split_columns of its columns; each
+    range one GEMM on one BLAS thread. For the GEMMs around the kernels' passes (the output
+    layer's, the weight gradients) when n_threads > 1: the pass's team, not a second pool of
+    threads. The bits depend on n_threads (the ranges), not on who ran which.
+
+    a, b, out: C-contiguous float32 or float64 arrays of one dtype, 2-D, out (m, n), op(a)
+    (m, k), op(b) (k, n). Returns out.
+    """
+    cdef Switches s = switches
+    cdef MatmulPass p
+    cdef int typenum
+    cdef int threads = n_threads if type(n_threads) is int else -1
+    if threads < 1:
+        raise ValueError(f"n_threads must be a positive int; got {n_threads!r}")
+    if threads > s.cores:
+        threads = s.cores
+    if type(out) is not cnp.ndarray:
+        raise TypeError(f"out must be a NumPy array; got {type(out).__name__}")
+    typenum = cnp.PyArray_TYPE(<cnp.ndarray>out)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        raise TypeError(f"out must be float32 or float64; got {out.dtype}")
+    for name, array in (("a", a), ("b", b), ("out", out)):
+        if not is_array(array, typenum, 2):
+            raise ValueError(f"{name} must be a C-contiguous, aligned 2-D array of out's dtype "
+                             f"{out.dtype}; got {getattr(array, 'dtype', type(array).__name__)} "
+                             f"with shape {getattr(array, 'shape', None)}")
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        raise ValueError("out must be writeable")
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        raise ValueError("out must not overlap a or b")
+    p.m, p.n = out.shape
+    p.k = a.shape[0] if trans_a else a.shape[1]
+    if ((a.shape[1] if trans_a else a.shape[0]) != p.m
+            or (b.shape[1] if trans_b else b.shape[0]) != p.k
+            or (b.shape[0] if trans_b else b.shape[1]) != p.n):
+        raise ValueError(f"op(a) @ op(b) does not fit out {out.shape}: a {a.shape} "
+                         f"(transposed: {trans_a}), b {b.shape} (transposed: {trans_b})")
+    p.lda, p.ldb, p.ldc = a.shape[1], b.shape[1], p.n
+    p.trans_a, p.trans_b, p.split_columns = trans_a, trans_b, split_columns
+    p.A, p.B, p.C = data(a), data(b), data(out)
+    p.n_threads = threads
+    if p.m == 0 or p.n == 0:
+        return out
+    if p.k == 0:
+        memset(p.C, 0, p.m * p.n * (4 if typenum == cnp.NPY_FLOAT else 8))
+        return out
+    cap = None
+    if s.cores > 1 and p.m * p.n * p.k > s.openblas_single_thread_mnk:
+        cap = blas_threads_at_most(1)
+        cap.__enter__()
+    try:
+        with nogil:
+            if typenum == cnp.NPY_FLOAT:
+                s.table.matmul_f32(&p)
+            else:
+                s.table.matmul_f64(&p)
+    finally:
+        if cap is not None:
+            cap.__exit__(None, None, None)
+    return out
 
 
 def release_scratch():
@@ -763,10 +826,9 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     cdef rnnfast_scratch scratch
     cdef Py_ssize_t extra_rows = 0
     cdef Py_ssize_t pass_flops = T * B * H * (D + H)
-    cdef int products = product_threads(s, pass_flops, threads)
     cdef bint weight_grads_in_numpy = (need_weight_grads and typenum == cnp.NPY_FLOAT
-                                       and pass_flops >= s.numpy_weight_grads_min_flops
-                                       and products == 1)
+                                       and pass_flops >= s.numpy_weight_grads_min_flops)
+    cdef int products = product_threads(s, pass_flops, threads)
     dims[0], dims[1], dims[2] = T, B, D
     dx = cnp.PyArray_EMPTY(3, dims, typenum, 0) if need_dx else None
     dims[0], dims[1] = B, H
@@ -797,7 +859,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.dW_hh = NULL if weight_grads_in_numpy else data(dW_hh)
     p.relu = relu
     p.n_threads = kernel_threads(s, B, H, itemsize, threads)
-    p.product_threads = products
+    p.product_threads = product_threads(s, T * B * D * H, threads)
     p.use_blas = blas_steps(s, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.norms = data(norms)
@@ -846,7 +908,9 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
         scratch_end(&scratch)
         if cap is not None:
             cap.__exit__(None, None, None)
-    if weight_grads_in_numpy:
+    if weight_grads_in_numpy and states is not None and products > 1:
+        weight_grads_on_the_team(da, x, states, dW_xh, dW_hh, products)
+    elif weight_grads_in_numpy:
         with blas_threads_at_most(1):
             if states is not None:
                 weight_grads_from_states(da, x, states, dW_xh, dW_hh)
@@ -864,6 +928,17 @@ def weight_grads_from_states(da, x, states, dW_xh, dW_hh):
     rows = da.reshape(T * B, H).T
     np.matmul(rows, x.reshape(T * B, -1), out=dW_xh)
     np.matmul(rows, states[:T].reshape(T * B, H), out=dW_hh)
+
+
+def weight_grads_on_the_team(da, x, states, dW_xh, dW_hh, n_threads):
+    """weight_grads_from_states's GEMMs on n_threads of the team (matmul, ranges of columns),
+    each on SciPy's BLAS: on one BLAS thread NumPy's ran these faster, but on two threads
+    the team's pair wins, and keeps a second pool of threads out of the process."""
+    T, B, H = da.shape
+    rows = da.reshape(T * B, H)
+    matmul(rows, x.reshape(T * B, -1), dW_xh, n_threads, trans_a=True, split_columns=True)
+    matmul(rows, states[:T].reshape(T * B, H), dW_hh, n_threads, trans_a=True,
+           split_columns=True)
 
 
 def weight_grads(da, x, h0, out, dW_xh, dW_hh):

@@ -212,12 +212,13 @@ static inline void RNNFAST_NAME(rnnfast_gemm_loops)(
         RNNFAST_T* C, ptrdiff_t ldc) {
     for (ptrdiff_t i = 0; i < m; i++) {
         RNNFAST_T* c = C + i * ldc;
-        if (trans_b) {  /* c[j] = beta c[j] + alpha sum_p A[i, p] B[j, p] */
-            const RNNFAST_T* a = A + i * lda;
+        if (trans_b) {  /* c[j] = beta c[j] + alpha sum_p op(A)[i, p] B[j, p] */
+            const RNNFAST_T* a = trans_a ? A + i : A + i * lda;
+            const ptrdiff_t a_step = trans_a ? lda : 1;
             for (ptrdiff_t j = 0; j < n; j++) {
                 const RNNFAST_T* b = B + j * ldb;
                 RNNFAST_T sum = 0;
-                for (ptrdiff_t p = 0; p < k; p++) sum += a[p] * b[p];
+                for (ptrdiff_t p = 0; p < k; p++) sum += a[p * a_step] * b[p];
                 c[j] = (beta == 0 ? 0 : beta * c[j]) + alpha * sum;
             }
             continue;

@@ -61,8 +61,21 @@ ctypedef struct BackwardPass:
     void* carry  # (B, H) scratch of a leaky pass
 
 
+ctypedef struct MatmulPass:
+    # C = op(A) @ op(B), row-major, op the transpose where asked: C (m, n), op(A) (m, k),
+    # op(B) (k, n), each ld elements between rows as stored.
+    Py_ssize_t m, n, k, lda, ldb, ldc
+    bint trans_a, trans_b
+    const void* A
+    const void* B
+    void* C
+    bint split_columns  # ranges of C's columns (else of its rows) on the team
+    int n_threads
+
+
 ctypedef void (*ForwardKernel)(const ForwardPass*) noexcept nogil
 ctypedef void (*BackwardKernel)(const BackwardPass*) noexcept nogil
+ctypedef void (*MatmulKernel)(const MatmulPass*) noexcept nogil
 
 
 ctypedef struct KernelTable:
@@ -70,5 +83,7 @@ ctypedef struct KernelTable:
     ForwardKernel forward_f64
     BackwardKernel backward_f32
     BackwardKernel backward_f64
+    MatmulKernel matmul_f32
+    MatmulKernel matmul_f64
     Py_ssize_t block_bytes  # the bytes of one micro-kernel column block in this build
     bint natural  # whether the small steps read W_hh as it is (no packing; natural.h)

@@ -35,7 +35,7 @@ from libc.string cimport memcpy, memset
 from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue,
                                           FORWARD_RELU, FORWARD_TANH)
 from rnnfast._kernels.blas cimport gemm
-from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable
+from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable, MatmulPass
 from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, block_columns,
                                     finish_blocks, finish_rows, gemm_columns, gemm_step,
                                     large_step,
@@ -222,7 +222,7 @@ cdef enum StepFamily:
     SMALL_STEPS = 0  # the small-step kernel
     GEMM_STEPS = 1  # the large steps' GEMM
     ROW_PRODUCTS = 2  # the pass's input projection (forward) or dx (backward), rows shared
-    WEIGHT_PRODUCTS = 3  # the weight gradients, their rows shared
+    LAYER_PRODUCTS = 3  # GEMMs of the layers above (matmul_pass)
 
 
 cdef inline int step_kind(Py_ssize_t work, bint backward, bint is_double,
@@ -614,9 +614,10 @@ cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, P
     return M
 
 
-# The pass's products (the input projection forward; dx and the weight gradients backward)
-# are shared among the team as row ranges: `pieces` of them, from the entry (product_threads;
-# 1: in one go). Each range is one call of the same code, so a pass's bits depend on the piece
+# The pass's products with few weights (the input projection forward, dx backward) are shared
+# among the team as row ranges, a few per thread of product_threads (1: in one go). (The
+# weight gradients' operands are the whole pass: in row ranges each range repacked them, and
+# on one thread the ranges ran 1.3x slower than one GEMM.) Each range is one call of the same code, so a pass's bits depend on the piece
 # count, never on who computes which piece.
 ctypedef struct ProductTasks:
     bint is_double
@@ -632,20 +633,28 @@ cdef inline void piece_rows(const ProductTasks* c, Py_ssize_t piece, Py_ssize_t*
     hi[0] = lo[0] + c.per_task if lo[0] + c.per_task < c.extent else c.extent
 
 
-cdef void run_pieces(ProductTasks* c, Py_ssize_t extent, Py_ssize_t align, int pieces,
+# Ranges per thread: a worker that loses its core inside a range leaves the caller waiting for
+# that one range only, a quarter of its share (after another library's pool had just run, two
+# ranges of the whole made some passes 14% slower on two threads than on one).
+cdef enum:
+    PIECES_PER_THREAD = 4
+
+
+cdef void run_pieces(ProductTasks* c, Py_ssize_t extent, Py_ssize_t align, int n_threads,
                      Py_ssize_t work, bint backward, StepFamily family, team_task task,
                      team_step whole) noexcept nogil:
-    """Rows 0 .. extent - 1 of a product in `pieces` ranges (multiples of align rows) on the
-    team, or in one call of `whole` for one piece."""
+    """Rows 0 .. extent - 1 of a product in PIECES_PER_THREAD * n_threads ranges (multiples of
+    align rows) on the team, or in one call of `whole` on one thread."""
+    cdef Py_ssize_t pieces = PIECES_PER_THREAD * n_threads
     c.extent = extent
     c.per_task = extent
-    if pieces > 1:
+    if n_threads > 1:
         c.per_task = (extent + pieces - 1) // pieces
         c.per_task = (c.per_task + align - 1) // align * align
     if c.per_task >= extent:
         whole(c, 0)
         return
-    team_run(pieces, 1, (extent + c.per_task - 1) // c.per_task,
+    team_run(n_threads, 1, (extent + c.per_task - 1) // c.per_task,
              step_kind(work, backward, c.is_double, family), task, whole, c)
 
 
@@ -781,27 +790,10 @@ cdef void dx_pieces(void* context, Py_ssize_t step) noexcept nogil:
         dx_task(context, step, piece)
 
 
-cdef void weight_task(void* context, Py_ssize_t step, Py_ssize_t piece) noexcept nogil:
-    cdef const ProductTasks* c = <const ProductTasks*>context
-    cdef Py_ssize_t lo, hi
-    piece_rows(c, piece, &lo, &hi)
-    if c.is_double:
-        weight_rows(c.backward, <const double*>c.da, lo, hi)
-    else:
-        weight_rows(c.backward, <const float*>c.da, lo, hi)
-
-
-cdef void weight_pieces(void* context, Py_ssize_t step) noexcept nogil:
-    cdef const ProductTasks* c = <const ProductTasks*>context
-    cdef Py_ssize_t piece
-    for piece in range((c.extent + c.per_task - 1) // c.per_task):
-        weight_task(context, step, piece)
-
-
 cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     """BPTT as BackwardPass describes it (rnnfast/_kernels/passes.pxd), da its scratch, typed:
-    dx (unless NULL), dh0, db (unless NULL) and, unless dW_xh is NULL, dW_xh and dW_hh; the
-    products (dx; the weight gradients with db) in product_threads row ranges on the team.
+    dx (unless NULL), dh0, db (unless NULL) and, unless dW_xh is NULL, dW_xh and dW_hh; dx in
+    row ranges on the team with product_threads > 1.
 
     dh_n reaches each sequence at its last step (active as in forward_pass). h0 is the initial
     state used forward (zeros when the caller had none: its term in dW_hh is still computed,
@@ -827,12 +819,77 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
         run_pieces(&c, T * B, 16, p.product_threads, T * B * D * H, True, ROW_PRODUCTS,
                    dx_task, dx_pieces)
     if p.dW_hh != NULL or p.db != NULL:
-        run_pieces(&c, H, 16, p.product_threads, T * B * H * (D + H), True, WEIGHT_PRODUCTS,
-                   weight_task, weight_pieces)
+        weight_rows(p, da, 0, H)
     if alpha == NULL:
         any_gemm(False, False, B, H, H, 1, da, H, W_hh, H, 0, dh0, H)  # dh0 = da[0] @ W_hh
     else:  # dh0 holds (1 - leak) dL/dh_0 from the loop
         any_gemm(False, False, B, H, H, 1, da, H, W_hh, H, 1, dh0, H)  # dh0 += da[0] @ W_hh
+
+
+# A GEMM of the layers above (the output layer's, the weight gradients after a pass) shared
+# among the team the same way: ranges of C's rows (each range's rows of A with all of B: for
+# a B of few weights), or of its columns (all of A with the range's columns of B: weight
+# gradients, whose A and B are both a whole pass; one range per thread, as each repacks A).
+ctypedef struct MatmulTasks:
+    bint is_double
+    const MatmulPass* p
+    Py_ssize_t extent, per_task
+
+
+cdef void matmul_range(const MatmulPass* p, floating* C, Py_ssize_t lo,
+                       Py_ssize_t hi) noexcept nogil:
+    cdef const floating* A = <const floating*>p.A
+    cdef const floating* B = <const floating*>p.B
+    if p.split_columns:
+        any_gemm(p.trans_a, p.trans_b, p.m, hi - lo, p.k, 1, A, p.lda,
+                 B + (lo * p.ldb if p.trans_b else lo), p.ldb, 0, C + lo, p.ldc)
+    else:
+        any_gemm(p.trans_a, p.trans_b, hi - lo, p.n, p.k, 1, A + (lo if p.trans_a else lo * p.lda),
+                 p.lda, B, p.ldb, 0, C + lo * p.ldc, p.ldc)
+
+
+cdef void matmul_task(void* context, Py_ssize_t step, Py_ssize_t piece) noexcept nogil:
+    cdef const MatmulTasks* c = <const MatmulTasks*>context
+    cdef Py_ssize_t lo = piece * c.per_task
+    cdef Py_ssize_t hi = lo + c.per_task if lo + c.per_task < c.extent else c.extent
+    if c.is_double:
+        matmul_range(c.p, <double*>c.p.C, lo, hi)
+    else:
+        matmul_range(c.p, <float*>c.p.C, lo, hi)
+
+
+cdef void matmul_pieces(void* context, Py_ssize_t step) noexcept nogil:
+    cdef const MatmulTasks* c = <const MatmulTasks*>context
+    cdef Py_ssize_t piece
+    for piece in range((c.extent + c.per_task - 1) // c.per_task):
+        matmul_task(context, step, piece)
+
+
+cdef void matmul_pass(const MatmulPass* p, bint is_double) noexcept nogil:
+    """C = op(A) @ op(B) as MatmulPass describes it, in ranges on n_threads of the team (in
+    one call on one thread)."""
+    cdef MatmulTasks c
+    cdef Py_ssize_t pieces = p.n_threads * (1 if p.split_columns else PIECES_PER_THREAD)
+    c.is_double, c.p = is_double, p
+    c.extent = p.n if p.split_columns else p.m
+    c.per_task = c.extent
+    if p.n_threads > 1:
+        c.per_task = (c.extent + pieces - 1) // pieces
+        c.per_task = (c.per_task + 15) // 16 * 16
+    if c.per_task >= c.extent:
+        matmul_pieces(&c, 0)
+        return
+    team_run(p.n_threads, 1, (c.extent + c.per_task - 1) // c.per_task,
+             step_kind(p.m * p.n * p.k, p.split_columns, is_double, LAYER_PRODUCTS),
+             matmul_task, matmul_pieces, &c)
+
+
+cdef void matmul_f32(const MatmulPass* p) noexcept nogil:
+    matmul_pass(p, False)
+
+
+cdef void matmul_f64(const MatmulPass* p) noexcept nogil:
+    matmul_pass(p, True)
 
 
 cdef void forward_f32(const ForwardPass* p) noexcept nogil:
@@ -856,6 +913,8 @@ TABLE.forward_f32 = forward_f32
 TABLE.forward_f64 = forward_f64
 TABLE.backward_f32 = backward_f32
 TABLE.backward_f64 = backward_f64
+TABLE.matmul_f32 = matmul_f32
+TABLE.matmul_f64 = matmul_f64
 TABLE.block_bytes = BLOCK_BYTES
 TABLE.natural = NATURAL_LAYOUT
 

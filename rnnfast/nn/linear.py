@@ -6,8 +6,10 @@ backward pass (not a copy): do not modify it in place between ``forward`` and ``
 """
 import numpy as np
 
+from rnnfast._kernels.backend import matmul as team_matmul
 from rnnfast.nn.module import Module
 from rnnfast.utils.memory import check_allocation
+from rnnfast.utils.threads import resolve_n_threads
 from rnnfast.utils.validation import (check_bool, check_float_dtype, check_shape, check_size,
                                       contiguous, copy_size, float_array, random_generator)
 
@@ -32,6 +34,11 @@ class Linear(Module):
         dtype of the parameters; inputs must have the same.
     seed : int, None or numpy.random.Generator
         Source of the initial weights; a Generator is used (and advanced) as is.
+    n_threads : int or None
+        1: the GEMMs are NumPy's (on its BLAS's threads). 2 or more (None: every core): they
+        run in ranges on the thread team of rnnfast's kernels, the threads the RNN's passes
+        use, so a model's layers share one team rather than wake a second pool of threads
+        between them (results then depend on the count, as a threaded BLAS's do).
 
     Attributes
     ----------
@@ -46,8 +53,10 @@ class Linear(Module):
         replaces them (they are not accumulated over calls).
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None):
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None,
+                 n_threads=1):
         self.in_features = check_size(in_features, "in_features")
+        self.n_threads = resolve_n_threads(n_threads)
         self.out_features = check_size(out_features, "out_features")
         bias = check_bool(bias, "bias")
         self.dtype = dtype = check_float_dtype(dtype)
@@ -97,7 +106,7 @@ class Linear(Module):
                                             ("y (T, B, O)", (T, B, self.out_features),
                                              self.dtype)])
         h2 = contiguous(h).reshape(T * B, H)
-        y = h2 @ self.weight.T  # (T*B, O): one GEMM over every step
+        y = self._product(h2, self.weight, (T * B, self.out_features), trans_b=True)  # h W^T
         if self.bias is not None:
             y += self.bias
         self._h = h2
@@ -132,8 +141,19 @@ class Linear(Module):
                                      "(T, B from the forward pass, O from out_features)",
                                      ("dh (T, B, H)", (T, B, self.in_features), self.dtype))
         dy2 = dy.reshape(T * B, self.out_features)
-        grads = {"weight": dy2.T @ self._h}  # (O, H) = dy^T h over all T*B rows
+        # (O, H) = dy^T h over all T*B rows
+        grads = {"weight": self._product(dy2, self._h, self.weight.shape, trans_a=True,
+                                         split_columns=True)}
         if self.bias is not None:
             grads["bias"] = dy2.sum(axis=0)
         self.grads = grads
-        return (dy2 @ self.weight).reshape(T, B, self.in_features)
+        dh = self._product(dy2, self.weight, (T * B, self.in_features))
+        return dh.reshape(T, B, self.in_features)
+
+    def _product(self, a, b, shape, trans_a=False, trans_b=False, split_columns=False):
+        """op(a) @ op(b), of the given shape: NumPy's on one thread, else the team's (see
+        n_threads), in ranges of rows or, with split_columns, of columns."""
+        if self.n_threads == 1:
+            return (a.T if trans_a else a) @ (b.T if trans_b else b)
+        return team_matmul(a, contiguous(b), np.empty(shape, self.dtype), self.n_threads,
+                           trans_a, trans_b, split_columns)
