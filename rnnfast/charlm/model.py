@@ -37,7 +37,9 @@ class CharRNN(Composite):
     seed : int, numpy Generator or None
         Seeds the initialisation of every part and the dropout masks.
     n_threads : int or None
-        Threads for the RNN kernels and the output layer's GEMMs (None: every core).
+        Threads for the RNN kernels (None: every core). The output layer's GEMMs are NumPy's,
+        on its BLAS's threads: on the kernels' team (``Linear(n_threads=...)``) the training
+        step measured no faster here and, where the second core was contended, slower.
     """
 
     PARTS = ("embedding", "rnn", "output")
@@ -61,8 +63,7 @@ class CharRNN(Composite):
         self.rnn = RNN(c["embedding_dim"], c["hidden_size"], c["num_layers"],
                        nonlinearity=nonlinearity, dropout=dropout, dtype=c["dtype"],
                        seed=rnn_rng, n_threads=n_threads)
-        self.output = Linear(c["hidden_size"], c["vocab_size"], dtype=c["dtype"], seed=output_rng,
-                             n_threads=n_threads)
+        self.output = Linear(c["hidden_size"], c["vocab_size"], dtype=c["dtype"], seed=output_rng)
 
     def __repr__(self):
         settings = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
