@@ -20,7 +20,6 @@ from rnnfast.cli.arguments import (non_negative_float, non_negative_int, positiv
 from rnnfast.cli.output import format_duration
 from rnnfast.cli.progress import Progress, budget_line
 from rnnfast.train import CheckpointError, NonFiniteError, checkpoint
-from rnnfast.utils.threads import blas_threads_at_most, resolve_n_threads
 
 DEFAULT_CHECKPOINT = "rnnfast-charlm.npz"
 DEFAULT_MINUTES = 2.0
@@ -102,10 +101,10 @@ def configure_train_parser(parser):
                       help="seeds the initialisation, dropout and samples (default 0); the same "
                            "seed, settings and --threads give the same run (other thread "
                            "counts round sums differently)")
-    data.add_argument("--threads", type=positive_int, default=None,
-                      help="threads for the kernels and for NumPy's BLAS (default: every "
-                           "core; a step is faster on two threads than on one, see the "
-                           "README's Performance); 1 keeps the run on one core")
+    data.add_argument("--threads", type=positive_int, default=1,
+                      help="threads for the kernels (default 1: a step's per-step barriers and "
+                           "NumPy's BLAS threads compete for the cores, so more threads pay only "
+                           "where more cores are idle)")
     output = parser.add_argument_group("output")
     output.add_argument("--checkpoint", default=None,
                         help=f"where to save (default {DEFAULT_CHECKPOINT}, or the --resume "
@@ -355,9 +354,7 @@ def run_train(args):
     session = _Session(args, run, path)
     session.print_header()
     try:
-        # The output layer's and the optimizer's NumPy calls on --threads too.
-        with blas_threads_at_most(resolve_n_threads(args.threads)):
-            return session.train()
+        return session.train()
     except KeyboardInterrupt:
         kept = ("nothing was saved" if run.saved_steps is None else
                 f"{path} holds step {run.saved_steps}")
