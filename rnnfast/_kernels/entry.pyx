@@ -307,10 +307,7 @@ def matmul(a, b, out, n_threads, bint trans_a=False, bint trans_b=False,
     if p.k == 0:
         memset(p.C, 0, p.m * p.n * (4 if typenum == cnp.NPY_FLOAT else 8))
         return out
-    cap = None
-    if s.cores > 1 and p.m * p.n * p.k > s.openblas_single_thread_mnk:
-        cap = blas_threads_at_most(1)
-        cap.__enter__()
+    cap = blas_cap_for(s, p.m * p.n * p.k)
     try:
         with nogil:
             if typenum == cnp.NPY_FLOAT:
@@ -614,7 +611,12 @@ cdef object blas_cap(Switches s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ss
     """A blas_threads_at_most(1) entered for a pass whose largest GEMM OpenBLAS would thread,
     or None (nothing to do: OpenBLAS keeps every GEMM of the pass on one thread, or one core).
     The caller exits it after the pass."""
-    if T * B * H * (D if D > H else H) <= s.openblas_single_thread_mnk or s.cores <= 1:
+    return blas_cap_for(s, T * B * H * (D if D > H else H))
+
+
+cdef object blas_cap_for(Switches s, Py_ssize_t mnk):
+    """blas_cap for calls whose largest GEMM has M * N * K = mnk."""
+    if mnk <= s.openblas_single_thread_mnk or s.cores <= 1:
         return None
     cap = blas_threads_at_most(1)
     cap.__enter__()
