@@ -126,20 +126,18 @@ PRODUCT_SHAPES = [(5, 4, 3, 20), (7, 4, 40, 33), (3, 33, 5, 17), (9, 33, 70, 64)
                   (2, 40, 3, 260)]
 
 
-@pytest.mark.parametrize("numpy_weight_grads", [False, True], ids=["in-pass", "after-pass"])
+@pytest.mark.parametrize("own_gemm_products", [True, False], ids=["our-gemm", "blas"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", PRODUCT_SHAPES, ids=shape_id)
 def test_shared_products_match_the_reference_on_every_team_mode(shape, dtype,
-                                                                numpy_weight_grads, build,
+                                                                own_gemm_products, build,
                                                                 monkeypatch):
-    """The products in row ranges on 2 and 3 threads of the team (from any size), and the
-    float32 weight gradients after the pass in column ranges (from any size too, after-pass),
-    with a leak, noise and ragged lengths: against the reference, and bit for bit alike on
-    every team mode."""
+    """The products in row ranges on 2 and 3 threads of the team (from any size; on our GEMM
+    over W_xh in panels, or each range on BLAS), and dW_xh beside dW_hh, with a leak, noise
+    and ragged lengths: against the reference, and bit for bit alike on every team mode."""
     T, B, D, H = shape
     monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 0)
-    if numpy_weight_grads:
-        monkeypatch.setattr(SWITCHES, "numpy_weight_grads_min_flops", 0)
+    monkeypatch.setattr(SWITCHES, "own_gemm_products", own_gemm_products)
     p = make_problem(24, *shape)
     lengths = ragged_lengths(24, T, B)
     dynamics = make_dynamics(24, H, T, B)
@@ -159,6 +157,25 @@ def test_shared_products_match_the_reference_on_every_team_mode(shape, dtype,
         out, grads = results[0]
         assert_close(out, reference[0], tol["forward"], "out")
         assert_grads_close(grads, reference[1], tol["grad"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [s for s in PRODUCT_SHAPES if s[1] >= 32], ids=shape_id)
+def test_products_on_our_gemm_give_the_same_bits_on_any_thread_count(shape, dtype, build,
+                                                                     monkeypatch):
+    """On our GEMM each element of the projection and of dx is computed the same way whatever
+    the row range, and dW_xh and dW_hh are the same GEMM calls whoever runs them: 2 and 3
+    threads (other ranges) give identical results."""
+    T, B, D, H = shape
+    monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 0)
+    p = make_problem(27, *shape).astype(dtype)
+    lengths = ragged_lengths(27, T, B)
+    results = {}
+    for n_threads in (2, 3):
+        monkeypatch.setattr(SWITCHES, "cores", n_threads)
+        build.reset_team("always")
+        results[n_threads] = run(p, n_threads, lengths)
+    assert_identical(results[3], results[2])
 
 
 def test_shared_products_without_bias(build, monkeypatch):

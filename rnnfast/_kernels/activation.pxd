@@ -99,11 +99,13 @@ cdef inline floating fast_tanh(floating x) noexcept nogil:
 # What is applied to each element after a step's matmul. Forward steps apply the activation;
 # backward steps multiply by the activation's derivative, computed from the stored act(a_t) (h_t
 # itself in the plain RNN). Leaky steps add the leak after it (leak_forward, leak_backward).
+# PRODUCT_ONLY: nothing (a plain product on the step's GEMM, such as the input projection).
 cdef enum Epilogue:
     FORWARD_TANH = 0
     FORWARD_RELU = 1
     BACKWARD_TANH = 2
     BACKWARD_RELU = 3
+    PRODUCT_ONLY = 4
 
 
 cdef inline void finish(floating* C, const floating* h, Py_ssize_t n,

@@ -58,6 +58,7 @@ cdef enum Slot:
     SLOT_DA = 3  # da (T, B, H) of a backward pass; act(a_t) of one step forward
     SLOT_SMALL = 4  # a scalar leak per unit (H,) forward; the carry (B, H) backward
     SLOT_SQUARES = 5  # the norms' float64 squares
+    SLOT_PRODUCT_MATRIX = 6  # W_xh in GEMM panels for the products' ranges on our GEMM
 
 # BLAS takes its dimensions as 32-bit ints (rnnfast.utils.validation.MAX_DIM).
 cdef Py_ssize_t MAX_DIM = 2147483647
@@ -83,9 +84,19 @@ cdef class Switches:
         steps' timings, whether its threads pay (see kernel_threads).
     threads_min_product_flops = 2**21
         A pass's input projection (forward) and dx (backward) are shared among n_threads of
-        the team as row ranges, a few per thread, from this many multiply-adds (about 15 us on
-        one core), each range one GEMM on one BLAS thread. Their bits then depend on n_threads
-        (the ranges' GEMMs round as GEMMs of their size do), never on which thread ran which.
+        the team as row ranges, a few per thread, from this many multiply-adds (T * B * D * H,
+        about 15 us on one core), and dW_xh and dW_hh are computed side by side (in the pass,
+        also in float32: see numpy_weight_grads_min_flops).
+    own_gemm_products = True
+        Those ranges run on our GEMM over W_xh packed once per pass (gemm.h), where each
+        element comes out the same whatever the range: the bits then depend on whether
+        n_threads is 1 (one BLAS call) or more, not on the thread count or on who ran which
+        range, and a range costs what its rows do. Each range on BLAS instead (False, or in
+        builds whose step kernels read W_xh as it is, for the small W_xh they take) repacks
+        W_xh: measured one core, 8 ranges of 40-80 rows ran 1.3-1.7x one call (320-640 rows,
+        H = D = 256-512), and when the team measured that it did not pay, two threads ran
+        passes up to 1.29x slower than one (bench/test_bench_threads.py); on our GEMM
+        that is 1.00-1.07x, the rest from dW_xh and dW_hh on SciPy's BLAS.
     openblas_single_thread_mnk = 65536 * 4
         Inside a pass BLAS runs on one thread: OpenBLAS wakes its workers for every GEMM,
         which cost more than they gave back here (2-5x slower at 1000,1,16,64), and they must
@@ -98,7 +109,8 @@ cdef class Switches:
         GEMMs (da^T @ x) 1.16-1.47x faster than SciPy's here in float32 (0.3.31 against
         0.3.30; T*B, H, D from 100, 128, 128 to 3200, 512, 512), which repays NumPy's few
         microseconds per call; in float64 both ran alike (0.89-1.02x), so float64 keeps them
-        in the kernel's call. They stay on one BLAS thread whatever n_threads: OpenBLAS's
+        in the kernel's call, and so do passes whose products are on the team (there dW_xh
+        and dW_hh run side by side, one on each of two threads). They stay on one BLAS thread whatever n_threads: OpenBLAS's
         threads, which wait for each other spinning, collapsed when another process or pool
         held a core (610,1,128,128 forward+backward: 25 ms on two BLAS threads against 8-11 ms
         on one, on this machine shared with other jobs).
@@ -128,7 +140,7 @@ cdef class Switches:
     cdef public Py_ssize_t numpy_weight_grads_min_flops
     cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
-    cdef public bint own_gemm
+    cdef public bint own_gemm, own_gemm_products
     cdef public Py_ssize_t gemm_min_hidden, gemm_max_hidden_float64
     cdef readonly Py_ssize_t passes  # passes run so far (every thread's)
     cdef object last_step  # how the last pass ran (last_pass)
@@ -147,6 +159,7 @@ cdef class Switches:
         self.own_products_max_bytes = 1 << 19
         self.cores = available_cores()
         self.own_gemm = True
+        self.own_gemm_products = True
         self.gemm_min_hidden, self.gemm_max_hidden_float64 = 256, 512
         self.forced = -1
         self.build = KERNEL
@@ -680,6 +693,12 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
     try:
         p.M = scratch_get(&scratch, SLOT_STEP_MATRIX, H * p.ldm * itemsize)
         p.active = <const Py_ssize_t*>scratch_get(&scratch, SLOT_ACTIVE, T * sizeof(Py_ssize_t))
+        p.product_matrix = NULL
+        if p.product_threads > 1 and not p.own_products and s.own_gemm_products:
+            p.product_matrix = scratch_get(&scratch, SLOT_PRODUCT_MATRIX,
+                                           D * (H + 64) * itemsize)
+            if p.product_matrix == NULL:
+                raise MemoryError("rnn_forward: no memory for the pass's scratch")
         if p.M == NULL or p.active == NULL:
             raise MemoryError("rnn_forward: no memory for the pass's scratch")
         if not fill_active(<Py_ssize_t*>p.active, lengths, T, B):
@@ -828,9 +847,10 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     cdef rnnfast_scratch scratch
     cdef Py_ssize_t extra_rows = 0
     cdef Py_ssize_t pass_flops = T * B * H * (D + H)
+    # On the team (product_threads > 1), dW_xh and dW_hh are computed side by side in the pass.
     cdef bint weight_grads_in_numpy = (need_weight_grads and typenum == cnp.NPY_FLOAT
-                                       and pass_flops >= s.numpy_weight_grads_min_flops)
-    cdef int products = product_threads(s, pass_flops, threads)
+                                       and pass_flops >= s.numpy_weight_grads_min_flops
+                                       and product_threads(s, T * B * D * H, threads) == 1)
     dims[0], dims[1], dims[2] = T, B, D
     dx = cnp.PyArray_EMPTY(3, dims, typenum, 0) if need_dx else None
     dims[0], dims[1] = B, H
@@ -879,6 +899,13 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
         p.active = <const Py_ssize_t*>scratch_get(&scratch, SLOT_ACTIVE, T * sizeof(Py_ssize_t))
         if p.da == NULL:
             p.da = scratch_get(&scratch, SLOT_DA, T * B * H * itemsize)
+        p.product_matrix = NULL
+        if (p.dx != NULL and p.product_threads > 1 and not p.own_products
+                and s.own_gemm_products):
+            p.product_matrix = scratch_get(&scratch, SLOT_PRODUCT_MATRIX,
+                                           H * (D + 64) * itemsize)
+            if p.product_matrix == NULL:
+                raise MemoryError("rnn_backward: no memory for the pass's scratch")
         if p.M == NULL or p.active == NULL or p.da == NULL:
             raise MemoryError("rnn_backward: no memory for the pass's scratch")
         if not fill_active(<Py_ssize_t*>p.active, lengths, T, B):
@@ -910,9 +937,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
         scratch_end(&scratch)
         if cap is not None:
             cap.__exit__(None, None, None)
-    if weight_grads_in_numpy and states is not None and products > 1:
-        weight_grads_on_the_team(da, x, states, dW_xh, dW_hh, products)
-    elif weight_grads_in_numpy:
+    if weight_grads_in_numpy:
         with blas_threads_at_most(1):
             if states is not None:
                 weight_grads_from_states(da, x, states, dW_xh, dW_hh)
@@ -930,17 +955,6 @@ def weight_grads_from_states(da, x, states, dW_xh, dW_hh):
     rows = da.reshape(T * B, H).T
     np.matmul(rows, x.reshape(T * B, -1), out=dW_xh)
     np.matmul(rows, states[:T].reshape(T * B, H), out=dW_hh)
-
-
-def weight_grads_on_the_team(da, x, states, dW_xh, dW_hh, n_threads):
-    """weight_grads_from_states's GEMMs on n_threads of the team (matmul, ranges of columns),
-    each on SciPy's BLAS: on one BLAS thread NumPy's ran these faster, but on two threads
-    the team's pair wins, and keeps a second pool of threads out of the process."""
-    T, B, H = da.shape
-    rows = da.reshape(T * B, H)
-    matmul(rows, x.reshape(T * B, -1), dW_xh, n_threads, trans_a=True, split_columns=True)
-    matmul(rows, states[:T].reshape(T * B, H), dW_hh, n_threads, trans_a=True,
-           split_columns=True)
 
 
 def weight_grads(da, x, h0, out, dW_xh, dW_hh):

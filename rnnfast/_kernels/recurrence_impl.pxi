@@ -33,7 +33,7 @@ from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
 from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue,
-                                          FORWARD_RELU, FORWARD_TANH)
+                                          FORWARD_RELU, FORWARD_TANH, PRODUCT_ONLY)
 from rnnfast._kernels.blas cimport gemm
 from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable, MatmulPass
 from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, block_columns,
@@ -581,20 +581,39 @@ cdef void pack_panels(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t l
     of CB), packed for the micro-kernel (CB = block_columns) or the GEMM (CB = gemm_columns):
     panel p holds columns p*CB .. p*CB + CB - 1 of every row, row after row, so a step reads
     each panel as one contiguous stream."""
+    pack_matrix_panels(W, n, n, ldm // CB, M, transpose, CB)
+
+
+cdef void pack_matrix_panels(const floating* W, Py_ssize_t K, Py_ssize_t N, Py_ssize_t panels,
+                             floating* M, bint transpose, Py_ssize_t CB) noexcept nogil:
+    """Mop (K, N) in `panels` panels of CB columns (zero past N), as pack_panels lays them out:
+    Mop = W.T for W (N, K) with transpose, else W (K, N) itself."""
     cdef Py_ssize_t p, j, c, col0, width
     cdef floating* row
-    for p in range(ldm // CB):
+    for p in range(panels):
         col0 = p * CB
-        width = n - col0 if n - col0 < CB else CB
+        width = N - col0 if N - col0 < CB else CB
         width = 0 if width < 0 else width  # a panel of padding only
-        for j in range(n):
-            row = M + p * n * CB + j * CB
+        for j in range(K):
+            row = M + p * K * CB + j * CB
             if transpose:  # M[j, col] = W[col, j]: a column of W
                 for c in range(width):
-                    row[c] = W[(col0 + c) * n + j]
+                    row[c] = W[(col0 + c) * K + j]
             else:
-                memcpy(row, W + j * n + col0, width * sizeof(floating))
+                memcpy(row, W + j * N + col0, width * sizeof(floating))
             memset(row + width, 0, (CB - width) * sizeof(floating))
+
+
+cdef const floating* product_panels(const floating* W_xh, Py_ssize_t D, Py_ssize_t H,
+                                    void* scratch, bint transpose) noexcept nogil:
+    """W_xh.T (D, H) with transpose (the input projection's), else W_xh (H, D) (dx's), in
+    GEMM panels in scratch (room for K * (N + 64)); NULL without scratch: BLAS's products."""
+    cdef floating* M = <floating*>scratch
+    cdef Py_ssize_t NR = gemm_columns(W_xh)
+    cdef Py_ssize_t K = D if transpose else H, N = H if transpose else D
+    if M != NULL:
+        pack_matrix_panels(W_xh, K, N, (N + NR - 1) // NR, M, transpose, NR)
+    return M
 
 
 cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
@@ -615,15 +634,17 @@ cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, P
 
 
 # The pass's products with few weights (the input projection forward, dx backward) are shared
-# among the team as row ranges, a few per thread of product_threads (1: in one go). (The
-# weight gradients' operands are the whole pass: in row ranges each range repacked them, and
-# on one thread the ranges ran 1.3x slower than one GEMM.) Each range is one call of the same code, so a pass's bits depend on the piece
-# count, never on who computes which piece.
+# among the team as row ranges, a few per thread of product_threads (1: in one go), on our GEMM
+# over W_xh packed once (product_panels: each element the same in any range, so the pieces
+# run alone are one call, with the same bits), or each range on BLAS (which repacks W_xh per
+# call: then the bits depend on the piece count, never on who computes which piece). The
+# weight gradients' operands are the whole pass: dW_xh and dW_hh run side by side instead.
 ctypedef struct ProductTasks:
     bint is_double
     const ForwardPass* forward
     const BackwardPass* backward
     void* da  # backward: the pass's da
+    const void* panels  # W_xh in GEMM panels (product_panels), or NULL: BLAS's products
     Py_ssize_t extent, per_task  # rows in all, rows per piece
 
 
@@ -658,15 +679,16 @@ cdef void run_pieces(ProductTasks* c, Py_ssize_t extent, Py_ssize_t align, int n
              step_kind(work, backward, c.is_double, family), task, whole, c)
 
 
-cdef void projection_rows(const ForwardPass* p, floating* out, Py_ssize_t r0,
-                          Py_ssize_t r1) noexcept nogil:
-    """Rows r0 .. r1 - 1 (of T * B) of P = X W_xh^T + b (+ the noise on a_t) into out."""
+cdef void projection_rows(const ForwardPass* p, floating* out, const floating* panels,
+                          Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Rows r0 .. r1 - 1 (of T * B) of P = X W_xh^T + b (+ the noise on a_t) into out; on our
+    GEMM with W_xh^T in panels (product_panels; each element the same whatever the rows)."""
     cdef Py_ssize_t D = p.D, H = p.H, row, i, rows = r1 - r0
     cdef const floating* b = <const floating*>p.b
     cdef const floating* noise = <const floating*>p.noise
     cdef const floating* x = <const floating*>p.x + r0 * D
     out = out + r0 * H
-    if NATURAL_LAYOUT and p.own_products:  # P = b (+ noise), then P += X @ W_xh.T
+    if panels != NULL or (NATURAL_LAYOUT and p.own_products):  # P = b (+ noise) + X @ W_xh.T
         for row in range(rows):
             if b != NULL:
                 memcpy(out + row * H, b, H * sizeof(floating))
@@ -675,7 +697,11 @@ cdef void projection_rows(const ForwardPass* p, floating* out, Py_ssize_t r0,
         if noise != NULL:  # the noise on a_t folds into the input projection
             for i in range(rows * H):
                 out[i] += noise[r0 * H + i]
-        step_product(True, x, rows, D, <const floating*>p.W_xh, out, out, H, 0, H)
+        if panels != NULL:
+            gemm_step(x, panels, out, out, out, rows, D, H, 0, H, PRODUCT_ONLY, NULL, NULL, NULL,
+                      NULL)
+        else:
+            step_product(True, x, rows, D, <const floating*>p.W_xh, out, out, H, 0, H)
     else:
         any_gemm(False, True, rows, H, D, 1, x, D, <const floating*>p.W_xh, D, 0, out,
                  H)  # P = X @ W_xh.T
@@ -693,16 +719,22 @@ cdef void projection_task(void* context, Py_ssize_t step, Py_ssize_t piece) noex
     cdef Py_ssize_t lo, hi
     piece_rows(c, piece, &lo, &hi)
     if c.is_double:
-        projection_rows(c.forward, <double*>c.forward.out, lo, hi)
+        projection_rows(c.forward, <double*>c.forward.out, <const double*>c.panels, lo, hi)
     else:
-        projection_rows(c.forward, <float*>c.forward.out, lo, hi)
+        projection_rows(c.forward, <float*>c.forward.out, <const float*>c.panels, lo, hi)
 
 
 cdef void projection_pieces(void* context, Py_ssize_t step) noexcept nogil:
+    """Every piece on this thread: on our GEMM in one call (the same bits as the pieces)."""
     cdef const ProductTasks* c = <const ProductTasks*>context
     cdef Py_ssize_t piece
-    for piece in range((c.extent + c.per_task - 1) // c.per_task):
-        projection_task(context, step, piece)
+    if c.panels != NULL and c.is_double:
+        projection_rows(c.forward, <double*>c.forward.out, <const double*>c.panels, 0, c.extent)
+    elif c.panels != NULL:
+        projection_rows(c.forward, <float*>c.forward.out, <const float*>c.panels, 0, c.extent)
+    else:
+        for piece in range((c.extent + c.per_task - 1) // c.per_task):
+            projection_task(context, step, piece)
 
 
 cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
@@ -717,6 +749,7 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
     cdef const floating* M
     cdef ProductTasks c
     c.is_double, c.forward = floating is double, p
+    c.panels = product_panels(<const floating*>p.W_xh, p.D, H, p.product_matrix, True)
     run_pieces(&c, T * B, 16, p.product_threads, T * B * p.D * H, False, ROW_PRODUCTS,
                projection_task, projection_pieces)
     # the forward step right-multiplies by W_hh^T
@@ -731,12 +764,16 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
             memset(out + (t * B + p.active[t]) * H, 0, (B - p.active[t]) * H * sizeof(floating))
 
 
-cdef void dx_rows(const BackwardPass* p, const floating* da, Py_ssize_t r0,
-                  Py_ssize_t r1) noexcept nogil:
-    """Rows r0 .. r1 - 1 (of T * B) of dx = da @ W_xh."""
+cdef void dx_rows(const BackwardPass* p, const floating* da, const floating* panels,
+                  Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Rows r0 .. r1 - 1 (of T * B) of dx = da @ W_xh; on our GEMM with W_xh in panels."""
     cdef Py_ssize_t D = p.D, H = p.H
     cdef floating* dx = <floating*>p.dx + r0 * D
-    if NATURAL_LAYOUT and p.own_products:  # dx = 0 + da @ W_xh
+    if panels != NULL:  # dx = 0 + da @ W_xh
+        memset(dx, 0, (r1 - r0) * D * sizeof(floating))
+        gemm_step(da + r0 * H, panels, dx, dx, dx, r1 - r0, H, D, 0, D, PRODUCT_ONLY, NULL, NULL,
+                  NULL, NULL)
+    elif NATURAL_LAYOUT and p.own_products:  # dx = 0 + da @ W_xh
         memset(dx, 0, (r1 - r0) * D * sizeof(floating))
         step_product(False, da + r0 * H, r1 - r0, H, <const floating*>p.W_xh, dx, dx, D, 0, D)
     else:
@@ -744,33 +781,48 @@ cdef void dx_rows(const BackwardPass* p, const floating* da, Py_ssize_t r0,
                  dx, D)
 
 
-cdef void weight_rows(const BackwardPass* p, const floating* da, Py_ssize_t i0,
-                      Py_ssize_t i1) noexcept nogil:
-    """Rows i0 .. i1 - 1 (hidden units) of dW_xh = da^T @ x, dW_hh = sum_t da_t^T h_{t-1}
-    and db = the sum of da's rows (unless NULL)."""
-    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H, n = i1 - i0, row, i
-    cdef floating* dW_hh = <floating*>p.dW_hh + i0 * H
-    cdef floating* db = <floating*>p.db
+cdef void weight_grads_part(const BackwardPass* p, const floating* da,
+                            bint recurrent) noexcept nogil:
+    """dW_xh = da^T @ x, or (recurrent) dW_hh = sum_t da_t^T h_{t-1}: GEMMs over all T * B
+    rows, the same calls whoever runs them."""
+    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H
+    cdef floating* dW_hh = <floating*>p.dW_hh
     cdef const floating* h0 = <const floating*>p.h0
-    if p.dW_hh != NULL:
-        any_gemm(True, False, n, D, T * B, 1, da + i0, H, <const floating*>p.x, D, 0,
-                 <floating*>p.dW_xh + i0 * D, D)  # dW_xh = da.T @ x
-        # dW_hh = sum_t da_t^T h_{t-1}: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
-        if h0 + B * H == <const floating*>p.out:  # h0 right before out
-            any_gemm(True, False, n, H, T * B, 1, da + i0, H, h0, H, 0, dW_hh,
-                     H)  # dW_hh = da.T @ [h0; out[:-1]]
-        else:
-            any_gemm(True, False, n, H, B, 1, da + i0, H, h0, H, 0, dW_hh,
-                     H)  # dW_hh = da[0].T @ h0
-            if T > 1:
-                any_gemm(True, False, n, H, (T - 1) * B, 1, da + B * H + i0, H,
-                         <const floating*>p.out, H, 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
-    if db != NULL:
-        # db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable.
-        memset(db + i0, 0, n * sizeof(floating))
-        for row in range(T * B):
-            for i in range(i0, i1):
-                db[i] += da[row * H + i]
+    if not recurrent:
+        any_gemm(True, False, H, D, T * B, 1, da, H, <const floating*>p.x, D, 0,
+                 <floating*>p.dW_xh, D)  # dW_xh = da.T @ x
+    # dW_hh = sum_t da_t^T h_{t-1}: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
+    elif h0 + B * H == <const floating*>p.out:  # h0 right before out
+        any_gemm(True, False, H, H, T * B, 1, da, H, h0, H, 0, dW_hh,
+                 H)  # dW_hh = da.T @ [h0; out[:-1]]
+    else:
+        any_gemm(True, False, H, H, B, 1, da, H, h0, H, 0, dW_hh, H)  # dW_hh = da[0].T @ h0
+        if T > 1:
+            any_gemm(True, False, H, H, (T - 1) * B, 1, da + B * H, H, <const floating*>p.out,
+                     H, 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
+
+
+cdef void weight_grads_task(void* context, Py_ssize_t step, Py_ssize_t task) noexcept nogil:
+    cdef const ProductTasks* c = <const ProductTasks*>context
+    if c.is_double:
+        weight_grads_part(c.backward, <const double*>c.da, task == 1)
+    else:
+        weight_grads_part(c.backward, <const float*>c.da, task == 1)
+
+
+cdef void weight_grads_both(void* context, Py_ssize_t step) noexcept nogil:
+    weight_grads_task(context, step, 0)
+    weight_grads_task(context, step, 1)
+
+
+cdef void bias_grad(const BackwardPass* p, const floating* da) noexcept nogil:
+    """db = da.sum(axis=(0, 1)), row after row: a fixed order, so repeatable."""
+    cdef Py_ssize_t H = p.H, row, i
+    cdef floating* db = <floating*>p.db
+    memset(db, 0, H * sizeof(floating))
+    for row in range(p.T * p.B):
+        for i in range(H):
+            db[i] += da[row * H + i]
 
 
 cdef void dx_task(void* context, Py_ssize_t step, Py_ssize_t piece) noexcept nogil:
@@ -778,22 +830,28 @@ cdef void dx_task(void* context, Py_ssize_t step, Py_ssize_t piece) noexcept nog
     cdef Py_ssize_t lo, hi
     piece_rows(c, piece, &lo, &hi)
     if c.is_double:
-        dx_rows(c.backward, <const double*>c.da, lo, hi)
+        dx_rows(c.backward, <const double*>c.da, <const double*>c.panels, lo, hi)
     else:
-        dx_rows(c.backward, <const float*>c.da, lo, hi)
+        dx_rows(c.backward, <const float*>c.da, <const float*>c.panels, lo, hi)
 
 
 cdef void dx_pieces(void* context, Py_ssize_t step) noexcept nogil:
+    """Every piece on this thread: on our GEMM in one call (the same bits as the pieces)."""
     cdef const ProductTasks* c = <const ProductTasks*>context
     cdef Py_ssize_t piece
-    for piece in range((c.extent + c.per_task - 1) // c.per_task):
-        dx_task(context, step, piece)
+    if c.panels != NULL and c.is_double:
+        dx_rows(c.backward, <const double*>c.da, <const double*>c.panels, 0, c.extent)
+    elif c.panels != NULL:
+        dx_rows(c.backward, <const float*>c.da, <const float*>c.panels, 0, c.extent)
+    else:
+        for piece in range((c.extent + c.per_task - 1) // c.per_task):
+            dx_task(context, step, piece)
 
 
 cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     """BPTT as BackwardPass describes it (rnnfast/_kernels/passes.pxd), da its scratch, typed:
     dx (unless NULL), dh0, db (unless NULL) and, unless dW_xh is NULL, dW_xh and dW_hh; dx in
-    row ranges on the team with product_threads > 1.
+    row ranges and dW_xh beside dW_hh on the team with product_threads > 1.
 
     dh_n reaches each sequence at its last step (active as in forward_pass). h0 is the initial
     state used forward (zeros when the caller had none: its term in dW_hh is still computed,
@@ -816,10 +874,17 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
                   <floating*>p.norms, p.squares, alpha, <floating*>p.carry, dh0)
     c.is_double, c.backward, c.da = floating is double, p, da
     if p.dx != NULL:
+        c.panels = product_panels(<const floating*>p.W_xh, D, H, p.product_matrix, False)
         run_pieces(&c, T * B, 16, p.product_threads, T * B * D * H, True, ROW_PRODUCTS,
                    dx_task, dx_pieces)
-    if p.dW_hh != NULL or p.db != NULL:
-        weight_rows(p, da, 0, H)
+    if p.dW_hh != NULL and p.product_threads > 1:  # dW_xh and dW_hh side by side
+        team_run(p.product_threads, 1, 2, step_kind(T * B * H * (D + H), True, c.is_double,
+                                                     LAYER_PRODUCTS),
+                 weight_grads_task, weight_grads_both, &c)
+    elif p.dW_hh != NULL:
+        weight_grads_both(&c, 0)
+    if p.db != NULL:
+        bias_grad(p, da)
     if alpha == NULL:
         any_gemm(False, False, B, H, H, 1, da, H, W_hh, H, 0, dh0, H)  # dh0 = da[0] @ W_hh
     else:  # dh0 holds (1 - leak) dL/dh_0 from the loop

@@ -40,7 +40,7 @@ static inline void rnnfast_traced_free(void* memory) {
     free(memory);
 }
 
-#define RNNFAST_SCRATCH_SLOTS 6
+#define RNNFAST_SCRATCH_SLOTS 7
 #define RNNFAST_SCRATCH_KEEP_BYTES ((size_t)8 << 20)
 
 typedef struct {

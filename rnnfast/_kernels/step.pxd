@@ -16,8 +16,8 @@ from cython cimport floating
 from libc.string cimport memcpy
 
 from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue,
-                                          FORWARD_RELU, FORWARD_TANH, finish, leak_backward,
-                                          leak_forward)
+                                          FORWARD_RELU, FORWARD_TANH, PRODUCT_ONLY, finish,
+                                          leak_backward, leak_forward)
 from rnnfast._kernels.blas cimport gemm
 
 
@@ -127,6 +127,8 @@ cdef inline void finish_rows(floating* C, const floating* h, Py_ssize_t rows, Py
     cdef Py_ssize_t r
     cdef double row_squares
     cdef bint backward = kind == BACKWARD_TANH or kind == BACKWARD_RELU
+    if kind == PRODUCT_ONLY:  # (never with squares or a leak)
+        return
     if alpha == NULL and squares == NULL and width == ld:
         finish(C, h, rows * width, kind)  # one contiguous stretch
         return
