@@ -18,10 +18,12 @@
  *   Where the team does not pay, its steps cost at most a sixty-fourth of the difference, and
  *   soon much less.
  * - One wait is measured on its own: when the caller waits for a claimed task much longer than
- *   a task takes, a worker was descheduled in it, and the caller runs the next steps alone,
- *   for a time that doubles at each such wait (from 64 ms to 1 s) and halves after a clean
- *   spell eight times as long. Probing costs at most one such wait per period, a small share
- *   of it.
+ *   a task takes, a worker was descheduled in it. If the last such wait was recent (within 64
+ *   times this one's length), the cores are contended and the caller runs the next steps
+ *   alone, for a time that doubles at each such wait (from 64 ms to 1 s) and halves after a
+ *   clean spell eight times as long; probing costs at most one such wait per period, a small
+ *   share of it. A rare one (a preemption now and then, as on a shared virtual machine) costs
+ *   at most 1/64 of the time between them, less than the team saves there.
  * - Nobody burns a core another needs: a worker spins for at most RNNFAST_TEAM_SPIN_NS on a step
  *   that does not come (between passes, while the caller runs alone), then sleeps on a futex;
  *   the caller, waiting for a claimed task, spins a little and then yields its core. Workers
@@ -76,6 +78,8 @@ typedef void (*rnnfast_step_fn)(void* context, ptrdiff_t step);
 #define RNNFAST_TEAM_LATE_NS 20000
 #define RNNFAST_TEAM_PENALTY_MIN_NS 64000000
 #define RNNFAST_TEAM_PENALTY_MAX_NS 1024000000
+/* ... but only when it follows the last one within this many times its wait. */
+#define RNNFAST_TEAM_SPORADIC 64
 /* The choice between the team and the caller alone, per kind of step (see rnnfast_team_run). */
 #define RNNFAST_TEAM_KINDS 512
 #define RNNFAST_TEAM_TRIALS 4
@@ -348,15 +352,19 @@ static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_ta
         rnnfast_record(&record->team_ns, &record->team_samples, end - start,
                        team->mode == RNNFAST_TEAM_ADAPT && record->retrying);
         if (waited_ns > RNNFAST_TEAM_LATE_NS + 4 * task_ns) {
-            /* A worker lost its core inside a task: run alone for a while. */
-            had_late_wait = 1;
+            /* A worker lost its core inside a task: run alone for a while, unless such waits
+             * are rare (apart by more than RNNFAST_TEAM_SPORADIC times this one's cost: a
+             * preemption now and then costs less than the team saves in between). */
+            int64_t since_last = end - team->last_late_ns;
             team->late_waits++;
+            team->last_late_ns = end;
+            if (since_last > RNNFAST_TEAM_SPORADIC * waited_ns) continue;
+            had_late_wait = 1;
             team->penalty_ns = team->penalty_ns < RNNFAST_TEAM_PENALTY_MIN_NS
                 ? RNNFAST_TEAM_PENALTY_MIN_NS
                 : (team->penalty_ns * 2 > RNNFAST_TEAM_PENALTY_MAX_NS
                    ? RNNFAST_TEAM_PENALTY_MAX_NS : team->penalty_ns * 2);
             team->alone_until_ns = end + team->penalty_ns;
-            team->last_late_ns = end;
         }
     }
     /* The penalty comes down only after a long clean spell: probes that happen to succeed
