@@ -193,6 +193,26 @@ def test_shared_products_without_bias(build, monkeypatch):
     assert_grads_close(shared[1], whole[1], 1e-12, has_bias=False)
 
 
+@pytest.mark.parametrize("rows_needed, shared", [(10**9, False), (0, True)],
+                         ids=["few-rows", "enough-rows"])
+def test_a_large_w_xh_is_shared_only_from_enough_rows(rows_needed, shared, build, monkeypatch):
+    """A W_xh beyond gemm_products_max_bytes keeps its products in one call (the bits of one
+    thread) below blas_products_min_rows rows, and from there shares them on BLAS, whose
+    ranges agree with the one-thread pass to rounding."""
+    monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 0)
+    monkeypatch.setattr(SWITCHES, "gemm_products_max_bytes", 0)
+    monkeypatch.setattr(SWITCHES, "blas_products_min_rows", rows_needed)
+    monkeypatch.setattr(SWITCHES, "cores", 2)
+    build.reset_team("always")
+    p = make_problem(28, 9, 33, 70, 64, np.float64)
+    one, two = run(p, 1), run(p, 2)
+    if not shared:
+        assert_identical(two, one)
+    else:
+        assert_close(two[0], one[0], 1e-13, "out")
+        assert_grads_close(two[1], one[1], 1e-12)
+
+
 def test_products_stay_in_one_call_below_the_threshold(monkeypatch):
     """Small passes keep their products in one call (and their bits) on any thread count."""
     monkeypatch.setattr(SWITCHES, "cores", 2)

@@ -97,6 +97,12 @@ cdef class Switches:
         H = D = 256-512), and when the team measured that it did not pay, two threads ran
         passes up to 1.29x slower than one (bench/test_bench_threads.py); on our GEMM
         that is 1.00-1.07x, the rest from dW_xh and dW_hh on SciPy's BLAS.
+    gemm_products_max_bytes = 2**19, blas_products_min_rows = 1280
+        Our GEMM takes the ranges of a W_xh of at most gemm_products_max_bytes. A larger one
+        (H = D = 512 float32) costs more there than BLAS's one call (packing 1 MiB, and
+        K = 512 runs slower on our tiles: 1.05-1.09x alone, T * B = 40 to 2560), and in
+        ranges on BLAS 1.2x at 40 rows, 1.02-1.04x from 1280 rows: so it is shared only from
+        blas_products_min_rows rows, on BLAS.
     openblas_single_thread_mnk = 65536 * 4
         Inside a pass BLAS runs on one thread: OpenBLAS wakes its workers for every GEMM,
         which cost more than they gave back here (2-5x slower at 1000,1,16,64), and they must
@@ -110,10 +116,11 @@ cdef class Switches:
         0.3.30; T*B, H, D from 100, 128, 128 to 3200, 512, 512), which repays NumPy's few
         microseconds per call; in float64 both ran alike (0.89-1.02x), so float64 keeps them
         in the kernel's call, and so do passes whose products are on the team (there dW_xh
-        and dW_hh run side by side, one on each of two threads). They stay on one BLAS thread whatever n_threads: OpenBLAS's
-        threads, which wait for each other spinning, collapsed when another process or pool
-        held a core (610,1,128,128 forward+backward: 25 ms on two BLAS threads against 8-11 ms
-        on one, on this machine shared with other jobs).
+        and dW_hh run side by side, one on each of two threads). They stay on one BLAS
+        thread whatever n_threads: OpenBLAS's threads, which wait for each other spinning,
+        collapsed when another process or pool held a core (610,1,128,128 forward+backward:
+        25 ms on two BLAS threads against 8-11 ms on one, on this machine shared with other
+        jobs).
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
@@ -141,6 +148,7 @@ cdef class Switches:
     cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
     cdef public bint own_gemm, own_gemm_products
+    cdef public Py_ssize_t gemm_products_max_bytes, blas_products_min_rows
     cdef public Py_ssize_t gemm_min_hidden, gemm_max_hidden_float64
     cdef readonly Py_ssize_t passes  # passes run so far (every thread's)
     cdef object last_step  # how the last pass ran (last_pass)
@@ -160,6 +168,7 @@ cdef class Switches:
         self.cores = available_cores()
         self.own_gemm = True
         self.own_gemm_products = True
+        self.gemm_products_max_bytes, self.blas_products_min_rows = 1 << 19, 1280
         self.gemm_min_hidden, self.gemm_max_hidden_float64 = 256, 512
         self.forced = -1
         self.build = KERNEL
@@ -240,15 +249,27 @@ cdef inline int kernel_threads(Switches s, Py_ssize_t B, Py_ssize_t H, Py_ssize_
     return n_threads
 
 
-cdef inline int product_threads(Switches s, Py_ssize_t work, int n_threads) noexcept:
-    """The threads that share a pass's input projection or dx of `work` multiply-adds, in row
-    ranges on the team: n_threads (at most the cores) from threads_min_product_flops on,
-    else 1 (one call)."""
+cdef inline int product_threads(Switches s, Py_ssize_t rows, Py_ssize_t D, Py_ssize_t H,
+                                Py_ssize_t itemsize, int n_threads) noexcept:
+    """The threads that share a pass's input projection and dx (rows x D x H multiply-adds)
+    in row ranges on the team: n_threads (at most the cores) from threads_min_product_flops
+    on, for a W_xh beyond gemm_products_max_bytes only from blas_products_min_rows rows; else
+    1 (one call)."""
     if n_threads > s.cores:
         n_threads = s.cores
-    if n_threads <= 1 or work < s.threads_min_product_flops:
+    if n_threads <= 1 or rows * D * H < s.threads_min_product_flops:
+        return 1
+    if D * H * itemsize > s.gemm_products_max_bytes and rows < s.blas_products_min_rows:
         return 1
     return n_threads
+
+
+cdef inline bint gemm_products(Switches s, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize,
+                               int product_threads, bint own_products) noexcept:
+    """Whether a pass's shared products run on our GEMM over W_xh in panels (else each range
+    on BLAS)."""
+    return (product_threads > 1 and not own_products and s.own_gemm_products
+            and D * H * itemsize <= s.gemm_products_max_bytes)
 
 
 cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t H, Py_ssize_t D,
@@ -676,7 +697,7 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
     p.ldm = H + (-H) % COLUMN_PAD
     p.relu = relu
     p.n_threads = kernel_threads(s, B, H, itemsize, threads)
-    p.product_threads = product_threads(s, T * B * D * H, threads)
+    p.product_threads = product_threads(s, T * B, D, H, itemsize, threads)
     p.use_blas = blas_steps(s, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.noise, p.state_noise = data(noise), data(state_noise)
@@ -694,7 +715,7 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
         p.M = scratch_get(&scratch, SLOT_STEP_MATRIX, H * p.ldm * itemsize)
         p.active = <const Py_ssize_t*>scratch_get(&scratch, SLOT_ACTIVE, T * sizeof(Py_ssize_t))
         p.product_matrix = NULL
-        if p.product_threads > 1 and not p.own_products and s.own_gemm_products:
+        if gemm_products(s, D, H, itemsize, p.product_threads, p.own_products):
             p.product_matrix = scratch_get(&scratch, SLOT_PRODUCT_MATRIX,
                                            D * (H + 64) * itemsize)
             if p.product_matrix == NULL:
@@ -850,7 +871,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     # On the team (product_threads > 1), dW_xh and dW_hh are computed side by side in the pass.
     cdef bint weight_grads_in_numpy = (need_weight_grads and typenum == cnp.NPY_FLOAT
                                        and pass_flops >= s.numpy_weight_grads_min_flops
-                                       and product_threads(s, T * B * D * H, threads) == 1)
+                                       and product_threads(s, T * B, D, H, itemsize, threads) == 1)
     dims[0], dims[1], dims[2] = T, B, D
     dx = cnp.PyArray_EMPTY(3, dims, typenum, 0) if need_dx else None
     dims[0], dims[1] = B, H
@@ -881,7 +902,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.dW_hh = NULL if weight_grads_in_numpy else data(dW_hh)
     p.relu = relu
     p.n_threads = kernel_threads(s, B, H, itemsize, threads)
-    p.product_threads = product_threads(s, T * B * D * H, threads)
+    p.product_threads = product_threads(s, T * B, D, H, itemsize, threads)
     p.use_blas = blas_steps(s, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.norms = data(norms)
@@ -900,8 +921,8 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
         if p.da == NULL:
             p.da = scratch_get(&scratch, SLOT_DA, T * B * H * itemsize)
         p.product_matrix = NULL
-        if (p.dx != NULL and p.product_threads > 1 and not p.own_products
-                and s.own_gemm_products):
+        if p.dx != NULL and gemm_products(s, D, H, itemsize, p.product_threads,
+                                          p.own_products):
             p.product_matrix = scratch_get(&scratch, SLOT_PRODUCT_MATRIX,
                                            H * (D + 64) * itemsize)
             if p.product_matrix == NULL:
