@@ -115,8 +115,11 @@ cdef class Switches:
         GEMMs (da^T @ x) 1.16-1.47x faster than SciPy's here in float32 (0.3.31 against
         0.3.30; T*B, H, D from 100, 128, 128 to 3200, 512, 512), which repays NumPy's few
         microseconds per call; in float64 both ran alike (0.89-1.02x), so float64 keeps them
-        in the kernel's call, and so do passes whose products are on the team (there dW_xh
-        and dW_hh run side by side, one on each of two threads). They stay on one BLAS
+        in the kernel's call, and so do passes whose products are on the team, from
+        team_weight_grads_min_hidden = 128 on (there dW_xh and dW_hh run side by side, one
+        on each of two threads; NumPy's one call, which the pass on two threads must match
+        when the team does not pay, ran 0.87-0.94x of SciPy's from H = 128 but 0.74x at
+        H = 64: T * B = 4096, D = H). They stay on one BLAS
         thread whatever n_threads: OpenBLAS's threads, which wait for each other spinning,
         collapsed when another process or pool held a core (610,1,128,128 forward+backward:
         25 ms on two BLAS threads against 8-11 ms on one, on this machine shared with other
@@ -144,7 +147,7 @@ cdef class Switches:
     cdef public Py_ssize_t blas_min_batch_float32, blas_min_batch_float64, l2_cache_bytes
     cdef public Py_ssize_t threads_min_step_flops, threads_min_product_flops
     cdef public Py_ssize_t openblas_single_thread_mnk
-    cdef public Py_ssize_t numpy_weight_grads_min_flops
+    cdef public Py_ssize_t numpy_weight_grads_min_flops, team_weight_grads_min_hidden
     cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
     cdef public bint own_gemm, own_gemm_products
@@ -164,6 +167,7 @@ cdef class Switches:
         self.threads_min_product_flops = 1 << 21
         self.openblas_single_thread_mnk = 65536 * 4
         self.numpy_weight_grads_min_flops = 1 << 20
+        self.team_weight_grads_min_hidden = 128
         self.own_products_max_bytes = 1 << 19
         self.cores = available_cores()
         self.own_gemm = True
@@ -868,10 +872,13 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     cdef rnnfast_scratch scratch
     cdef Py_ssize_t extra_rows = 0
     cdef Py_ssize_t pass_flops = T * B * H * (D + H)
-    # On the team (product_threads > 1), dW_xh and dW_hh are computed side by side in the pass.
-    cdef bint weight_grads_in_numpy = (need_weight_grads and typenum == cnp.NPY_FLOAT
-                                       and pass_flops >= s.numpy_weight_grads_min_flops
-                                       and product_threads(s, T * B, D, H, itemsize, threads) == 1)
+    # With the products on the team, dW_xh and dW_hh run side by side in the pass (from
+    # team_weight_grads_min_hidden).
+    cdef bint weight_grads_in_numpy = (
+        need_weight_grads and typenum == cnp.NPY_FLOAT
+        and pass_flops >= s.numpy_weight_grads_min_flops
+        and (H < s.team_weight_grads_min_hidden
+             or product_threads(s, T * B, D, H, itemsize, threads) == 1))
     dims[0], dims[1], dims[2] = T, B, D
     dx = cnp.PyArray_EMPTY(3, dims, typenum, 0) if need_dx else None
     dims[0], dims[1] = B, H
