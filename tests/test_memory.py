@@ -103,6 +103,22 @@ def test_the_buffer_lists_are_what_the_backend_allocates(case, path, monkeypatch
     assert_bounds(peak, buffers)
 
 
+def test_the_buffer_lists_hold_the_products_shared_on_threads(monkeypatch):
+    """On two threads with the products shared on rnnfast's GEMM, the pass also packs W_xh in
+    panels: the lists count it (a W_xh of 64 x 300 floats, 300 columns: the panels' padding)."""
+    monkeypatch.setattr(_cython_backend.switches, "threads_min_product_flops", 0)
+    monkeypatch.setattr(_cython_backend.switches, "cores", 2)
+    T, B, D, H = 40, 33, 300, 64
+    p = make_problem(2, T, B, D, H, np.float64)
+    kept, scratch = _cython_backend.forward_buffers(T, B, D, H, np.dtype(np.float64))
+    rnnfast.rnn_forward(*p.args, n_threads=2)  # warm up
+    peak, (out, cache) = peak_allocation(lambda: rnnfast.rnn_forward(*p.args, n_threads=2))
+    assert_bounds(peak, kept + scratch)
+    buffers = _cython_backend.backward_buffers(T, B, D, H, np.dtype(np.float64))
+    peak, _ = peak_allocation(lambda: rnnfast.rnn_backward(p.dout, cache, n_threads=2))
+    assert_bounds(peak, buffers)
+
+
 def assert_bounds(peak, buffers):
     sizes = [buffer_bytes(shape, dtype) for _, shape, dtype in buffers]
     assert peak <= sum(sizes) + SLACK_BYTES, (peak, buffers)

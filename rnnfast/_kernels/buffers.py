@@ -18,6 +18,19 @@ __all__ = ["forward_buffers", "backward_buffers", "step_matrix_shape", "batch_or
            "threaded_square_rows", "total_bytes", "forward_fits", "backward_fits"]
 
 _INTP, _FLOAT64 = np.dtype(np.intp), np.dtype(np.float64)
+# The largest W_xh whose products a pass on several threads shares on rnnfast's GEMM, packed in
+# panels (the default of Switches.gemm_products_max_bytes, rnnfast/_kernels/entry.pyx).
+GEMM_PRODUCTS_MAX_BYTES = 1 << 19
+
+
+def product_panels_buffers(D, H, dtype):
+    """The scratch of W_xh in GEMM panels (K x (N + 64) for K, N = D, H) that a pass whose
+    products are shared on several threads may take: none for a W_xh beyond
+    GEMM_PRODUCTS_MAX_BYTES."""
+    if D * H * dtype.itemsize > GEMM_PRODUCTS_MAX_BYTES:
+        return []
+    return [("W_xh in GEMM panels, products on several threads (D, H + 64)", (D, H + 64),
+             dtype)]
 
 
 def step_matrix_shape(H):
@@ -52,6 +65,7 @@ def forward_buffers(T, B, D, H, dtype, h0=True, order=None, leaky=False, noise=F
             else ("out (T, B, H)", (T, B, H), dtype)]
     scratch = [("the step matrix (H, H padded)", step_matrix_shape(H), dtype),
                ("the rows active at each step (T,)", (T,), _INTP)]
+    scratch += product_panels_buffers(D, H, dtype)
     if leaky:
         if need_grad:
             kept.append(("act(a_t) for the backward pass (T, B, H)", (T, B, H), dtype))
@@ -79,6 +93,7 @@ def backward_buffers(T, B, D, H, dtype, order=None, leaky=False, return_norms=Fa
                ("dW_xh (H, D)", (H, D), dtype), ("dW_hh (H, H)", (H, H), dtype),
                ("the step matrix (H, H padded)", step_matrix_shape(H), dtype),
                ("dh0, db, a zero state (2 * B + 1, H)", (2 * B + 1, H), dtype)]
+    buffers += product_panels_buffers(H, D, dtype)
     # Large passes compute the weight gradients in NumPy, after the kernels, with an (H, H)
     # temporary (the step matrix is still held then: the thread keeps it for its next call).
     buffers.append(("the (H, H) temporary of the weight gradients", (H, H), dtype))

@@ -28,7 +28,8 @@ import numpy as np
 
 from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable, MatmulPass
 
-from rnnfast._kernels.buffers import backward_fits, batch_order, forward_fits
+from rnnfast._kernels.buffers import (GEMM_PRODUCTS_MAX_BYTES, backward_fits, batch_order,
+                                     forward_fits)
 from rnnfast._kernels.builds import COLUMN_PAD, KERNEL, KERNEL_BUILDS
 from rnnfast.grads import RNNGrads
 from rnnfast.utils.threads import available_cores, blas_threads_at_most
@@ -119,11 +120,10 @@ cdef class Switches:
         team_weight_grads_min_hidden = 128 on (there dW_xh and dW_hh run side by side, one
         on each of two threads; NumPy's one call, which the pass on two threads must match
         when the team does not pay, ran 0.87-0.94x of SciPy's from H = 128 but 0.74x at
-        H = 64: T * B = 4096, D = H). They stay on one BLAS
-        thread whatever n_threads: OpenBLAS's threads, which wait for each other spinning,
-        collapsed when another process or pool held a core (610,1,128,128 forward+backward:
-        25 ms on two BLAS threads against 8-11 ms on one, on this machine shared with other
-        jobs).
+        H = 64: T * B = 4096, D = H). They stay on one BLAS thread whatever n_threads:
+        OpenBLAS's threads, which wait for each other spinning, collapsed when another process
+        or pool held a core (610,1,128,128 forward+backward: 25 ms on two BLAS threads against
+        8-11 ms on one, on this machine shared with other jobs).
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
@@ -172,7 +172,8 @@ cdef class Switches:
         self.cores = available_cores()
         self.own_gemm = True
         self.own_gemm_products = True
-        self.gemm_products_max_bytes, self.blas_products_min_rows = 1 << 19, 1280
+        self.gemm_products_max_bytes = GEMM_PRODUCTS_MAX_BYTES  # (the memory checks' bound)
+        self.blas_products_min_rows = 1280
         self.gemm_min_hidden, self.gemm_max_hidden_float64 = 256, 512
         self.forced = -1
         self.build = KERNEL
@@ -874,11 +875,11 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     cdef Py_ssize_t pass_flops = T * B * H * (D + H)
     # With the products on the team, dW_xh and dW_hh run side by side in the pass (from
     # team_weight_grads_min_hidden).
+    cdef int products = product_threads(s, T * B, D, H, itemsize, threads)
     cdef bint weight_grads_in_numpy = (
         need_weight_grads and typenum == cnp.NPY_FLOAT
         and pass_flops >= s.numpy_weight_grads_min_flops
-        and (H < s.team_weight_grads_min_hidden
-             or product_threads(s, T * B, D, H, itemsize, threads) == 1))
+        and (H < s.team_weight_grads_min_hidden or products == 1))
     dims[0], dims[1], dims[2] = T, B, D
     dx = cnp.PyArray_EMPTY(3, dims, typenum, 0) if need_dx else None
     dims[0], dims[1] = B, H
@@ -909,7 +910,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.dW_hh = NULL if weight_grads_in_numpy else data(dW_hh)
     p.relu = relu
     p.n_threads = kernel_threads(s, B, H, itemsize, threads)
-    p.product_threads = product_threads(s, T * B, D, H, itemsize, threads)
+    p.product_threads = products
     p.use_blas = blas_steps(s, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.norms = data(norms)
