@@ -16,7 +16,8 @@
  *   while, to notice a change (another library's pool waking up, a process that has ended):
  *   after 64 steps, then twice as far each time the retry confirms the choice, up to 4096.
  *   Where the team does not pay, its steps cost at most a sixty-fourth of the difference, and
- *   soon much less.
+ *   soon much less. A team step that had to wake the workers first (the first of a pass, the
+ *   first after steps alone) times their wake-up, not the team, and is no sample.
  * - One wait is measured on its own: when the caller waits for a claimed task much longer than
  *   a task takes, a worker was descheduled in it. If the last such wait was recent (within 64
  *   times this one's length), the cores are contended and the caller runs the next steps
@@ -98,6 +99,7 @@ typedef struct {
     int32_t since_retry, retry_every;
     int last_choice;
     int retrying;  /* the step being run is a retry of the way not chosen */
+    int retry_again;  /* the last retry was no sample: take it again at the next step */
 } rnnfast_step_record;
 
 typedef struct {
@@ -228,21 +230,25 @@ static int rnnfast_team_grow(rnnfast_team_t* team, int wanted) {
     return team->n_workers;
 }
 
-/* Publishes step `step` (its n_tasks tasks) to the workers. */
-static inline void rnnfast_team_publish(rnnfast_team_t* team, int64_t step) {
+/* Publishes step `step` (its n_tasks tasks) to the workers; returns whether a worker was
+ * asleep (and had to be woken). */
+static inline int rnnfast_team_publish(rnnfast_team_t* team, int64_t step) {
     atomic_store_explicit(&team->ticket, (uint64_t)step << 32, memory_order_release);
     atomic_fetch_add_explicit(&team->published, 1, memory_order_release);
-    if (atomic_load_explicit(&team->sleepers, memory_order_acquire) > 0)
-        rnnfast_futex_wake_all(&team->published);
+    if (atomic_load_explicit(&team->sleepers, memory_order_acquire) == 0) return 0;
+    rnnfast_futex_wake_all(&team->published);
+    return 1;
 }
 
 /* Runs the n_tasks tasks of one step on the calling thread and the workers; returns how many
- * the workers ran, and in *waited_ns how long the caller waited for them. */
+ * the workers ran, in *waited_ns how long the caller waited for them and in *woke whether a
+ * worker had to be woken for it. */
 static int64_t rnnfast_team_step(rnnfast_team_t* team, ptrdiff_t step, ptrdiff_t n_tasks,
-                                 int64_t* done_before, int64_t* task_ns, int64_t* waited_ns) {
+                                 int64_t* done_before, int64_t* task_ns, int64_t* waited_ns,
+                                 int* woke) {
     ptrdiff_t claimed_step, task;
     int64_t mine = 0;
-    rnnfast_team_publish(team, step);
+    *woke = rnnfast_team_publish(team, step);
     int64_t start = rnnfast_now_ns();
     while (rnnfast_team_claim(team, &claimed_step, &task)) {
         team->fn(team->context, claimed_step, task);
@@ -296,6 +302,11 @@ static inline int rnnfast_team_choose(rnnfast_step_record* record) {
         record->last_choice = team;
         record->retry_every = RNNFAST_TEAM_RETRY_EVERY;
     }
+    if (record->retry_again) {
+        record->retry_again = 0;
+        record->retrying = 1;
+        return !team;
+    }
     if (++record->since_retry >= record->retry_every) {
         /* A retry that confirms the choice makes the next one twice as far. */
         record->since_retry = 0;
@@ -329,7 +340,7 @@ static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_ta
     team->context = context;
     atomic_store(&team->done, 0);
     int64_t by_workers = 0, done_before = 0, task_ns = 0, waited_ns = 0;
-    int team_steps = 0, had_late_wait = 0;
+    int team_steps = 0, had_late_wait = 0, previous_on_team = 0;
     for (step = 0; step < n_steps; step++) {
         int64_t start = rnnfast_now_ns();
         int alone = team->mode == RNNFAST_TEAM_NEVER;
@@ -338,6 +349,7 @@ static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_ta
             alone = start < team->alone_until_ns || !rnnfast_team_choose(record);
         }
         if (workers == 0 || alone) {
+            previous_on_team = 0;
             whole(context, step);
             if (workers > 0)
                 rnnfast_record(&record->alone_ns, &record->alone_samples,
@@ -345,10 +357,22 @@ static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_ta
                                team->mode == RNNFAST_TEAM_ADAPT && record->retrying);
             continue;
         }
+        int woke;
         by_workers += rnnfast_team_step(team, step, n_tasks, &done_before, &task_ns,
-                                        &waited_ns);
+                                        &waited_ns, &woke);
         team_steps++;
         int64_t end = rnnfast_now_ns();
+        int after_alone = !previous_on_team;
+        previous_on_team = 1;
+        if (woke && after_alone) {
+            /* The workers slept through the pass's first step or the steps alone before: this
+             * step timed their wake-up, not the team. Not a sample: a trial or retry of the
+             * team is taken again at the next step, with the workers awake (taken as is, such
+             * samples kept the team off for good where passes are apart). A worker that falls
+             * asleep between two team steps is part of the team's cost, and counted. */
+            record->retry_again = record->retrying;
+            continue;
+        }
         rnnfast_record(&record->team_ns, &record->team_samples, end - start,
                        team->mode == RNNFAST_TEAM_ADAPT && record->retrying);
         if (waited_ns > RNNFAST_TEAM_LATE_NS + 4 * task_ns) {
