@@ -16,8 +16,9 @@
  *   while, to notice a change (another library's pool waking up, a process that has ended):
  *   after 64 steps, then twice as far each time the retry confirms the choice, up to 4096.
  *   Where the team does not pay, its steps cost at most a sixty-fourth of the difference, and
- *   soon much less. A team step that had to wake the workers first (the first of a pass, the
- *   first after steps alone) times their wake-up, not the team, and is no sample.
+ *   soon much less. A team step that had to wake the workers first (the first of a pass of
+ *   several steps, the first after steps alone) times their wake-up, not the team, and is no
+ *   sample.
  * - One wait is measured on its own: when the caller waits for a claimed task much longer than
  *   a task takes, a worker was descheduled in it. If the last such wait was recent (within 64
  *   times this one's length), the cores are contended and the caller runs the next steps
@@ -364,12 +365,13 @@ static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_ta
         int64_t end = rnnfast_now_ns();
         int after_alone = !previous_on_team;
         previous_on_team = 1;
-        if (woke && after_alone) {
+        if (woke && after_alone && n_steps > 1) {
             /* The workers slept through the pass's first step or the steps alone before: this
              * step timed their wake-up, not the team. Not a sample: a trial or retry of the
              * team is taken again at the next step, with the workers awake (taken as is, such
-             * samples kept the team off for good where passes are apart). A worker that falls
-             * asleep between two team steps is part of the team's cost, and counted. */
+             * samples kept the team off for good where passes are apart). A pass of one step
+             * pays the wake-up every time, and a worker that falls asleep between two team
+             * steps too: those are the team's cost, and counted. */
             record->retry_again = record->retrying;
             continue;
         }
