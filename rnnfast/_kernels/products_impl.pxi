@@ -6,7 +6,8 @@
 # over W_xh packed once (product_panels: each element the same in any range, so the pieces
 # run alone are one call, with the same bits), or each range on BLAS (which repacks W_xh per
 # call: then the bits depend on the piece count, never on who computes which piece). The
-# weight gradients' operands are the whole pass: dW_xh and dW_hh run side by side instead.
+# weight gradients' operands are the whole pass: dW_hh and dW_xh are shared as one range of
+# their rows per thread, of equal work (each range's GEMMs read all of h and x).
 ctypedef struct ProductTasks:
     bint is_double
     const ForwardPass* forward
@@ -122,38 +123,60 @@ cdef void dx_rows(const BackwardPass* p, const floating* da, const floating* pan
                  dx, D)
 
 
-cdef void weight_grads_part(const BackwardPass* p, const floating* da,
-                            bint recurrent) noexcept nogil:
-    """dW_xh = da^T @ x, or (recurrent) dW_hh = sum_t da_t^T h_{t-1}: GEMMs over all T * B
-    rows, the same calls whoever runs them."""
+cdef void weight_grads_rows(const BackwardPass* p, const floating* da, Py_ssize_t r0,
+                            Py_ssize_t r1) noexcept nogil:
+    """Rows r0 .. r1 - 1 of [dW_hh; dW_xh] (2H rows, dW_xh's from H): dW_hh = sum_t da_t^T
+    h_{t-1} and dW_xh = da^T @ x, GEMMs over all T * B rows of those rows' columns of da."""
     cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H
-    cdef floating* dW_hh = <floating*>p.dW_hh
+    cdef Py_ssize_t a = r0 if r0 < H else H, z = r1 if r1 < H else H
+    cdef floating* dW_hh = <floating*>p.dW_hh + a * H
     cdef const floating* h0 = <const floating*>p.h0
-    if not recurrent:
-        any_gemm(True, False, H, D, T * B, 1, da, H, <const floating*>p.x, D, 0,
-                 <floating*>p.dW_xh, D)  # dW_xh = da.T @ x
-    # dW_hh = sum_t da_t^T h_{t-1}: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
-    elif h0 + B * H == <const floating*>p.out:  # h0 right before out
-        any_gemm(True, False, H, H, T * B, 1, da, H, h0, H, 0, dW_hh,
-                 H)  # dW_hh = da.T @ [h0; out[:-1]]
-    else:
-        any_gemm(True, False, H, H, B, 1, da, H, h0, H, 0, dW_hh, H)  # dW_hh = da[0].T @ h0
-        if T > 1:
-            any_gemm(True, False, H, H, (T - 1) * B, 1, da + B * H, H, <const floating*>p.out,
-                     H, 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
+    if z > a:
+        # dW_hh: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
+        if h0 + B * H == <const floating*>p.out:  # h0 right before out
+            any_gemm(True, False, z - a, H, T * B, 1, da + a, H, h0, H, 0, dW_hh,
+                     H)  # dW_hh = da.T @ [h0; out[:-1]]
+        else:
+            any_gemm(True, False, z - a, H, B, 1, da + a, H, h0, H, 0, dW_hh,
+                     H)  # dW_hh = da[0].T @ h0
+            if T > 1:
+                any_gemm(True, False, z - a, H, (T - 1) * B, 1, da + B * H + a, H,
+                         <const floating*>p.out, H, 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
+    a = (r0 if r0 > H else H) - H
+    z = (r1 if r1 > H else H) - H
+    if z > a:  # dW_xh = da.T @ x
+        any_gemm(True, False, z - a, D, T * B, 1, da + a, H, <const floating*>p.x, D, 0,
+                 <floating*>p.dW_xh + a * D, D)
 
 
-cdef void weight_grads_task(void* context, Py_ssize_t step, Py_ssize_t task) noexcept nogil:
+cdef inline Py_ssize_t weight_grads_bound(const BackwardPass* p, Py_ssize_t piece,
+                                          Py_ssize_t pieces) noexcept nogil:
+    """Where piece `piece` of `pieces` of [dW_hh; dW_xh] starts: pieces of equal work (a row
+    of dW_hh costs H, one of dW_xh D), rows a multiple of 8 apart."""
+    cdef Py_ssize_t H = p.H, D = p.D, row
+    cdef double work = <double>piece * H * (H + D) / pieces
+    if piece >= pieces:
+        return 2 * H
+    row = <Py_ssize_t>(work / H) if work <= <double>H * H else H + <Py_ssize_t>((work - <double>H * H) / D)
+    row = (row + 4) // 8 * 8
+    return row if row < 2 * H else 2 * H
+
+
+cdef void weight_grads_task(void* context, Py_ssize_t step, Py_ssize_t piece) noexcept nogil:
     cdef const ProductTasks* c = <const ProductTasks*>context
+    cdef Py_ssize_t r0 = weight_grads_bound(c.backward, piece, c.extent)
+    cdef Py_ssize_t r1 = weight_grads_bound(c.backward, piece + 1, c.extent)
     if c.is_double:
-        weight_grads_part(c.backward, <const double*>c.da, task == 1)
+        weight_grads_rows(c.backward, <const double*>c.da, r0, r1)
     else:
-        weight_grads_part(c.backward, <const float*>c.da, task == 1)
+        weight_grads_rows(c.backward, <const float*>c.da, r0, r1)
 
 
-cdef void weight_grads_both(void* context, Py_ssize_t step) noexcept nogil:
-    weight_grads_task(context, step, 0)
-    weight_grads_task(context, step, 1)
+cdef void weight_grads_pieces(void* context, Py_ssize_t step) noexcept nogil:
+    cdef const ProductTasks* c = <const ProductTasks*>context
+    cdef Py_ssize_t piece
+    for piece in range(c.extent):
+        weight_grads_task(context, step, piece)
 
 
 cdef void bias_grad(const BackwardPass* p, const floating* da) noexcept nogil:

@@ -692,12 +692,14 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
         c.panels = product_panels(<const floating*>p.W_xh, D, H, p.product_matrix, False)
         run_pieces(&c, T * B, 16, p.product_threads, T * B * D * H, True, ROW_PRODUCTS,
                    dx_task, dx_pieces)
-    if p.dW_hh != NULL and p.product_threads > 1:  # dW_xh and dW_hh side by side
-        team_run(p.product_threads, 1, 2, step_kind(T * B * H * (D + H), True, c.is_double,
-                                                     LAYER_PRODUCTS),
-                 weight_grads_task, weight_grads_both, &c)
-    elif p.dW_hh != NULL:
-        weight_grads_both(&c, 0)
+    if p.dW_hh != NULL:  # one range of [dW_hh; dW_xh]'s rows per thread
+        c.extent = p.product_threads
+        if c.extent > 1:
+            team_run(p.product_threads, 1, c.extent,
+                     step_kind(T * B * H * (D + H), True, c.is_double, LAYER_PRODUCTS),
+                     weight_grads_task, weight_grads_pieces, &c)
+        else:
+            weight_grads_pieces(&c, 0)
     if p.db != NULL:
         bias_grad(p, da)
     if alpha == NULL:
