@@ -71,6 +71,24 @@ def test_pinning_to_one_core_is_undone():
     assert os.sched_getaffinity(0) == allowed
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads not listed here")
+def test_pinning_to_one_core_pins_the_threads_started_before():
+    """Other libraries' pools exist before the block: they must not run on a second core."""
+    import threading
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        allowed = os.sched_getaffinity(worker.native_id)
+        with benchmarking.pinned_to_one_core() as core:
+            assert os.sched_getaffinity(worker.native_id) == {core}
+        assert os.sched_getaffinity(worker.native_id) == allowed
+    finally:
+        stop.set()
+        worker.join()
+
+
 def test_a_tiny_run_reports_every_row_and_setting():
     pytest.importorskip("threadpoolctl")
     impls = benchmarking.available_implementations(exclude=("torch",))

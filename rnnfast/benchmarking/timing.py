@@ -11,6 +11,7 @@ import contextlib
 import gc
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -121,11 +122,34 @@ def pinned_to_one_core(core=None):
     allowed = os.sched_getaffinity(0)
     core = min(allowed) if core is None else core
     available_cores()  # rnnfast counts the cores once: before the pinning, not under it
-    os.sched_setaffinity(0, {core})
+    # sched_setaffinity(0) sets the calling thread's only: the threads other libraries started
+    # before (JAX's pool, torch's, OpenBLAS's, rnnfast's team) are pinned one by one, and
+    # threads started inside the block inherit the pinning.
+    before = {}
+    for thread in _threads():
+        try:
+            before[thread] = os.sched_getaffinity(thread)
+            os.sched_setaffinity(thread, {core})
+        except OSError:  # the thread has ended
+            before.pop(thread, None)
     try:
         yield core
     finally:
-        os.sched_setaffinity(0, allowed)
+        for thread in _threads():
+            try:
+                os.sched_setaffinity(thread, before.get(thread, allowed))
+            except OSError:
+                pass
+
+
+def _threads():
+    """The ids of this process's threads (the calling one first), where Linux lists them."""
+    own = threading.get_native_id()
+    try:
+        others = [int(name) for name in os.listdir("/proc/self/task")]
+    except OSError:
+        others = []
+    return [own] + [thread for thread in others if thread != own]
 
 
 def _gemm_call(library, a, b, c):
