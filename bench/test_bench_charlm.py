@@ -14,10 +14,11 @@ prints medians and the median of the per-round ratios, the figure the README quo
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/test_bench_charlm.py [--rounds N]
 
 With --threads 2, each round runs four steps in turn: rnnfast and torch on one thread (the
-process pinned to one core for the step) and on two (every library on two threads: rnnfast's
+calling thread pinned to one core for the step) and on two (every library on two threads: rnnfast's
 n_threads=2 with NumPy's BLAS on two, torch.set_num_threads(2)), and prints each one's
 median, rnnfast's two-thread speed-up over its one-thread step and over torch's two-thread
-step (medians of per-round ratios).
+step (medians of per-round ratios); --without-torch leaves torch out (no torch pool in the
+process, as in `rnnfast train`).
 """
 import os
 import argparse
@@ -121,21 +122,23 @@ def _on_threads(step, threads, torch_threads=None):
         if torch_threads is not None:
             import_torch().set_num_threads(torch_threads)
         with threadpool_limits(threads):
-            if threads == 1:
-                with pinned_to_one_core():
+            if threads == 1:  # the two-thread steps' pools keep their cores
+                with pinned_to_one_core(every_thread=False):
                     return step()
             return step()
 
     return run
 
 
-def _two_threads(hidden, rounds):
-    """Medians (seconds) of the four steps, and rnnfast's two-thread speed-ups over its own
-    one-thread step and over torch's two-thread step, timed round-robin."""
+def _two_threads(hidden, rounds, with_torch=True):
+    """Medians (seconds) of the four steps (rnnfast's two without torch), and rnnfast's
+    two-thread speed-ups over its own one-thread step and over torch's two-thread step (None
+    without torch), timed round-robin."""
     steps = {"rnnfast 1": _on_threads(_rnnfast_step(hidden, "float32", 1), 1),
-             "rnnfast 2": _on_threads(_rnnfast_step(hidden, "float32", 2), 2),
-             "torch 1": _on_threads(_torch_step(hidden, "float32", 1), 1, 1),
-             "torch 2": _on_threads(_torch_step(hidden, "float32", 2), 2, 2)}
+             "rnnfast 2": _on_threads(_rnnfast_step(hidden, "float32", 2), 2)}
+    if with_torch:
+        steps.update({"torch 1": _on_threads(_torch_step(hidden, "float32", 1), 1, 1),
+                      "torch 2": _on_threads(_torch_step(hidden, "float32", 2), 2, 2)})
     for step in steps.values():
         for _ in range(3):
             step()
@@ -143,7 +146,7 @@ def _two_threads(hidden, rounds):
                                 window_s=0.0)
     return ({name: float(np.median(t)) for name, t in times.items()},
             paired_ratio(times["rnnfast 1"], times["rnnfast 2"]),
-            paired_ratio(times["torch 2"], times["rnnfast 2"]))
+            paired_ratio(times["torch 2"], times["rnnfast 2"]) if with_torch else None)
 
 
 if __name__ == "__main__":
@@ -152,8 +155,11 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, choices=(1, 2), default=1,
                         help="2: one and two threads for both libraries")
+    parser.add_argument("--without-torch", action="store_true",
+                        help="with --threads 2: rnnfast's steps only (no torch pool in the "
+                             "process, as in `rnnfast train`)")
     args = parser.parse_args()
-    if import_torch() is None:
+    if import_torch() is None and not (args.threads == 2 and args.without_torch):
         raise SystemExit("PyTorch is not installed")
     if args.threads == 2:
         if len(os.sched_getaffinity(0)) < 2:
@@ -161,10 +167,10 @@ if __name__ == "__main__":
         print(f"B={BATCH} T={SEQ_LEN} V={VOCAB} E={EMBEDDING}, float32, Adam, clip {CLIP}, "
               f"median of {args.rounds} interleaved rounds")
         for hidden in HIDDEN_SIZES:
-            medians, own, over_torch = _two_threads(hidden, args.rounds)
+            medians, own, over_torch = _two_threads(hidden, args.rounds, not args.without_torch)
             cells = "  ".join(f"{name} {t * 1e3:6.1f} ms" for name, t in medians.items())
-            print(f"H={hidden:4d}  {cells}  rnnfast 2 threads vs 1: {own:.2f}x, vs torch on 2: "
-                  f"{over_torch:.2f}x")
+            versus = "" if over_torch is None else f", vs torch on 2: {over_torch:.2f}x"
+            print(f"H={hidden:4d}  {cells}  rnnfast 2 threads vs 1: {own:.2f}x{versus}")
         raise SystemExit(0)
     print(f"B={BATCH} T={SEQ_LEN} V={VOCAB} E={EMBEDDING}, float32, Adam, clip {CLIP}, "
           f"1 thread, median of {args.rounds} interleaved rounds")

@@ -111,11 +111,14 @@ def paired_ratio(numerator, denominator):
 
 
 @contextlib.contextmanager
-def pinned_to_one_core(core=None):
+def pinned_to_one_core(core=None, every_thread=True):
     """Within the block, the whole process runs on one core (``os.sched_setaffinity``), so that
     one-thread figures are not helped or hurt by the scheduler moving threads between cores;
     the affinity is restored afterwards. Yields the core, or None where affinity cannot be set
-    (not Linux). ``core``: which one (default: the lowest this process may use)."""
+    (not Linux). ``core``: which one (default: the lowest this process may use).
+    ``every_thread=False`` pins the calling thread only: for one-thread steps timed between
+    steps on two threads, where the pools those left spinning would otherwise take turns
+    with the step on its core (a program on one thread has no such pools)."""
     if not hasattr(os, "sched_setaffinity"):
         yield None
         return
@@ -126,7 +129,7 @@ def pinned_to_one_core(core=None):
     # before (JAX's pool, torch's, OpenBLAS's, rnnfast's team) are pinned one by one, and
     # threads started inside the block inherit the pinning.
     before = {}
-    for thread in _threads():
+    for thread in _threads() if every_thread else [threading.get_native_id()]:
         try:
             before[thread] = os.sched_getaffinity(thread)
             os.sched_setaffinity(thread, {core})
@@ -135,7 +138,7 @@ def pinned_to_one_core(core=None):
     try:
         yield core
     finally:
-        for thread in _threads():
+        for thread in _threads() if every_thread else before:
             try:
                 os.sched_setaffinity(thread, before.get(thread, allowed))
             except OSError:

@@ -37,9 +37,10 @@ class CharRNN(Composite):
     seed : int, numpy Generator or None
         Seeds the initialisation of every part and the dropout masks.
     n_threads : int or None
-        Threads for the RNN kernels (None: every core). The output layer's GEMMs are NumPy's,
-        on its BLAS's threads: on the kernels' team (``Linear(n_threads=...)``) the training
-        step measured no faster here and, where the second core was contended, slower.
+        Threads for the RNN kernels and the output layer's GEMMs (None: every core). On more
+        than one, the output layer runs on the kernels' team (``Linear(n_threads=...)``), so
+        that no second pool of threads (NumPy's BLAS's) spins on the cores the RNN's team
+        needs next; on one, its GEMMs are NumPy's.
     """
 
     PARTS = ("embedding", "rnn", "output")
@@ -63,7 +64,8 @@ class CharRNN(Composite):
         self.rnn = RNN(c["embedding_dim"], c["hidden_size"], c["num_layers"],
                        nonlinearity=nonlinearity, dropout=dropout, dtype=c["dtype"],
                        seed=rnn_rng, n_threads=n_threads)
-        self.output = Linear(c["hidden_size"], c["vocab_size"], dtype=c["dtype"], seed=output_rng)
+        self.output = Linear(c["hidden_size"], c["vocab_size"], dtype=c["dtype"], seed=output_rng,
+                             n_threads=n_threads)
 
     def __repr__(self):
         settings = ", ".join(f"{key}={value!r}" for key, value in self.config.items())

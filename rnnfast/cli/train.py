@@ -101,10 +101,10 @@ def configure_train_parser(parser):
                       help="seeds the initialisation, dropout and samples (default 0); the same "
                            "seed, settings and --threads give the same run (other thread "
                            "counts round sums differently)")
-    data.add_argument("--threads", type=positive_int, default=1,
-                      help="threads for the kernels (default 1: the step's output layer, "
-                           "softmax and optimizer stay serial, and two threads measured 0.9-1.05x "
-                           "one; see the README)")
+    data.add_argument("--threads", type=positive_int, default=None,
+                      help="threads for the recurrence and the output layer (default: every "
+                           "core of the process; the softmax, the embedding and the optimizer "
+                           "stay on one; see the README)")
     output = parser.add_argument_group("output")
     output.add_argument("--checkpoint", default=None,
                         help=f"where to save (default {DEFAULT_CHECKPOINT}, or the --resume "

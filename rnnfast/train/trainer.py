@@ -10,6 +10,7 @@ import numpy as np
 from rnnfast.nn import softmax_cross_entropy
 from rnnfast.train.streams import TokenStreams
 from rnnfast.train.update import apply_gradients, check_loss
+from rnnfast.utils.threads import blas_threads_at_most
 
 __all__ = ["TBPTTTrainer", "evaluate"]
 
@@ -61,14 +62,18 @@ class TBPTTTrainer:
             self.state = self.model.initial_state(self.streams.batch_size)
         self.model.train()
         step = self.steps + 1
-        # Overflow is checked explicitly below, with a message that says where it happened.
-        with np.errstate(over="ignore", invalid="ignore"):
-            logits, h_n = self.model.forward(inputs, self.state)
-            loss, dlogits = softmax_cross_entropy(logits, targets)
-            check_loss(loss, step, self.model.parameters())
-            grads = self.model.backward(dlogits)
-        norm = apply_gradients(self.optimizer, self.model.parameters(), grads, step,
-                               clip_norm=self.clip_norm, clip_value=self.clip_value)
+        # The model's threads are its kernels' team (n_threads); BLAS stays on one inside the
+        # step: OpenBLAS's pool, woken by a large dot product (the gradient norm), spins for
+        # a while on the core the team needs next.
+        with blas_threads_at_most(1):
+            # Overflow is checked explicitly below, with a message that says where it happened.
+            with np.errstate(over="ignore", invalid="ignore"):
+                logits, h_n = self.model.forward(inputs, self.state)
+                loss, dlogits = softmax_cross_entropy(logits, targets)
+                check_loss(loss, step, self.model.parameters())
+                grads = self.model.backward(dlogits)
+            norm = apply_gradients(self.optimizer, self.model.parameters(), grads, step,
+                                   clip_norm=self.clip_norm, clip_value=self.clip_value)
         self.state = h_n
         self.steps = step
         self.last_grad_norm = norm
