@@ -166,3 +166,28 @@ def test_trainer_state_round_trip():
     assert [ta.step() for _ in range(20)] == [tb.step() for _ in range(20)]
     with pytest.raises(ValueError, match=r"carried state must have shape"):
         tb.load_state_dict({**ta.state_dict(), "state": np.zeros((1, 3, H))})
+
+
+def test_blas_is_held_to_one_thread_inside_a_step(monkeypatch):
+    """The model's threads are its kernels' team: inside a step (forward, backward and the
+    update's gradient norm) every BLAS runs on one thread, and its setting comes back after."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                if lib["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        outside = blas_threads()
+        if max(outside, default=1) < 2:
+            pytest.skip("no BLAS with two threads here")
+        model = CharRNN(11, 8, embedding_dim=4, seed=0, n_threads=2)
+        seen = []
+        forward = model.forward
+        monkeypatch.setattr(model, "forward",
+                            lambda *args: seen.append(blas_threads()) or forward(*args))
+        trainer = TBPTTTrainer(model, Adam(model.parameters()),
+                               TokenStreams(np.arange(200) % 11, 2, 5))
+        trainer.step()
+        assert seen == [[1] * len(outside)]
+        assert blas_threads() == outside
