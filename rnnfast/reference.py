@@ -154,3 +154,29 @@ def _backward(dout, dh_n, x, h0, W_xh, W_hh, has_bias, out, nonlinearity, saved,
         carried = da @ W_hh if leak is None else (1 - leak) * dh + da @ W_hh
         dh_from_next = np.where(active, carried, dh)
     return RNNGrads(dx, dh_from_next, dW_xh, dW_hh, db if has_bias else None), norms
+
+
+def softmax_cross_entropy_rows(logits, targets, mask, count):
+    """The loss and dL/dlogits of rnnfast.nn.softmax_cross_entropy over rows, in NumPy: logits
+    (N, V), targets (N,) in [0, V) where mask (N,) bool is set (every row with None), count
+    the rows that count. Returns (loss, dlogits (N, V)), dlogits 0 on masked rows."""
+    rows = None if mask is None else np.flatnonzero(mask)
+    if rows is not None:  # only unmasked rows are computed: masked ones get exactly 0
+        logits, targets = logits[rows], targets[rows]
+    n = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)  # largest entry is 0
+    exp = np.exp(shifted)
+    sum_exp = exp.sum(axis=1)  # in [1, V]: log is safe
+    picked = np.arange(n)
+    nll = np.log(sum_exp) - shifted[picked, targets]  # -log softmax[target], per row
+    loss = float(np.sum(nll, dtype=np.float64) / count)
+    grad = exp
+    grad /= sum_exp[:, None]  # softmax
+    grad[picked, targets] -= 1
+    grad /= count
+    if rows is None:
+        return loss, grad
+    dlogits = np.zeros((len(mask), grad.shape[1]), dtype=grad.dtype)
+    dlogits[rows] = grad
+    return loss, dlogits
+

@@ -15,11 +15,12 @@ from rnnfast._kernels import entry as _entry
 from rnnfast._kernels.buffers import (backward_buffers, batch_order, forward_buffers,
                                       step_matrix_shape)
 from rnnfast._kernels.builds import KERNEL, KERNEL_BUILDS
-from rnnfast._kernels.entry import RNNCache, matmul, step_plan, switches, use_blas
+from rnnfast._kernels.entry import (RNNCache, matmul, softmax_cross_entropy, step_plan, switches,
+                                    use_blas)
 
 __all__ = ["forward", "backward", "forward_buffers", "backward_buffers", "batch_order",
-           "step_matrix_shape", "KERNEL", "KERNEL_BUILDS", "RNNCache", "matmul", "step_plan",
-           "switches", "use_blas"]
+           "step_matrix_shape", "KERNEL", "KERNEL_BUILDS", "RNNCache", "matmul",
+           "softmax_cross_entropy", "step_plan", "switches", "use_blas"]
 
 
 class _Reordered(NamedTuple):

@@ -26,7 +26,8 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable, MatmulPass
+from rnnfast._kernels.passes cimport (BackwardPass, ForwardPass, KernelTable, MatmulPass,
+                                      SoftmaxPass)
 
 from rnnfast._kernels.buffers import (GEMM_PRODUCTS_MAX_BYTES, backward_fits, batch_order,
                                      forward_fits)
@@ -357,6 +358,61 @@ def matmul(a, b, out, n_threads, bint trans_a=False, bint trans_b=False,
         if cap is not None:
             cap.__exit__(None, None, None)
     return out
+
+
+def softmax_cross_entropy(logits, targets, mask, dlogits, nll, double scale, n_threads):
+    """The rows of a softmax cross-entropy (rnnfast.nn.softmax_cross_entropy, which checks its
+    arguments first and sums nll): for each row r of logits (rows, V) where mask (rows,) is
+    set (every row with mask None), nll[r] = -log softmax(logits[r])[targets[r]] and dlogits[r]
+    = (softmax(logits[r]) - onehot(targets[r])) * scale; zeros elsewhere. On n_threads of the
+    team (None: every core), in row ranges: the bits do not depend on the count.
+
+    logits, dlogits: C-contiguous (rows, V) arrays of one dtype, float32 or float64; targets:
+    (rows,) intp, each in [0, V) where it counts; mask: (rows,) bool or None; nll: (rows,)
+    float64. Raises ValueError or TypeError on anything else.
+    """
+    cdef Switches s = switches
+    cdef SoftmaxPass p
+    cdef int typenum
+    cdef Py_ssize_t r
+    cdef int threads = thread_count(n_threads, s.cores)
+    if threads < 1:
+        raise ValueError(f"n_threads must be None or a positive int; got {n_threads!r}")
+    if type(logits) is not cnp.ndarray:
+        raise TypeError(f"logits must be a NumPy array; got {type(logits).__name__}")
+    typenum = cnp.PyArray_TYPE(<cnp.ndarray>logits)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        raise TypeError(f"logits must be float32 or float64; got {logits.dtype}")
+    if not is_array(logits, typenum, 2) or not is_array(dlogits, typenum, 2) \
+            or dlogits.shape != logits.shape:
+        raise ValueError("logits and dlogits must be C-contiguous 2-D arrays of one shape and "
+                         "dtype")
+    p.rows, p.V = logits.shape
+    if not is_array(targets, cnp.NPY_INTP, 1) or targets.shape[0] != p.rows:
+        raise ValueError(f"targets must be a C-contiguous intp array of shape ({p.rows},)")
+    if not is_array(nll, cnp.NPY_DOUBLE, 1) or nll.shape[0] != p.rows:
+        raise ValueError(f"nll must be a C-contiguous float64 array of shape ({p.rows},)")
+    if mask is not None and (not is_array(mask, cnp.NPY_BOOL, 1) or mask.shape[0] != p.rows):
+        raise ValueError(f"mask must be None or a C-contiguous bool array of shape ({p.rows},)")
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>dlogits) or \
+            not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>nll):
+        raise ValueError("dlogits and nll must be writeable")
+    if np.may_share_memory(dlogits, logits):
+        raise ValueError("dlogits must not overlap logits")
+    p.logits, p.dlogits, p.nll = data(logits), data(dlogits), <double*>data(nll)
+    p.targets = <const Py_ssize_t*>data(targets)
+    p.mask = <const unsigned char*>data(mask)
+    for r in range(p.rows):  # the kernel indexes a row by its target
+        if (p.mask == NULL or p.mask[r]) and not 0 <= p.targets[r] < p.V:
+            raise ValueError(f"targets[{r}] = {p.targets[r]} is out of [0, {p.V})")
+    p.scale, p.n_threads = scale, threads
+    if p.rows == 0 or p.V == 0:
+        return
+    with nogil:
+        if typenum == cnp.NPY_FLOAT:
+            s.table.softmax_f32(&p)
+        else:
+            s.table.softmax_f64(&p)
 
 
 def release_scratch():

@@ -77,9 +77,25 @@ ctypedef struct MatmulPass:
     int n_threads
 
 
+ctypedef struct SoftmaxPass:
+    # Softmax cross-entropy over the rows of logits (rows, V), row-major: for each row r whose
+    # mask is set (every row with mask NULL), nll[r] = log sum_j exp(l_j - m) - (l_t - m)
+    # (m the row's maximum, t = targets[r]) and dlogits[r] = (softmax(l) - onehot(t)) * scale;
+    # 0 in both for the other rows. A row with NaN or an infinite maximum gets NaN in both.
+    Py_ssize_t rows, V
+    const void* logits
+    const Py_ssize_t* targets  # in [0, V) where the mask is set (checked by the caller)
+    const unsigned char* mask  # (rows,) 0 or 1, or NULL
+    void* dlogits
+    double* nll
+    double scale  # 1 / (rows that count)
+    int n_threads
+
+
 ctypedef void (*ForwardKernel)(const ForwardPass*) noexcept nogil
 ctypedef void (*BackwardKernel)(const BackwardPass*) noexcept nogil
 ctypedef void (*MatmulKernel)(const MatmulPass*) noexcept nogil
+ctypedef void (*SoftmaxKernel)(const SoftmaxPass*) noexcept nogil
 
 
 ctypedef struct KernelTable:
@@ -89,5 +105,7 @@ ctypedef struct KernelTable:
     BackwardKernel backward_f64
     MatmulKernel matmul_f32
     MatmulKernel matmul_f64
+    SoftmaxKernel softmax_f32
+    SoftmaxKernel softmax_f64
     Py_ssize_t block_bytes  # the bytes of one micro-kernel column block in this build
     bint natural  # whether the small steps read W_hh as it is (no packing; natural.h)

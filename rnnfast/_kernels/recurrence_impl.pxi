@@ -35,7 +35,8 @@ from libc.string cimport memcpy, memset
 from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue,
                                           FORWARD_RELU, FORWARD_TANH, PRODUCT_ONLY)
 from rnnfast._kernels.blas cimport gemm
-from rnnfast._kernels.passes cimport BackwardPass, ForwardPass, KernelTable, MatmulPass
+from rnnfast._kernels.passes cimport (BackwardPass, ForwardPass, KernelTable, MatmulPass,
+                                      SoftmaxPass)
 from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, block_columns,
                                     finish_blocks, finish_rows, gemm_columns, gemm_step,
                                     large_step,
@@ -634,6 +635,7 @@ cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, P
 
 
 include "products_impl.pxi"
+include "softmax_impl.pxi"
 
 
 cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
@@ -716,6 +718,14 @@ cdef void matmul_f64(const MatmulPass* p) noexcept nogil:
     matmul_pass(p, True)
 
 
+cdef void softmax_f32(const SoftmaxPass* p) noexcept nogil:
+    softmax_pass(p, False)
+
+
+cdef void softmax_f64(const SoftmaxPass* p) noexcept nogil:
+    softmax_pass(p, True)
+
+
 cdef void forward_f32(const ForwardPass* p) noexcept nogil:
     forward_pass(p, <float*>p.out)
 
@@ -739,6 +749,8 @@ TABLE.backward_f32 = backward_f32
 TABLE.backward_f64 = backward_f64
 TABLE.matmul_f32 = matmul_f32
 TABLE.matmul_f64 = matmul_f64
+TABLE.softmax_f32 = softmax_f32
+TABLE.softmax_f64 = softmax_f64
 TABLE.block_bytes = BLOCK_BYTES
 TABLE.natural = NATURAL_LAYOUT
 

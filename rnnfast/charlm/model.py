@@ -76,6 +76,11 @@ class CharRNN(Composite):
         return np.dtype(self.config["dtype"])
 
     @property
+    def n_threads(self):
+        """The threads of the model's kernels (its RNN's), as given (None: every core)."""
+        return self.rnn.n_threads
+
+    @property
     def state_shape(self):
         """The shape of the hidden state for one sequence: (num_layers, H)."""
         return (self.config["num_layers"], self.config["hidden_size"])

@@ -3,7 +3,10 @@ float64): softmax cross-entropy for token models, and the masked mean squared er
 whose outputs are continuous (a memory to hold, a choice to report)."""
 import numpy as np
 
+from rnnfast import reference
+from rnnfast._kernels import backend as kernels
 from rnnfast.utils.memory import check_allocation
+from rnnfast.utils.threads import resolve_n_threads
 from rnnfast.utils.validation import (as_int_array, check_index_range, check_shape, contiguous,
                                       copy_size, float_array, native_dtype)
 
@@ -33,7 +36,7 @@ def _as_mask(mask, expected_shape, source="(T, B from logits)"):
     return array
 
 
-def softmax_cross_entropy(logits, targets, mask=None):
+def softmax_cross_entropy(logits, targets, mask=None, *, n_threads=None, backend="cython"):
     """Mean cross-entropy of softmax(logits) against integer targets, and its gradient.
 
     loss = (1/N) * sum over unmasked (t, b) of -log softmax(logits[t, b])[targets[t, b]], in nats,
@@ -49,6 +52,12 @@ def softmax_cross_entropy(logits, targets, mask=None):
         hold any padding value).
     mask : array_like, shape (T, B), or None
         True (or 1) where a position counts, False (or 0) where it is padding. None: all count.
+    n_threads : int or None
+        Threads of rnnfast's kernels for the rows (None: every core); each row is computed the
+        same way whoever computes it, so the results do not depend on it.
+    backend : {"cython", "numpy"}
+        rnnfast's kernel (one pass over each row, in row ranges on the kernels' team), or the
+        NumPy reference (rnnfast.reference.softmax_cross_entropy_rows).
 
     Returns
     -------
@@ -65,24 +74,30 @@ def softmax_cross_entropy(logits, targets, mask=None):
     ValueError
         Wrong number of dimensions, a dimension of size 0, targets or mask whose (T, B) differs
         from logits', a mask value other than 0/1, a target out of [0, V) at an unmasked
-        position, or every position masked.
+        position, every position masked, an unknown backend or an n_threads that is not a
+        positive int.
     """
     logits = float_array(logits, "logits", ("T", "B", "V"))  # not copied yet (see rnn_forward)
     T, B, V = logits.shape
     targets = as_int_array(targets, "targets", ("T", "B"))
     check_shape(targets, "targets", ("T", "B"), (T, B), "(T, B from logits)")
+    if backend not in ("cython", "numpy"):
+        raise ValueError(f"backend must be 'cython' or 'numpy'; got {backend!r}")
+    n_threads = resolve_n_threads(n_threads)
     dtype = native_dtype(logits)
-    # The shifted logits and their exponentials (which become the gradient), the masked rows'
-    # copies, the row statistics and the range check of targets.
+    if backend == "numpy":  # the shifted logits and the masked rows' copies besides
+        working = [("the shifted logits (T, B, V)", (T, B, V), dtype),
+                   None if mask is None else ("the unmasked rows (T, B, V)", (T, B, V), dtype),
+                   ("the statistics of each row (8, T, B)", (8, T, B), np.float64)]
+    else:  # each row's loss, the targets as intp
+        working = [("the loss of each row (T, B)", (T, B), np.float64),
+                   ("targets as intp (T, B)", (T, B), np.intp)]
     check_allocation("softmax_cross_entropy", [
         copy_size(logits, "logits", ("T", "B", "V")),
         ("dlogits (T, B, V)", (T, B, V), dtype),
-        ("the shifted logits (T, B, V)", (T, B, V), dtype),
-        None if mask is None else ("the unmasked rows (T, B, V)", (T, B, V), dtype),
-        ("the statistics of each row (8, T, B)", (8, T, B), np.float64)])
+        ("the range check of targets (3, T, B)", (3, T, B), np.bool_)] + working)
     logits = contiguous(logits)
     if mask is None:
-        rows = None
         count = T * B
     else:
         mask = _as_mask(mask, (T, B))
@@ -90,34 +105,22 @@ def softmax_cross_entropy(logits, targets, mask=None):
         if count == 0:
             raise ValueError(f"mask must leave at least one position unmasked; all {T * B} "
                              f"positions of the (T, B) = {(T, B)} mask are masked")
-        rows = None if count == T * B else np.flatnonzero(mask)
+        if count == T * B:
+            mask = None
     check_index_range(targets, "targets", V, "V, the last dimension of logits", where=mask)
 
     flat_logits = logits.reshape(T * B, V)
     flat_targets = targets.reshape(T * B)
-    if rows is not None:  # only unmasked rows are computed: masked ones get exactly 0
-        flat_logits = flat_logits[rows]
-        flat_targets = flat_targets[rows]
-    n = flat_logits.shape[0]
-
-    shifted = flat_logits - flat_logits.max(axis=1, keepdims=True)  # largest entry is 0
-    exp = np.exp(shifted)
-    sum_exp = exp.sum(axis=1)  # in [1, V]: log is safe
-    picked = np.arange(n)
-    nll = np.log(sum_exp) - shifted[picked, flat_targets]  # -log softmax[target], per row
-    loss = float(np.sum(nll, dtype=np.float64) / count)
-
-    grad = exp
-    grad /= sum_exp[:, None]  # softmax
-    grad[picked, flat_targets] -= 1
-    grad /= count
-    if rows is None:
-        dlogits = grad.reshape(T, B, V)
-    else:
-        dlogits = np.zeros((T * B, V), dtype=logits.dtype)
-        dlogits[rows] = grad
-        dlogits = dlogits.reshape(T, B, V)
-    return loss, dlogits
+    flat_mask = None if mask is None else np.ascontiguousarray(mask.reshape(T * B))
+    if backend == "numpy":
+        loss, dlogits = reference.softmax_cross_entropy_rows(flat_logits, flat_targets,
+                                                             flat_mask, count)
+        return loss, dlogits.reshape(T, B, V)
+    dlogits = np.empty((T * B, V), dtype=dtype)
+    nll = np.empty(T * B, dtype=np.float64)
+    kernels.softmax_cross_entropy(flat_logits, np.ascontiguousarray(flat_targets, dtype=np.intp),
+                                  flat_mask, dlogits, nll, 1.0 / count, n_threads)
+    return float(np.sum(nll) / count), dlogits.reshape(T, B, V)
 
 
 def masked_mse(outputs, targets, mask=None):

@@ -43,6 +43,8 @@ class TBPTTTrainer:
         self.streams = streams
         self.clip_norm = clip_norm
         self.clip_value = clip_value
+        # The loss's rows on the model's threads (one for a model that does not say).
+        self.n_threads = getattr(model, "n_threads", 1)
         self.state = model.initial_state(streams.batch_size)  # carried between chunks
         self.steps = 0
         self.last_grad_norm = None
@@ -69,7 +71,7 @@ class TBPTTTrainer:
             # Overflow is checked explicitly below, with a message that says where it happened.
             with np.errstate(over="ignore", invalid="ignore"):
                 logits, h_n = self.model.forward(inputs, self.state)
-                loss, dlogits = softmax_cross_entropy(logits, targets)
+                loss, dlogits = softmax_cross_entropy(logits, targets, n_threads=self.n_threads)
                 check_loss(loss, step, self.model.parameters())
                 grads = self.model.backward(dlogits)
             norm = apply_gradients(self.optimizer, self.model.parameters(), grads, step,
@@ -113,7 +115,8 @@ def evaluate(model, tokens, *, batch_size=16, seq_len=256):
         for _ in range(streams.chunks_per_epoch):
             inputs, targets, _ = streams.next_chunk()
             logits, state = model.forward(inputs, state)
-            loss, _ = softmax_cross_entropy(logits, targets)
+            loss, _ = softmax_cross_entropy(logits, targets,
+                                            n_threads=getattr(model, "n_threads", 1))
             total += loss * targets.size
             count += targets.size
     finally:
