@@ -668,7 +668,7 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
 cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     """BPTT as BackwardPass describes it (rnnfast/_kernels/passes.pxd), da its scratch, typed:
     dx (unless NULL), dh0, db (unless NULL) and, unless dW_xh is NULL, dW_xh and dW_hh; dx in
-    row ranges and dW_xh beside dW_hh on the team with product_threads > 1.
+    row ranges and dW_hh, dW_xh in ranges of their rows on the team with product_threads > 1.
 
     dh_n reaches each sequence at its last step (active as in forward_pass). h0 is the initial
     state used forward (zeros when the caller had none: its term in dW_hh is still computed,

@@ -143,3 +143,53 @@ def _set_process_wide(lib, n_threads):
     lib.set_num_threads(n_threads)
     if release is not None:
         release()
+
+
+# Python threads for work that NumPy runs with the GIL released (run_side_by_side), started on
+# first use and after a fork (the parent's threads do not survive it).
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool():
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def run_side_by_side(calls):
+    """Run ``calls`` (pairs of function, arguments) at the same time: the first on the calling
+    thread, the others on threads kept for this (at most the cores less one; they wait asleep
+    in between, so they hold no core). Returns when all are done; an exception of any is
+    raised here. For NumPy calls, which release the GIL in BLAS: each runs on one BLAS thread
+    (a blas_threads_at_most(1) block of its own)."""
+    global _pool
+    if len(calls) == 1 or available_cores() < 2:
+        for function, arguments in calls:
+            _on_one_blas_thread(function, arguments)
+        return
+    with _pool_lock:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(max_workers=max(1, available_cores() - 1),
+                                       thread_name_prefix="rnnfast")
+        pool = _pool
+    futures = [pool.submit(_on_one_blas_thread, function, arguments)
+               for function, arguments in calls[1:]]
+    try:
+        _on_one_blas_thread(*calls[0])
+    finally:
+        for future in futures:  # every call ends before this returns, even on an error
+            future.exception()
+    for future in futures:
+        future.result()
+
+
+def _on_one_blas_thread(function, arguments):
+    with blas_threads_at_most(1):
+        function(*arguments)
+
