@@ -293,28 +293,3 @@ def test_team_matmul_refuses_an_output_that_overlaps_an_operand():
     with pytest.raises(ValueError, match="writeable"):
         _cython_backend.matmul(np.ones((4, 4)), np.ones((4, 4)), readonly, 2)
 
-
-@pytest.mark.parametrize("h0", [True, False], ids=["h0", "zero-h0"])
-def test_float32_weight_gradients_on_numpy_side_by_side(h0, build, monkeypatch):
-    """Float32 weight gradients on NumPy's BLAS after the pass, one range of their rows per
-    thread on Python threads: against the reference, the same bits on every team mode and
-    every call, and to rounding those of one thread (one call each)."""
-    monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 0)
-    monkeypatch.setattr(SWITCHES, "numpy_weight_grads_min_flops", 0)
-    T, B, D, H = 5, 33, 24, 40
-    p = make_problem(29, T, B, D, H, h0=h0)
-    reference = run(p, 1, backend="numpy")
-    cast = p.astype(np.float32)
-    one = run(cast, 1)
-    for n_threads in (2, 3):
-        monkeypatch.setattr(SWITCHES, "cores", n_threads)
-        results = []
-        for mode in MODES + ("always",):
-            build.reset_team(mode)
-            results.append(run(cast, n_threads))
-        for other in results[1:]:
-            assert_identical(other, results[0])
-        assert_grads_close(results[0][1], reference[1], FLOAT32_VS_FLOAT64["grad"])
-        for name in ("dW_xh", "dW_hh"):
-            assert_close(getattr(results[0][1], name), getattr(one[1], name),
-                         SAME_DTYPE_TOL[np.float32]["grad"], name)

@@ -158,19 +158,3 @@ def test_numpy_integer_thread_counts_are_accepted():
     for name in GRAD_NAMES:
         np.testing.assert_array_equal(getattr(grads, name), getattr(expected_grads, name))
 
-
-def test_run_side_by_side_runs_every_call_and_raises_their_errors():
-    from rnnfast.utils.threads import run_side_by_side
-
-    done = []
-    run_side_by_side([(done.append, (i,)) for i in range(5)])
-    assert sorted(done) == list(range(5))
-
-    def fail(message):
-        raise ValueError(message)
-
-    finished = []
-    with pytest.raises(ValueError, match="second"):
-        run_side_by_side([(finished.append, ("first",)), (fail, ("second",)),
-                          (finished.append, ("third",))])
-    assert sorted(finished) == ["first", "third"]  # the others still ran to the end

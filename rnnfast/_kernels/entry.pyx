@@ -33,7 +33,7 @@ from rnnfast._kernels.buffers import (GEMM_PRODUCTS_MAX_BYTES, backward_fits, ba
                                      forward_fits)
 from rnnfast._kernels.builds import COLUMN_PAD, KERNEL, KERNEL_BUILDS
 from rnnfast.grads import RNNGrads
-from rnnfast.utils.threads import available_cores, blas_threads_at_most, run_side_by_side
+from rnnfast.utils.threads import available_cores, blas_threads_at_most
 
 cnp.import_array()
 
@@ -117,15 +117,16 @@ cdef class Switches:
         GEMMs (da^T @ x) 1.16-1.47x faster than SciPy's here in float32 (0.3.31 against
         0.3.30; T*B, H, D from 100, 128, 128 to 3200, 512, 512), which repays NumPy's few
         microseconds per call; in float64 both ran alike (0.89-1.02x), so float64 keeps them
-        in the kernel's call. With the products shared (product_threads), they are one range
-        of [dW_hh; dW_xh]'s rows per thread, of equal work, on Python threads side by side
-        (NumPy releases the GIL in BLAS; rnnfast.utils.threads.run_side_by_side): in the
-        kernel's team on SciPy's BLAS, the pass on two threads ran 5-15% slower than on one
-        where the team could not pay (the one-thread pass has NumPy's faster GEMMs). They
-        stay on one BLAS thread whatever n_threads: OpenBLAS's threads, which wait for each
-        other spinning, collapsed when another process or pool held a core (610,1,128,128
-        forward+backward: 25 ms on two BLAS threads against 8-11 ms on one, on this machine
-        shared with other jobs).
+        in the kernel's call, and so do passes whose products are on the team, from
+        team_weight_grads_min_hidden = 128 on (there dW_hh and dW_xh run in ranges of their
+        rows, one per thread, of equal work; NumPy's one call, which the pass on two threads
+        must match when the team does not pay, ran 0.87-0.94x of SciPy's from H = 128 but
+        0.74x at H = 64: T * B = 4096, D = H). On Python threads side by side instead (NumPy
+        releases the GIL), a pass on two threads ran up to 1.26x slower than on one beside
+        other pools (bench/test_bench_threads.py): they are not adaptive, as the team is. They stay on one BLAS thread whatever n_threads:
+        OpenBLAS's threads, which wait for each other spinning, collapsed when another process
+        or pool held a core (610,1,128,128 forward+backward: 25 ms on two BLAS threads against
+        8-11 ms on one, on this machine shared with other jobs).
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
@@ -149,7 +150,7 @@ cdef class Switches:
     cdef public Py_ssize_t blas_min_batch_float32, blas_min_batch_float64, l2_cache_bytes
     cdef public Py_ssize_t threads_min_step_flops, threads_min_product_flops
     cdef public Py_ssize_t openblas_single_thread_mnk
-    cdef public Py_ssize_t numpy_weight_grads_min_flops
+    cdef public Py_ssize_t numpy_weight_grads_min_flops, team_weight_grads_min_hidden
     cdef public Py_ssize_t own_products_max_bytes
     cdef public int cores
     cdef public bint own_gemm, own_gemm_products
@@ -169,6 +170,7 @@ cdef class Switches:
         self.threads_min_product_flops = 1 << 21
         self.openblas_single_thread_mnk = 65536 * 4
         self.numpy_weight_grads_min_flops = 1 << 20
+        self.team_weight_grads_min_hidden = 128
         self.own_products_max_bytes = 1 << 19
         self.cores = available_cores()
         self.own_gemm = True
@@ -929,11 +931,12 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     cdef rnnfast_scratch scratch
     cdef Py_ssize_t extra_rows = 0
     cdef Py_ssize_t pass_flops = T * B * H * (D + H)
-    # With the products shared, so are the weight gradients (numpy_weight_grads_min_flops).
+    # With the products on the team, so are dW_hh and dW_xh (from team_weight_grads_min_hidden).
     cdef int products = product_threads(s, T * B, D, H, itemsize, threads)
     cdef bint weight_grads_in_numpy = (
         need_weight_grads and typenum == cnp.NPY_FLOAT
-        and pass_flops >= s.numpy_weight_grads_min_flops)
+        and pass_flops >= s.numpy_weight_grads_min_flops
+        and (H < s.team_weight_grads_min_hidden or products == 1))
     dims[0], dims[1], dims[2] = T, B, D
     dx = cnp.PyArray_EMPTY(3, dims, typenum, 0) if need_dx else None
     dims[0], dims[1] = B, H
@@ -1021,49 +1024,32 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
         if cap is not None:
             cap.__exit__(None, None, None)
     if weight_grads_in_numpy:
-        previous = states if states is not None else (
-            np.zeros((B, H), da.dtype) if h0 is None else h0, out)
         with blas_threads_at_most(1):
-            if products == 1:
-                weight_grads_rows(da, x, previous, dW_xh, dW_hh, 0, 2 * H)
-            else:  # a range of rows per thread, as the pass's own (weight_grads_bound)
-                bounds = weight_grads_bounds(H, D, products)
-                run_side_by_side([(weight_grads_rows, (da, x, previous, dW_xh, dW_hh, r0, r1))
-                                  for r0, r1 in zip(bounds[:-1], bounds[1:])])
+            if states is not None:
+                weight_grads_from_states(da, x, states, dW_xh, dW_hh)
+            else:
+                weight_grads(da, x, np.zeros((B, H), da.dtype) if h0 is None else h0, out,
+                             dW_xh, dW_hh)
     grads = make_grads(dx, dh0, dW_xh, dW_hh, db)
     return (grads, norms) if return_norms else grads
 
 
-def weight_grads_rows(da, x, previous, dW_xh, dW_hh, r0, r1):
-    """Rows r0 .. r1 - 1 of [dW_hh; dW_xh] (2H rows, dW_xh's from H) on NumPy's BLAS: dW_hh =
-    sum_t da_t^T h_{t-1}, dW_xh = sum_t da_t^T x_t, GEMMs over all T*B rows of those rows'
-    columns of da. previous: the states h_{t-1} (T + 1, B, H), or (h0, out)."""
+def weight_grads_from_states(da, x, states, dW_xh, dW_hh):
+    """dW_xh = sum_t da_t^T x_t and dW_hh = sum_t da_t^T h_{t-1}, h_{t-1} = states[t]: two GEMMs
+    over all T*B rows."""
     T, B, H = da.shape
-    rows = da.reshape(T * B, H)
-    a, z = min(r0, H), min(r1, H)
-    if z > a:
-        if isinstance(previous, tuple):
-            h0, out = previous
-            np.matmul(da[0, :, a:z].T, h0, out=dW_hh[a:z])  # step 0 pairs with h0
-            if T > 1:  # steps 1..T-1 with out[0..T-2]
-                dW_hh[a:z] += rows[B:, a:z].T @ out[:-1].reshape(-1, H)
-        else:
-            np.matmul(rows[:, a:z].T, previous[:T].reshape(T * B, H), out=dW_hh[a:z])
-    a, z = max(r0, H) - H, max(r1, H) - H
-    if z > a:
-        np.matmul(rows[:, a:z].T, x.reshape(T * B, -1), out=dW_xh[a:z])
+    rows = da.reshape(T * B, H).T
+    np.matmul(rows, x.reshape(T * B, -1), out=dW_xh)
+    np.matmul(rows, states[:T].reshape(T * B, H), out=dW_hh)
 
 
-def weight_grads_bounds(H, D, pieces):
-    """Where each of `pieces` ranges of [dW_hh; dW_xh]'s 2H rows starts, and 2H: of equal work
-    (a row of dW_hh costs H, one of dW_xh D), a multiple of 8 rows apart (the pass's
-    weight_grads_bound, products_impl.pxi)."""
-    bounds = []
-    for piece in range(pieces):
-        work = piece * H * (H + D) / pieces
-        row = int(work / H) if work <= H * H else H + int((work - H * H) / D)
-        bounds.append(min((row + 4) // 8 * 8, 2 * H))
-    return bounds + [2 * H]
+def weight_grads(da, x, h0, out, dW_xh, dW_hh):
+    """dW_xh = sum_t da_t^T x_t and dW_hh = sum_t da_t^T h_{t-1}, as GEMMs over all T*B rows."""
+    T, B, H = da.shape
+    np.matmul(da.reshape(T * B, H).T, x.reshape(T * B, -1), out=dW_xh)
+    np.matmul(da[0].T, h0, out=dW_hh)  # step 0 pairs with h0
+    if T > 1:
+        dW_hh += da[1:].reshape(-1, H).T @ out[:-1].reshape(-1, H)  # steps 1..T-1, out[0..T-2]
 
 
 cdef inline int check_cached(RNNCache c, int* typenum, Py_ssize_t* T, Py_ssize_t* B,

@@ -28,9 +28,8 @@
  *   at most 1/64 of the time between them, less than the team saves there.
  * - Nobody burns a core another needs: a worker spins for at most RNNFAST_TEAM_SPIN_NS on a step
  *   that does not come (between passes, while the caller runs alone), then sleeps on a futex;
- *   the caller, waiting for a claimed task, spins as long and then sleeps too, until a worker
- *   finishes a task: its idle core takes the descheduled worker at once. Workers sleep
- *   between passes, so they never hold a core another library's threads need.
+ *   the caller, waiting for a claimed task, spins a little and then yields its core. Workers
+ *   sleep between passes, so they never hold a core another library's threads need.
  *
  * Each task is computed the same way whoever computes it, so results do not depend on the
  * thread count. One pass uses the team at a time: a pass that finds it busy (a call from another
@@ -73,9 +72,9 @@ typedef void (*rnnfast_step_fn)(void* context, ptrdiff_t step);
 
 #define RNNFAST_TEAM_MAX_WORKERS 63
 /* How long a worker spins for a step before it sleeps, and the caller for a claimed task
- * before it sleeps until a worker finishes one. */
+ * before it yields its core between looks. */
 #define RNNFAST_TEAM_SPIN_NS 20000
-#define RNNFAST_TEAM_CALLER_SPIN_NS 20000
+#define RNNFAST_TEAM_CALLER_SPIN_NS 2000
 /* A wait for a claimed task longer than this plus a few tasks' time means a descheduled
  * worker; the caller then runs alone for a penalty of PENALTY_MIN .. PENALTY_MAX. */
 #define RNNFAST_TEAM_LATE_NS 20000
@@ -110,10 +109,7 @@ typedef struct {
     _Atomic uint64_t ticket;
     char pad0[64 - sizeof(uint64_t)];
     _Atomic int64_t done;       /* tasks finished in this pass (every step's) */
-    _Atomic uint32_t finished;  /* futex word of a caller asleep on a late task: changes when
-                                 * a worker finishes one while caller_asleep */
-    _Atomic int caller_asleep;
-    char pad1[64 - sizeof(int64_t) - sizeof(uint32_t) - sizeof(int)];
+    char pad1[64 - sizeof(int64_t)];
     _Atomic uint32_t published; /* futex word: changes at every published step */
     _Atomic int sleepers;       /* workers asleep on it */
     _Atomic int stop;
@@ -199,11 +195,7 @@ static void* rnnfast_team_worker(void* argument) {
         ptrdiff_t step, task;
         while (rnnfast_team_claim(team, &step, &task)) {
             team->fn(team->context, step, task);
-            atomic_fetch_add(&team->done, 1);
-            if (atomic_load(&team->caller_asleep)) {
-                atomic_fetch_add(&team->finished, 1);
-                rnnfast_futex_wake_all(&team->finished);
-            }
+            atomic_fetch_add_explicit(&team->done, 1, memory_order_release);
         }
     }
 }
@@ -267,22 +259,12 @@ static int64_t rnnfast_team_step(rnnfast_team_t* team, ptrdiff_t step, ptrdiff_t
     if (mine > 0) *task_ns = (finished - start) / mine;
     int64_t theirs = n_tasks - mine;
     *done_before += theirs;
-    /* Wait for the tasks the workers claimed: spin, then sleep until a worker finishes one.
-     * Asleep, the caller leaves its core idle, and the scheduler moves a descheduled worker
-     * (or whatever took its core) there at once; a caller yielding in a loop kept its core
-     * busy, and the worker waited for the other thread's time slice to end. The worker
-     * publishes done before it reads caller_asleep, the caller caller_asleep before it reads
-     * done (sequentially consistent): one of them sees the other. */
+    /* Wait for the tasks the workers claimed: spin, then yield the core between looks. */
     int spins = 0;
     while (atomic_load_explicit(&team->done, memory_order_acquire) < *done_before) {
         RNNFAST_PAUSE();
-        if ((++spins & 63) != 0 || rnnfast_now_ns() - finished < RNNFAST_TEAM_CALLER_SPIN_NS)
-            continue;
-        uint32_t seen = atomic_load(&team->finished);
-        atomic_store(&team->caller_asleep, 1);
-        if (atomic_load(&team->done) < *done_before)
-            rnnfast_futex_wait(&team->finished, seen);
-        atomic_store(&team->caller_asleep, 0);
+        if ((++spins & 63) == 0 && rnnfast_now_ns() - finished > RNNFAST_TEAM_CALLER_SPIN_NS)
+            sched_yield();
     }
     *waited_ns = rnnfast_now_ns() - finished;
     return theirs;
