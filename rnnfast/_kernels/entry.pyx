@@ -123,10 +123,11 @@ cdef class Switches:
         must match when the team does not pay, ran 0.87-0.94x of SciPy's from H = 128 but
         0.74x at H = 64: T * B = 4096, D = H). On Python threads side by side instead (NumPy
         releases the GIL), a pass on two threads ran up to 1.26x slower than on one beside
-        other pools (bench/test_bench_threads.py): they are not adaptive, as the team is. They stay on one BLAS thread whatever n_threads:
-        OpenBLAS's threads, which wait for each other spinning, collapsed when another process
-        or pool held a core (610,1,128,128 forward+backward: 25 ms on two BLAS threads against
-        8-11 ms on one, on this machine shared with other jobs).
+        other pools (bench/test_bench_threads.py): they are not adaptive, as the team is.
+        They stay on one BLAS thread whatever n_threads: OpenBLAS's threads, which wait for
+        each other spinning, collapsed when another process or pool held a core
+        (610,1,128,128 forward+backward: 25 ms on two BLAS threads against 8-11 ms on one,
+        on this machine shared with other jobs).
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).

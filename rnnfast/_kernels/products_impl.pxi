@@ -157,7 +157,10 @@ cdef inline Py_ssize_t weight_grads_bound(const BackwardPass* p, Py_ssize_t piec
     cdef double work = <double>piece * H * (H + D) / pieces
     if piece >= pieces:
         return 2 * H
-    row = <Py_ssize_t>(work / H) if work <= <double>H * H else H + <Py_ssize_t>((work - <double>H * H) / D)
+    if work <= <double>H * H:
+        row = <Py_ssize_t>(work / H)
+    else:
+        row = H + <Py_ssize_t>((work - <double>H * H) / D)
     row = (row + 4) // 8 * 8
     return row if row < 2 * H else 2 * H
 
