@@ -293,3 +293,27 @@ def test_team_matmul_refuses_an_output_that_overlaps_an_operand():
     with pytest.raises(ValueError, match="writeable"):
         _cython_backend.matmul(np.ones((4, 4)), np.ones((4, 4)), readonly, 2)
 
+
+
+def test_float32_weight_gradients_on_numpy_sgemm_or_scipys(build, monkeypatch):
+    """The team's float32 weight-gradient ranges on NumPy's bundled sgemm (where found) and on
+    SciPy's agree with the reference; which one runs is only a matter of speed."""
+    from rnnfast._kernels import blas, numpy_blas
+
+    monkeypatch.setattr(SWITCHES, "threads_min_product_flops", 0)
+    monkeypatch.setattr(SWITCHES, "cores", 2)
+    build.reset_team("always")
+    p = make_problem(30, 6, 33, 20, 140)
+    reference = run(p, 1, backend="numpy")
+    cast = p.astype(np.float32)
+    found = blas.weights_sgemm_address()
+    try:
+        results = {}
+        for name, address in (("numpy", found), ("scipy", 0)):
+            blas.use_weights_sgemm(address)
+            results[name] = run(cast, 2)
+    finally:
+        blas.use_weights_sgemm(found)
+    for _, grads in results.values():
+        assert_grads_close(grads, reference[1], FLOAT32_VS_FLOAT64["grad"])
+    assert found == 0 or numpy_blas.use_numpy_sgemm()

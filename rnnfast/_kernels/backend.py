@@ -14,6 +14,7 @@ import numpy as np
 from rnnfast._kernels import entry as _entry
 from rnnfast._kernels.buffers import (backward_buffers, batch_order, forward_buffers,
                                       step_matrix_shape)
+from rnnfast._kernels import numpy_blas  # noqa: F401 (points the weight gradients' sgemm)
 from rnnfast._kernels.builds import KERNEL, KERNEL_BUILDS
 from rnnfast._kernels.entry import (RNNCache, matmul, softmax_cross_entropy, step_plan, switches,
                                     use_blas)

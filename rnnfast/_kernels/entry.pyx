@@ -119,9 +119,10 @@ cdef class Switches:
         microseconds per call; in float64 both ran alike (0.89-1.02x), so float64 keeps them
         in the kernel's call, and so do passes whose products are on the team, from
         team_weight_grads_min_hidden = 128 on (there dW_hh and dW_xh run in ranges of their
-        rows, one per thread, of equal work; NumPy's one call, which the pass on two threads
-        must match when the team does not pay, ran 0.87-0.94x of SciPy's from H = 128 but
-        0.74x at H = 64: T * B = 4096, D = H). On Python threads side by side instead (NumPy
+        rows, one per thread, of equal work, on NumPy's OpenBLAS too where numpy_blas.py
+        finds it; NumPy's one call, which the pass on two threads must match when the team
+        does not pay, ran 0.87-0.94x of SciPy's from H = 128 but 0.74x at H = 64: T * B =
+        4096, D = H). On Python threads side by side instead (NumPy
         releases the GIL), a pass on two threads ran up to 1.26x slower than on one beside
         other pools (bench/test_bench_threads.py): they are not adaptive, as the team is.
         They stay on one BLAS thread whatever n_threads: OpenBLAS's threads, which wait for

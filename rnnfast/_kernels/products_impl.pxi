@@ -123,6 +123,18 @@ cdef void dx_rows(const BackwardPass* p, const floating* da, const floating* pan
                  dx, D)
 
 
+cdef inline void weights_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                              Py_ssize_t k, floating alpha, const floating* A, Py_ssize_t lda,
+                              const floating* B, Py_ssize_t ldb, floating beta, floating* C,
+                              Py_ssize_t ldc) noexcept nogil:
+    """The weight gradients' GEMMs: float32 on NumPy's OpenBLAS where the kernels found it (the
+    GEMM a one-thread pass makes after the pass, through NumPy), else any_gemm."""
+    if floating is float and m * n * k > LOOPS_MAX_MNK:
+        weight_gemm_f32(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        any_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
 cdef void weight_grads_rows(const BackwardPass* p, const floating* da, Py_ssize_t r0,
                             Py_ssize_t r1) noexcept nogil:
     """Rows r0 .. r1 - 1 of [dW_hh; dW_xh] (2H rows, dW_xh's from H): dW_hh = sum_t da_t^T
@@ -134,18 +146,18 @@ cdef void weight_grads_rows(const BackwardPass* p, const floating* da, Py_ssize_
     if z > a:
         # dW_hh: step 0 pairs with h0, steps 1..T-1 with out[0..T-2].
         if h0 + B * H == <const floating*>p.out:  # h0 right before out
-            any_gemm(True, False, z - a, H, T * B, 1, da + a, H, h0, H, 0, dW_hh,
+            weights_gemm(True, False, z - a, H, T * B, 1, da + a, H, h0, H, 0, dW_hh,
                      H)  # dW_hh = da.T @ [h0; out[:-1]]
         else:
-            any_gemm(True, False, z - a, H, B, 1, da + a, H, h0, H, 0, dW_hh,
+            weights_gemm(True, False, z - a, H, B, 1, da + a, H, h0, H, 0, dW_hh,
                      H)  # dW_hh = da[0].T @ h0
             if T > 1:
-                any_gemm(True, False, z - a, H, (T - 1) * B, 1, da + B * H + a, H,
+                weights_gemm(True, False, z - a, H, (T - 1) * B, 1, da + B * H + a, H,
                          <const floating*>p.out, H, 1, dW_hh, H)  # dW_hh += da[1:].T @ out[:-1]
     a = (r0 if r0 > H else H) - H
     z = (r1 if r1 > H else H) - H
     if z > a:  # dW_xh = da.T @ x
-        any_gemm(True, False, z - a, D, T * B, 1, da + a, H, <const floating*>p.x, D, 0,
+        weights_gemm(True, False, z - a, D, T * B, 1, da + a, H, <const floating*>p.x, D, 0,
                  <floating*>p.dW_xh + a * D, D)
 
 

@@ -34,10 +34,11 @@ from libc.string cimport memcpy, memset
 
 from rnnfast._kernels.activation cimport (BACKWARD_RELU, BACKWARD_TANH, Epilogue,
                                           FORWARD_RELU, FORWARD_TANH, PRODUCT_ONLY)
-from rnnfast._kernels.blas cimport gemm
+from rnnfast._kernels.blas cimport gemm, weight_gemm_f32
 from rnnfast._kernels.passes cimport (BackwardPass, ForwardPass, KernelTable, MatmulPass,
                                       SoftmaxPass)
-from rnnfast._kernels.step cimport (NATURAL_LAYOUT, VECTOR_BYTES, any_gemm, block_columns,
+from rnnfast._kernels.step cimport (LOOPS_MAX_MNK, NATURAL_LAYOUT, VECTOR_BYTES, any_gemm,
+                                    block_columns,
                                     finish_blocks, finish_rows, gemm_columns, gemm_step,
                                     large_step,
                                     shifted, small_step, step_product)
