@@ -122,9 +122,8 @@ cdef class Switches:
         rows, one per thread, of equal work, on NumPy's OpenBLAS too where numpy_blas.py
         finds it; NumPy's one call, which the pass on two threads must match when the team
         does not pay, ran 0.87-0.94x of SciPy's from H = 128 but 0.74x at H = 64: T * B =
-        4096, D = H). On Python threads side by side instead (NumPy
-        releases the GIL), a pass on two threads ran up to 1.26x slower than on one beside
-        other pools (bench/test_bench_threads.py): they are not adaptive, as the team is.
+        4096, D = H; on Python threads side by side instead, which do not adapt as the team
+        does, a pass on two threads ran up to 1.26x slower than on one beside other pools).
         They stay on one BLAS thread whatever n_threads: OpenBLAS's threads, which wait for
         each other spinning, collapsed when another process or pool held a core
         (610,1,128,128 forward+backward: 25 ms on two BLAS threads against 8-11 ms on one,

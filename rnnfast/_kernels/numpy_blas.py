@@ -31,5 +31,4 @@ def use_numpy_sgemm():
     return False
 
 
-if os.environ.get("RNNFAST_WEIGHTS_SGEMM", "numpy") == "numpy":
-    use_numpy_sgemm()
+use_numpy_sgemm()

@@ -43,8 +43,6 @@ class TBPTTTrainer:
         self.streams = streams
         self.clip_norm = clip_norm
         self.clip_value = clip_value
-        # The loss's rows on the model's threads (one for a model that does not say).
-        self.n_threads = getattr(model, "n_threads", 1)
         self.state = model.initial_state(streams.batch_size)  # carried between chunks
         self.steps = 0
         self.last_grad_norm = None
@@ -71,7 +69,8 @@ class TBPTTTrainer:
             # Overflow is checked explicitly below, with a message that says where it happened.
             with np.errstate(over="ignore", invalid="ignore"):
                 logits, h_n = self.model.forward(inputs, self.state)
-                loss, dlogits = softmax_cross_entropy(logits, targets, n_threads=self.n_threads)
+                loss, dlogits = softmax_cross_entropy(logits, targets,
+                                                      n_threads=_threads_of(self.model))
                 check_loss(loss, step, self.model.parameters())
                 grads = self.model.backward(dlogits)
             norm = apply_gradients(self.optimizer, self.model.parameters(), grads, step,
@@ -115,10 +114,15 @@ def evaluate(model, tokens, *, batch_size=16, seq_len=256):
         for _ in range(streams.chunks_per_epoch):
             inputs, targets, _ = streams.next_chunk()
             logits, state = model.forward(inputs, state)
-            loss, _ = softmax_cross_entropy(logits, targets,
-                                            n_threads=getattr(model, "n_threads", 1))
+            loss, _ = softmax_cross_entropy(logits, targets, n_threads=_threads_of(model))
             total += loss * targets.size
             count += targets.size
     finally:
         model.train(was_training)
     return total / count
+
+
+def _threads_of(model):
+    """The threads of the model's kernels, for the loss's rows (one if the model does not say)."""
+    return getattr(model, "n_threads", 1)
+
