@@ -90,7 +90,8 @@ C_HEADERS = {"_kernels": ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/mi
                           "rnnfast/_kernels/natural.h", "rnnfast/_kernels/natural_impl.h",
                           "rnnfast/_kernels/scratch.h", "rnnfast/_kernels/team.h"],
              "reservoir": ["rnnfast/reservoir/sliced_kernel.h",
-                           "rnnfast/reservoir/sliced_kernel_impl.h"]}
+                           "rnnfast/reservoir/sliced_kernel_impl.h"],
+             "train.optim": ["rnnfast/train/optim/adam_kernel.h"]}
 
 
 # Cython's `cdef inline` becomes a plain C `inline`, a hint: GCC 12 then kept the vectorised
@@ -103,23 +104,30 @@ FORCE_INLINE = ("CYTHON_INLINE", "__inline__ __attribute__((always_inline))")
 def _extension(name, extra_args=(), parallel=True, numpy_api=False, package="_kernels",
                force_inline=True):
     flags = compile_args + list(extra_args) + (openmp if parallel else [])
-    include_dirs = [f"rnnfast/{package}"]
+    folder = "rnnfast/" + package.replace(".", "/")
+    include_dirs = [folder]
     macros = [FORCE_INLINE] if force_inline and not debug and sys.platform != "win32" else []
     if numpy_api:  # the compiled entry checks and allocates arrays with NumPy's C API
         import numpy
 
         include_dirs.append(numpy.get_include())
         macros.append(("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"))
-    return Extension(f"rnnfast.{package}.{name}", [f"rnnfast/{package}/{name}.pyx"],
+    return Extension(f"rnnfast.{package}.{name}", [f"{folder}/{name}.pyx"],
                      include_dirs=include_dirs, define_macros=macros,
-                     extra_compile_args=flags, depends=C_HEADERS[package],
+                     extra_compile_args=flags, depends=C_HEADERS.get(package, []),
                      extra_link_args=(openmp if parallel else []) + asan_flags)
 
 
 # The sparse reservoir step (rnnfast/reservoir/_sparse_step_impl.pxi), one thread, no BLAS.
 extensions = [_extension("blas", parallel=False), _extension("recurrence"),
               _extension("entry", parallel=False, numpy_api=True, force_inline=False),
-              _extension("_sparse_step", parallel=False, package="reservoir")]
+              _extension("_sparse_step", parallel=False, package="reservoir"),
+              # The training step's small loops, beside the Python that calls them: the
+              # embedding's scatter-add, and Adam's update, without fused multiply-adds (they
+              # would change its NumPy bits) and errno (so that its square roots vectorise).
+              _extension("_scatter_add", parallel=False, package="nn"),
+              _extension("_adam", ["-ffp-contract=off", "-fno-math-errno"], parallel=False,
+                         package="train.optim")]
 # On x86-64 the kernels are compiled a second time with AVX2 and FMA, which doubles the SIMD
 # width and fuses multiply-adds; rnnfast/_kernels/backend.py picks that build at run time when
 # the processor has them, so the package stays portable without -march=native. The sparse

@@ -190,6 +190,25 @@ def test_embedding_gradient_accumulates_repeated_ids_exactly():
     np.testing.assert_array_equal(emb.grads["weight"], expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (64, 32, 163, 64), (7, 5, 3, 13), (9, 4, 500, 70)])
+def test_embedding_gradient_is_np_add_at_bit_for_bit(shape, dtype):
+    """The compiled scatter-add sums each row in the order of the positions, as np.add.at:
+    the same bits, with ids repeated many times (few rows) or rarely (many rows), widths that
+    are not a whole number of vectors."""
+    T_, B_, V_, E_ = shape
+    emb = Embedding(V_, E_, dtype=dtype, seed=21)
+    gen = rng(22)
+    ids = gen.integers(0, V_, (T_, B_))
+    G = (gen.standard_normal((T_, B_, E_)) * 10.0 ** gen.uniform(-3, 3, (T_, B_, 1))).astype(dtype)
+    emb.forward(ids)
+    emb.backward(G)
+    expected = np.zeros((V_, E_), dtype)
+    np.add.at(expected, ids.reshape(-1), G.reshape(-1, E_))
+    assert emb.grads["weight"].dtype == dtype
+    np.testing.assert_array_equal(emb.grads["weight"], expected)
+
+
 def test_embedding_keeps_its_own_copy_of_ids():
     emb = Embedding(V, E, dtype=np.float64, seed=20)
     ids = IDS.copy()

@@ -6,10 +6,11 @@ the same run in PyTorch agree up to float rounding. Each computes in its paramet
 """
 import numpy as np
 
+from rnnfast.train.optim._adam import adam_update
 from rnnfast.train.optim.optimizer import Optimizer
 from rnnfast.utils.validation import check_bool, check_real
 
-__all__ = ["SGD", "Adagrad", "Adam"]
+__all__ = ["SGD", "Adagrad", "Adam", "adam_update_numpy"]
 
 
 def _positive(value, name):
@@ -166,6 +167,9 @@ class Adam(Optimizer):
     -----
     The state dict stores the betas as ``beta1`` and ``beta2``, and the buffers
     ``exp_avg/<name>`` (m) and ``exp_avg_sq/<name>`` (v).
+
+    Each parameter is updated in one compiled pass (rnnfast/train/optim/_adam.pyx) when it is
+    contiguous, else by ``adam_update_numpy``: the same bits either way.
     """
 
     HYPERPARAMETERS = ("lr", "beta1", "beta2", "eps", "weight_decay")
@@ -191,22 +195,40 @@ class Adam(Optimizer):
 
     def _update(self, param, grad, buffers, step):
         lr, beta1, beta2 = self._hyper["lr"], self._hyper["beta1"], self._hyper["beta2"]
-        weight_decay = self._hyper["weight_decay"]
-        d = grad if weight_decay == 0.0 else grad + weight_decay * param
         m, v = buffers["exp_avg"], buffers["exp_avg_sq"]
-        # m <- beta1 m + (1 - beta1) d, written as torch's lerp_(d, 1 - beta1) computes it, so
-        # the two agree to the last bit more often (and beta1 = 0 gives m = d exactly).
-        weight = 1.0 - beta1
-        if weight < 0.5:
-            m += weight * (d - m)
+        # The compiled pass where every array is one flat run of its dtype (a model's
+        # parameters and the buffers made for them) and the gradient is not a view into the
+        # parameter; the NumPy update, with the same bits, elsewhere.
+        if (param.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
+                and not np.may_share_memory(grad, param)):
+            flat_grad = np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1)
+            adam_update(param.reshape(-1), flat_grad, m.reshape(-1), v.reshape(-1),
+                        1.0 - beta1, beta2, self._hyper["weight_decay"],
+                        (1.0 - beta2 ** step) ** 0.5, self._hyper["eps"],
+                        lr / (1.0 - beta1 ** step))
         else:
-            m[...] = d - (d - m) * (1.0 - weight)
-        v *= beta2
-        v += (1.0 - beta2) * d * d
-        step_size = lr / (1.0 - beta1 ** step)
-        update = np.sqrt(v)
-        update /= (1.0 - beta2 ** step) ** 0.5
-        update += self._hyper["eps"]
-        np.divide(m, update, out=update)
-        update *= step_size
-        param -= update
+            adam_update_numpy(param, grad, m, v, step, **self._hyper)
+
+
+def adam_update_numpy(param, grad, exp_avg, exp_avg_sq, step, *, lr, beta1, beta2, eps,
+                      weight_decay):
+    """Adam's step t = ``step`` on one parameter, in place, in NumPy: the reference of the
+    compiled pass (rnnfast/train/optim/_adam.pyx), which gives the same bits."""
+    d = grad if weight_decay == 0.0 else grad + weight_decay * param
+    m, v = exp_avg, exp_avg_sq
+    # m <- beta1 m + (1 - beta1) d, written as torch's lerp_(d, 1 - beta1) computes it, so
+    # the two agree to the last bit more often (and beta1 = 0 gives m = d exactly).
+    weight = 1.0 - beta1
+    if weight < 0.5:
+        m += weight * (d - m)
+    else:
+        m[...] = d - (d - m) * (1.0 - weight)
+    v *= beta2
+    v += (1.0 - beta2) * d * d
+    step_size = lr / (1.0 - beta1 ** step)
+    update = np.sqrt(v)
+    update /= (1.0 - beta2 ** step) ** 0.5
+    update += eps
+    np.divide(m, update, out=update)
+    update *= step_size
+    param -= update
