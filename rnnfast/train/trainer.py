@@ -10,7 +10,9 @@ import numpy as np
 from rnnfast.nn import softmax_cross_entropy
 from rnnfast.train.streams import TokenStreams
 from rnnfast.train.update import apply_gradients, check_loss
+from rnnfast.utils.allocator import reuse_freed_memory
 from rnnfast.utils.threads import blas_threads_at_most
+from rnnfast.utils.validation import check_bool
 
 __all__ = ["TBPTTTrainer", "evaluate"]
 
@@ -33,11 +35,18 @@ class TBPTTTrainer:
     clip_value : float or None
         Clip every gradient entry to [-clip_value, clip_value] (None: off). Applied before
         clipping by norm.
+    reuse_memory : bool, default True
+        Have the C allocator keep freed blocks for reuse (rnnfast.utils.allocator, glibc
+        only; process-wide, up to 64 MiB kept): each step's large arrays then come back
+        without page faults (~1000 per step at `rnnfast train`'s defaults, 12% of the step).
     """
 
-    def __init__(self, model, optimizer, streams, *, clip_norm=5.0, clip_value=None):
+    def __init__(self, model, optimizer, streams, *, clip_norm=5.0, clip_value=None,
+                 reuse_memory=True):
         if not isinstance(streams, TokenStreams):
             raise TypeError(f"streams must be a TokenStreams; got {type(streams).__name__}")
+        if check_bool(reuse_memory, "reuse_memory"):
+            reuse_freed_memory()
         self.model = model
         self.optimizer = optimizer
         self.streams = streams
