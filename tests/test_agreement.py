@@ -93,18 +93,20 @@ def test_path_fixture_reaches_the_backend(B, path, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)], ids=str)
 def test_switch_follows_its_constants(dtype, monkeypatch):
-    """Batches from blas_min_batch rows go to BLAS; single sequences never do; a W_hh larger
-    than l2_cache_bytes sends steps that would stream it more than once to BLAS."""
+    """Batches above small_steps_max_batch rows are large steps; single sequences never are; a
+    W_hh larger than l2_cache_bytes sends steps that would stream it more than once to them."""
     from rnnfast._kernels import backend as _cython_backend
 
-    name = f"blas_min_batch_{dtype.name}"
-    min_batch = getattr(_cython_backend.switches, name)
-    assert _cython_backend.use_blas(min_batch, 16, dtype)
-    assert not _cython_backend.use_blas(min_batch - 1 if min_batch % 4 == 1 else 4, 16, dtype)
+    most = _cython_backend.switches.small_steps_max_batch
+    assert _cython_backend.use_blas(most + 1, 16, dtype)
+    assert not _cython_backend.use_blas(most, 16, dtype)
     assert not _cython_backend.use_blas(1, 4096, dtype)
-    assert not _cython_backend.use_blas(4, 4096, dtype)  # one pass over W_hh per step
+    assert not _cython_backend.use_blas(2, 4096, dtype)  # one pass over W_hh per step
+    monkeypatch.setattr(_cython_backend.switches, "small_steps_max_batch", 4)
+    assert not _cython_backend.use_blas(4, 4096, dtype)  # one pass (a group of 4 rows)
     assert _cython_backend.use_blas(3, 4096, dtype)  # two passes (2 rows + 1 row)
-    monkeypatch.setattr(_cython_backend.switches, name, 2)
+    assert not _cython_backend.use_blas(3, 16, dtype)
+    monkeypatch.setattr(_cython_backend.switches, "small_steps_max_batch", 1)
     assert _cython_backend.use_blas(2, 16, dtype)
 
 

@@ -242,6 +242,7 @@ def test_the_noises_have_the_gradients_of_a_bias_and_of_the_state(lengths, leak,
 def test_threads_give_the_one_thread_bits(n_threads, lengths, monkeypatch):
     monkeypatch.setattr(_cython_backend.switches, "threads_min_step_flops", 0)
     monkeypatch.setattr(_cython_backend.switches, "cores", n_threads)
+    monkeypatch.setattr(_cython_backend.switches, "small_steps_max_batch", 5)  # 5 rows, small
     p = make_problem(16, 6, 5, 4, 70, np.float32)
     dynamics = make_dynamics(17, 70, 6, 5, np.float32)
     lengths = None if lengths is None else np.array(lengths)

@@ -73,12 +73,20 @@ cdef class Switches:
     """The measured switches between the kernels' paths: one instance, ``switches``, read by
     every call. Attributes can be set (tests force paths with them); measured values:
 
-    blas_min_batch_float32 = 32, blas_min_batch_float64 = 16, l2_cache_bytes = 2**20
-        The step kernel: measured on a 2-core AMD EPYC against OpenBLAS, one thread, float32
-        and float64, B = 1..64 and H = 32..512, the micro-kernel wins every step of fewer
-        than 32 rows in float32 and 16 in float64 (BLAS's per-call and packing costs are not
-        repaid), whatever H, except where it must stream a W_hh larger than the L2 cache more
-        than once per step (it reads M once per group of 6, 4, 2 or 1 rows).
+    small_steps_max_batch = 3, l2_cache_bytes = 2**20
+        The step kernel: steps of at most small_steps_max_batch rows run on the small-step
+        kernel (rnnfast/_kernels/natural.h), the others are large steps (our GEMM or SciPy's
+        BLAS, see gemm_min_hidden), except where the small-step kernel would stream a W_hh
+        larger than the L2 cache more than once per step (it reads W_hh once per group of
+        rows). Measured on this project's 2-core AMD EPYC (Zen 4, AVX-512 build), whole
+        forward + backward passes, T = 50, D = H = 16..512, interleaved: the small-step
+        kernel is the fastest at B = 1 and 3; at B = 2 within 0-9% of the fastest in float32
+        (14-18% in float64) and the fastest on two threads (100,2,256,256 float64: 0.90x our
+        GEMM's time); from B = 4 on it lost by 2-25% in both dtypes (B = 4, 8, 12: 1.17-1.24x
+        at H = 64-256: its groups of 3 rows forward and 6 backward leave a row or two that
+        read W_hh again). On two threads it lost as well, at 100 steps: to our GEMM on the
+        team by 15-29% (float32 B = 4-16, H = 256-512), to BLAS's steps on one thread by
+        5-16% at H = 64-128 (float64 100,12,64,64 the exception: 0.86x).
     threads_min_step_flops = 2**17
         Small steps go to the thread team (team.h) only from this many multiply-adds
         (B * H * H) up: below, a step (under ~5 us) is too short for a second core to save
@@ -132,10 +140,12 @@ cdef class Switches:
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
     own_gemm = True, gemm_min_hidden = 256, gemm_max_hidden_float64 = 512
-        Large steps (the ones blas_min_batch_* sends off the small-step kernel) run on
+        Large steps (the ones small_steps_max_batch sends off the small-step kernel) run on
         rnnfast's packed GEMM (gemm.h: W_hh packed once per pass, each group of rows finished
         right after its products) rather than on SciPy's BLAS from H = gemm_min_hidden on
-        (float64: up to gemm_max_hidden_float64); own_gemm False gives them all to BLAS.
+        (float64: up to gemm_max_hidden_float64), on any thread count (the steps' bits do not
+        depend on it); own_gemm False gives them all to BLAS. Below it, at B = 4-24 too,
+        BLAS's steps ran 0-4% faster than ours on one thread (H = 64-128).
         Measured with bench/step_gemm.py (AVX-512 build, one core, CPU time, T = 20 steps of
         the forward and of the backward time loop, GFLOP/s ours / BLAS step): float32 H = 256
         to 1024 1.15-1.3x forward, 1.0-1.2x backward; H = 128 0.85x, H = 64 0.9-1.0x (small K:
@@ -148,7 +158,7 @@ cdef class Switches:
         The kernel build the passes run (a key of rnnfast._kernels.builds.KERNEL_BUILDS).
     """
 
-    cdef public Py_ssize_t blas_min_batch_float32, blas_min_batch_float64, l2_cache_bytes
+    cdef public Py_ssize_t small_steps_max_batch, l2_cache_bytes
     cdef public Py_ssize_t threads_min_step_flops, threads_min_product_flops
     cdef public Py_ssize_t openblas_single_thread_mnk
     cdef public Py_ssize_t numpy_weight_grads_min_flops, team_weight_grads_min_hidden
@@ -165,7 +175,7 @@ cdef class Switches:
     cdef const KernelTable* table
 
     def __init__(self):
-        self.blas_min_batch_float32, self.blas_min_batch_float64 = 32, 16
+        self.small_steps_max_batch = 3
         self.l2_cache_bytes = 1 << 20
         self.threads_min_step_flops = 1 << 17
         self.threads_min_product_flops = 1 << 21
@@ -222,10 +232,11 @@ switches = Switches()
 
 cdef inline bint blas_steps(Switches s, Py_ssize_t B, Py_ssize_t H,
                             Py_ssize_t itemsize) noexcept:
-    """Whether (B, H) steps go to BLAS rather than the small-step kernel."""
+    """Whether (B, H) steps are large steps (our GEMM or BLAS: gemm_steps) rather than the
+    small-step kernel's."""
     if s.forced >= 0:
         return s.forced >= 1
-    if B >= (s.blas_min_batch_float32 if itemsize == 4 else s.blas_min_batch_float64):
+    if B > s.small_steps_max_batch:
         return True
     cdef Py_ssize_t passes_over_W_hh = B // 6 + (B % 6) // 4 + (B % 6 % 4) // 2 + B % 2
     return passes_over_W_hh > 1 and H * H * itemsize > s.l2_cache_bytes
