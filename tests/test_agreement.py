@@ -93,21 +93,29 @@ def test_path_fixture_reaches_the_backend(B, path, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)], ids=str)
 def test_switch_follows_its_constants(dtype, monkeypatch):
-    """Batches above small_steps_max_batch rows are large steps; single sequences never are; a
+    """Passes of at least large_steps_min_steps steps of more than small_steps_max_batch rows
+    of more than small_steps_max_hidden units are large steps; single sequences never are; a
     W_hh larger than l2_cache_bytes sends steps that would stream it more than once to them."""
     from rnnfast._kernels import backend as _cython_backend
 
-    most = _cython_backend.switches.small_steps_max_batch
-    assert _cython_backend.use_blas(most + 1, 16, dtype)
-    assert not _cython_backend.use_blas(most, 16, dtype)
-    assert not _cython_backend.use_blas(1, 4096, dtype)
-    assert not _cython_backend.use_blas(2, 4096, dtype)  # one pass over W_hh per step
-    monkeypatch.setattr(_cython_backend.switches, "small_steps_max_batch", 4)
-    assert not _cython_backend.use_blas(4, 4096, dtype)  # one pass (a group of 4 rows)
-    assert _cython_backend.use_blas(3, 4096, dtype)  # two passes (2 rows + 1 row)
-    assert not _cython_backend.use_blas(3, 16, dtype)
-    monkeypatch.setattr(_cython_backend.switches, "small_steps_max_batch", 1)
-    assert _cython_backend.use_blas(2, 16, dtype)
+    switches = _cython_backend.switches
+    most, T = switches.small_steps_max_batch, switches.large_steps_min_steps
+    H = switches.small_steps_max_hidden + 1
+    assert _cython_backend.use_blas(T, most + 1, H, dtype)
+    assert not _cython_backend.use_blas(T, most, H, dtype)
+    assert not _cython_backend.use_blas(T - 1, most + 1, H, dtype)  # a short pass
+    min_batch = getattr(switches, f"blas_min_batch_{dtype.name}")
+    assert _cython_backend.use_blas(1, min_batch, H, dtype)  # ... unless its batch is large
+    assert not _cython_backend.use_blas(1, min_batch - 1, H, dtype)
+    assert not _cython_backend.use_blas(T, most + 1, H - 1, dtype)  # tiny steps
+    assert not _cython_backend.use_blas(T, 1, 4096, dtype)
+    assert not _cython_backend.use_blas(T, 2, 4096, dtype)  # one pass over W_hh per step
+    monkeypatch.setattr(switches, "small_steps_max_batch", 4)
+    assert not _cython_backend.use_blas(T, 4, 4096, dtype)  # one pass (a group of 4 rows)
+    assert _cython_backend.use_blas(1, 3, 4096, dtype)  # two passes (2 rows + 1 row)
+    assert not _cython_backend.use_blas(T, 3, H, dtype)
+    monkeypatch.setattr(switches, "small_steps_max_batch", 1)
+    assert _cython_backend.use_blas(T, 2, H, dtype)
 
 
 # Shapes on both sides of the real switch, run without the fixture: whatever use_blas picks.

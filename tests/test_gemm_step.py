@@ -122,19 +122,20 @@ def test_gemm_agrees_with_blas_steps(shape, dtype, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_switch_sends_large_steps_to_the_gemm(dtype, monkeypatch):
-    """Above small_steps_max_batch rows, hidden sizes in the GEMM's range go to it, others to
-    BLAS, on one thread as on two (the bits do not depend on it); own_gemm False sends them
-    all to BLAS."""
+    """Large steps (above small_steps_max_batch rows, from large_steps_min_steps steps) of
+    hidden sizes in the GEMM's range go to it, others to BLAS, on one thread as on two (the
+    bits do not depend on it); own_gemm False sends them all to BLAS."""
     monkeypatch.setattr(SWITCHES, "forced_step", None)
+    T = SWITCHES.large_steps_min_steps
     for B in (SWITCHES.small_steps_max_batch + 1, 8, 32):
         for H, expected in ((SWITCHES.gemm_min_hidden, "gemm"),
                             (SWITCHES.gemm_min_hidden - 1, "blas")):
-            p = make_problem(15, 1, B, 1, H).astype(dtype)
+            p = make_problem(15, T, B, 1, H).astype(dtype)
             for threads in (1, 2):
                 rnnfast.rnn_forward(*p.args, n_threads=threads)
                 assert SWITCHES.last_pass[1] == expected, (B, H, threads)
     B = SWITCHES.small_steps_max_batch + 1
     monkeypatch.setattr(SWITCHES, "own_gemm", False)
-    rnnfast.rnn_forward(*make_problem(15, 1, B, 1, SWITCHES.gemm_min_hidden).astype(dtype).args,
+    rnnfast.rnn_forward(*make_problem(15, T, B, 1, SWITCHES.gemm_min_hidden).astype(dtype).args,
                         n_threads=1)
     assert SWITCHES.last_pass[1] == "blas"

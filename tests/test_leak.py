@@ -242,11 +242,10 @@ def test_the_noises_have_the_gradients_of_a_bias_and_of_the_state(lengths, leak,
 def test_threads_give_the_one_thread_bits(n_threads, lengths, monkeypatch):
     monkeypatch.setattr(_cython_backend.switches, "threads_min_step_flops", 0)
     monkeypatch.setattr(_cython_backend.switches, "cores", n_threads)
-    monkeypatch.setattr(_cython_backend.switches, "small_steps_max_batch", 5)  # 5 rows, small
     p = make_problem(16, 6, 5, 4, 70, np.float32)
     dynamics = make_dynamics(17, 70, 6, 5, np.float32)
     lengths = None if lengths is None else np.array(lengths)
     one = run(p, dynamics, lengths=lengths, n_threads=1)
-    assert _cython_backend.step_plan(5, 70, np.dtype(np.float32), n_threads) == (False,
-                                                                                 n_threads)
+    assert _cython_backend.step_plan(6, 5, 70, np.dtype(np.float32), n_threads) == (False,
+                                                                                    n_threads)
     assert_results_equal(run(p, dynamics, lengths=lengths, n_threads=n_threads), one)

@@ -73,20 +73,29 @@ cdef class Switches:
     """The measured switches between the kernels' paths: one instance, ``switches``, read by
     every call. Attributes can be set (tests force paths with them); measured values:
 
-    small_steps_max_batch = 3, l2_cache_bytes = 2**20
-        The step kernel: steps of at most small_steps_max_batch rows run on the small-step
-        kernel (rnnfast/_kernels/natural.h), the others are large steps (our GEMM or SciPy's
-        BLAS, see gemm_min_hidden), except where the small-step kernel would stream a W_hh
-        larger than the L2 cache more than once per step (it reads W_hh once per group of
-        rows). Measured on this project's 2-core AMD EPYC (Zen 4, AVX-512 build), whole
-        forward + backward passes, T = 50, D = H = 16..512, interleaved: the small-step
-        kernel is the fastest at B = 1 and 3; at B = 2 within 0-9% of the fastest in float32
-        (14-18% in float64) and the fastest on two threads (100,2,256,256 float64: 0.90x our
-        GEMM's time); from B = 4 on it lost by 2-25% in both dtypes (B = 4, 8, 12: 1.17-1.24x
-        at H = 64-256: its groups of 3 rows forward and 6 backward leave a row or two that
-        read W_hh again). On two threads it lost as well, at 100 steps: to our GEMM on the
-        team by 15-29% (float32 B = 4-16, H = 256-512), to BLAS's steps on one thread by
-        5-16% at H = 64-128 (float64 100,12,64,64 the exception: 0.86x).
+    blas_min_batch_float32 = 32, blas_min_batch_float64 = 16
+    small_steps_max_batch = 3, small_steps_max_hidden = 8, large_steps_min_steps = 10
+    l2_cache_bytes = 2**20
+        The step kernel: steps of blas_min_batch_* rows or more are large steps (our GEMM or
+        SciPy's BLAS, see gemm_min_hidden), and so are those of a pass of at least
+        large_steps_min_steps steps of more than small_steps_max_batch rows of more than
+        small_steps_max_hidden units; the others run on the small-step kernel
+        (rnnfast/_kernels/natural.h), except that steps that would stream a W_hh larger than
+        the L2 cache more than once (it reads W_hh once per group of rows) are large steps.
+        From blas_min_batch_* rows (one thread, B = 1..64, H = 32..512, an earlier
+        measurement) BLAS's or our GEMM's steps won whatever T. Measured on this project's 2-core AMD
+        EPYC (Zen 4, AVX-512 build), whole forward + backward passes, D = H, interleaved:
+        at T = 50, H = 16..512, the small-step kernel was the fastest at B = 1 and 3; at
+        B = 2 within 0-9% of the fastest in float32 (14-18% in float64) and the fastest on
+        two threads (100,2,256,256 float64: 0.90x our GEMM's time); from B = 4 on it lost by
+        2-25% in both dtypes (B = 4, 8, 12: 1.17-1.24x at H = 64-256: its groups of 3 rows
+        forward and 6 backward leave a row or two that read W_hh again), on two threads by
+        15-29% to our GEMM on the team (float32 B = 4-16, H = 256-512) and by 5-16% to BLAS's
+        steps on one thread at H = 64-128 (float64 100,12,64,64 the exception: 0.86x). It
+        stays the fastest at H <= 8 (by 15-45%, BLAS's calls cost more than such steps), and
+        in short passes, where the large steps' costs per pass (W_hh packed, the products on
+        BLAS) are not repaid: 10-65% faster at T = 1 and 3 (B = 4-16, H = 64-512); at T = 10
+        and 20 the large steps won by 0-16%.
     threads_min_step_flops = 2**17
         Small steps go to the thread team (team.h) only from this many multiply-adds
         (B * H * H) up: below, a step (under ~5 us) is too short for a second core to save
@@ -158,7 +167,8 @@ cdef class Switches:
         The kernel build the passes run (a key of rnnfast._kernels.builds.KERNEL_BUILDS).
     """
 
-    cdef public Py_ssize_t small_steps_max_batch, l2_cache_bytes
+    cdef public Py_ssize_t small_steps_max_batch, small_steps_max_hidden, large_steps_min_steps
+    cdef public Py_ssize_t blas_min_batch_float32, blas_min_batch_float64, l2_cache_bytes
     cdef public Py_ssize_t threads_min_step_flops, threads_min_product_flops
     cdef public Py_ssize_t openblas_single_thread_mnk
     cdef public Py_ssize_t numpy_weight_grads_min_flops, team_weight_grads_min_hidden
@@ -175,7 +185,9 @@ cdef class Switches:
     cdef const KernelTable* table
 
     def __init__(self):
-        self.small_steps_max_batch = 3
+        self.small_steps_max_batch, self.small_steps_max_hidden = 3, 8
+        self.large_steps_min_steps = 10
+        self.blas_min_batch_float32, self.blas_min_batch_float64 = 32, 16
         self.l2_cache_bytes = 1 << 20
         self.threads_min_step_flops = 1 << 17
         self.threads_min_product_flops = 1 << 21
@@ -230,13 +242,16 @@ FORCED_STEPS = (None, "small", "blas", "gemm")
 switches = Switches()
 
 
-cdef inline bint blas_steps(Switches s, Py_ssize_t B, Py_ssize_t H,
+cdef inline bint blas_steps(Switches s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
                             Py_ssize_t itemsize) noexcept:
-    """Whether (B, H) steps are large steps (our GEMM or BLAS: gemm_steps) rather than the
-    small-step kernel's."""
+    """Whether the (B, H) steps of a pass of T steps are large steps (our GEMM or BLAS:
+    gemm_steps) rather than the small-step kernel's."""
     if s.forced >= 0:
         return s.forced >= 1
-    if B > s.small_steps_max_batch:
+    if B >= (s.blas_min_batch_float32 if itemsize == 4 else s.blas_min_batch_float64):
+        return True
+    if (B > s.small_steps_max_batch and H > s.small_steps_max_hidden
+            and T >= s.large_steps_min_steps):
         return True
     cdef Py_ssize_t passes_over_W_hh = B // 6 + (B % 6) // 4 + (B % 6 % 4) // 2 + B % 2
     return passes_over_W_hh > 1 and H * H * itemsize > s.l2_cache_bytes
@@ -251,8 +266,8 @@ cdef inline bint gemm_steps(Switches s, bint large_steps, Py_ssize_t H,
                              and (itemsize == 4 or H <= s.gemm_max_hidden_float64))
 
 
-cdef inline int kernel_threads(Switches s, Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize,
-                               int n_threads) noexcept:
+cdef inline int kernel_threads(Switches s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                               Py_ssize_t itemsize, int n_threads) noexcept:
     """The threads of the time loop: n_threads (at most the cores) from threads_min_step_flops
     multiply-adds a step (B * H * H) on, for steps on the small-step kernel or on our GEMM;
     else 1. The team (team.h) then measures, step kind by step kind, whether its threads are
@@ -264,7 +279,7 @@ cdef inline int kernel_threads(Switches s, Py_ssize_t B, Py_ssize_t H, Py_ssize_
         n_threads = s.cores
     if n_threads <= 1 or B * H * H < s.threads_min_step_flops:
         return 1
-    if blas_steps(s, B, H, itemsize) and not gemm_steps(s, True, H, itemsize):
+    if blas_steps(s, T, B, H, itemsize) and not gemm_steps(s, True, H, itemsize):
         return 1
     return n_threads
 
@@ -301,15 +316,16 @@ cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t H, Py_ssiz
             and H * D * itemsize <= s.own_products_max_bytes)
 
 
-def use_blas(B, H, dtype):
-    """Whether a (B, H) step in dtype goes to BLAS rather than the small-step kernel."""
-    return blas_steps(switches, B, H, np.dtype(dtype).itemsize)
+def use_blas(T, B, H, dtype):
+    """Whether the (B, H) steps of a pass of T steps in dtype are large steps (our GEMM or
+    BLAS) rather than the small-step kernel's."""
+    return blas_steps(switches, T, B, H, np.dtype(dtype).itemsize)
 
 
-def step_plan(B, H, dtype, n_threads):
-    """How (B, H) steps run: (use_blas, kernel_threads)."""
-    threads = kernel_threads(switches, B, H, np.dtype(dtype).itemsize, n_threads)
-    return use_blas(B, H, dtype), threads
+def step_plan(T, B, H, dtype, n_threads):
+    """How the (B, H) steps of a pass of T steps run: (use_blas, kernel_threads)."""
+    threads = kernel_threads(switches, T, B, H, np.dtype(dtype).itemsize, n_threads)
+    return use_blas(T, B, H, dtype), threads
 
 
 def matmul(a, b, out, n_threads, bint trans_a=False, bint trans_b=False,
@@ -771,9 +787,9 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
     p.h0, p.out = data(h0 if states is None else states), data(out)
     p.ldm = H + (-H) % COLUMN_PAD
     p.relu = relu
-    p.n_threads = kernel_threads(s, B, H, itemsize, threads)
+    p.n_threads = kernel_threads(s, T, B, H, itemsize, threads)
     p.product_threads = product_threads(s, T * B, D, H, itemsize, threads)
-    p.use_blas = blas_steps(s, B, H, itemsize)
+    p.use_blas = blas_steps(s, T, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.noise, p.state_noise = data(noise), data(state_noise)
     p.leak, p.act, p.act_step = NULL, NULL, 0
@@ -978,9 +994,9 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.dW_xh = NULL if weight_grads_in_numpy else data(dW_xh)
     p.dW_hh = NULL if weight_grads_in_numpy else data(dW_hh)
     p.relu = relu
-    p.n_threads = kernel_threads(s, B, H, itemsize, threads)
+    p.n_threads = kernel_threads(s, T, B, H, itemsize, threads)
     p.product_threads = products
-    p.use_blas = blas_steps(s, B, H, itemsize)
+    p.use_blas = blas_steps(s, T, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, H, D, itemsize)
     p.norms = data(norms)
     p.leak = data(leak)
