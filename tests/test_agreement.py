@@ -16,7 +16,7 @@ from rnn_helpers import (
 # (so the small-step kernel's narrower last column block runs) and exactly 16; batch sizes
 # below, at and above multiples of 4 (the kernel takes rows four at a time, then one by one).
 SHAPES = [(1, 1, 1, 1), (3, 1, 5, 7), (6, 3, 2, 17), (4, 5, 9, 33), (2, 2, 3, 40), (5, 2, 4, 16),
-          (3, 8, 5, 24), (2, 7, 3, 9)]
+          (3, 8, 5, 24), (2, 7, 3, 9), (3, 2, 9, 4)]  # the last: D > H (dW_xh wider than tall)
 SHAPE_IDS = ["T{}B{}D{}H{}".format(*s) for s in SHAPES]
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 NONLINEARITIES = ["tanh", "relu"]
