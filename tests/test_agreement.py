@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import rnnfast
+from rnnfast._kernels import backend as _cython_backend
 from rnn_helpers import (
     FLOAT32_VS_FLOAT64,
     GRAD_NAMES,
@@ -77,8 +78,6 @@ def test_float32_matches_float64_reference(shape, nonlinearity, backend):
 def test_path_fixture_reaches_the_backend(B, path, monkeypatch):
     """Forward and backward both ask the switch at call time, so the fixture's choice is the
     one that runs, for B = 1 too (this test fails if the switch is bypassed or cached)."""
-    from rnnfast._kernels import backend as _cython_backend
-
     switches = _cython_backend.switches
     p = make_problem(2, 2, B, 3, 5)
     passes = switches.passes
@@ -94,28 +93,55 @@ def test_path_fixture_reaches_the_backend(B, path, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)], ids=str)
 def test_switch_follows_its_constants(dtype, monkeypatch):
     """Passes of at least large_steps_min_steps steps of more than small_steps_max_batch rows
-    of more than small_steps_max_hidden units are large steps; single sequences never are; a
-    W_hh larger than l2_cache_bytes sends steps that would stream it more than once to them."""
-    from rnnfast._kernels import backend as _cython_backend
-
+    of more than small_steps_max_hidden units are large steps, and so are those of two rows of
+    two_row_steps_min_hidden to two_row_steps_max_hidden units; single sequences never are."""
     switches = _cython_backend.switches
+    use_blas = _cython_backend.use_blas
     most, T = switches.small_steps_max_batch, switches.large_steps_min_steps
     H = switches.small_steps_max_hidden + 1
-    assert _cython_backend.use_blas(T, most + 1, H, dtype)
-    assert not _cython_backend.use_blas(T, most, H, dtype)
-    assert not _cython_backend.use_blas(T - 1, most + 1, H, dtype)  # a short pass
+    assert use_blas(T, most + 1, H, dtype)
+    assert not use_blas(T, most, H, dtype)
+    assert not use_blas(T - 1, most + 1, H, dtype)  # a short pass
     min_batch = getattr(switches, f"blas_min_batch_{dtype.name}")
-    assert _cython_backend.use_blas(1, min_batch, H, dtype)  # ... unless its batch is large
-    assert not _cython_backend.use_blas(1, min_batch - 1, H, dtype)
-    assert not _cython_backend.use_blas(T, most + 1, H - 1, dtype)  # tiny steps
-    assert not _cython_backend.use_blas(T, 1, 4096, dtype)
-    assert not _cython_backend.use_blas(T, 2, 4096, dtype)  # one pass over W_hh per step
-    monkeypatch.setattr(switches, "small_steps_max_batch", 4)
-    assert not _cython_backend.use_blas(T, 4, 4096, dtype)  # one pass (a group of 4 rows)
-    assert _cython_backend.use_blas(1, 3, 4096, dtype)  # two passes (2 rows + 1 row)
-    assert not _cython_backend.use_blas(T, 3, H, dtype)
+    assert use_blas(1, min_batch, H, dtype)  # ... unless its batch is large
+    assert not use_blas(1, min_batch - 1, H, dtype)
+    assert not use_blas(T, most + 1, H - 1, dtype)  # tiny steps
+    assert not use_blas(T, 1, 4096, dtype)
+    assert not use_blas(T, 2, 4096, dtype)  # one pass over W_hh per step
+    low, high = switches.two_row_steps_min_hidden, switches.two_row_steps_max_hidden
+    assert use_blas(T, 2, low, dtype) and use_blas(T, 2, high, dtype)
+    assert not use_blas(T, 2, low - 1, dtype) and not use_blas(T, 2, high + 1, dtype)
+    assert not use_blas(T - 1, 2, low, dtype)
+    assert not use_blas(T, 1, low, dtype) and not use_blas(T, 3, low, dtype)
     monkeypatch.setattr(switches, "small_steps_max_batch", 1)
-    assert _cython_backend.use_blas(T, 2, H, dtype)
+    assert use_blas(T, 2, H, dtype)
+
+
+# How many groups of rows a small step's kernels take, each reading W_hh once: natural.h
+# (AVX2 builds) 3 rows at a time forward (then 2 or 1), 6 / 3 / the rest backward; the panel
+# kernels 6, 4, 2, 1.
+GROUPS = {True: {1: 1, 2: 1, 3: 1, 4: 2, 5: 2, 6: 2, 7: 3},
+          False: {1: 1, 2: 1, 3: 2, 4: 1, 5: 2, 6: 1, 7: 2}}
+
+
+@pytest.mark.parametrize("build", list(_cython_backend.KERNEL_BUILDS))
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)], ids=str)
+def test_a_W_hh_beyond_L2_read_more_than_once_a_step_makes_large_steps(build, dtype,
+                                                                        monkeypatch):
+    """Beyond the L2 cache (l2_cache_bytes), small steps whose kernels read W_hh more than once
+    (one group of rows at a time) are large steps, in short passes too; within it, or read
+    once, they stay small."""
+    switches = _cython_backend.switches
+    monkeypatch.setattr(switches, "build", build)
+    monkeypatch.setattr(switches, "small_steps_max_batch", 16)  # only the L2 rule left
+    monkeypatch.setattr(switches, "two_row_steps_max_hidden", 0)
+    natural = switches.natural_steps
+    H = 600
+    monkeypatch.setattr(switches, "l2_cache_bytes", H * H * dtype.itemsize - 1)
+    for B, groups in GROUPS[natural].items():
+        assert _cython_backend.use_blas(3, B, H, dtype) == (groups > 1), (build, B)
+    monkeypatch.setattr(switches, "l2_cache_bytes", H * H * dtype.itemsize)
+    assert not any(_cython_backend.use_blas(3, B, H, dtype) for B in GROUPS[natural])
 
 
 # Shapes on both sides of the real switch, run without the fixture: whatever use_blas picks.
@@ -176,8 +202,6 @@ def test_weight_gradients_agree_wherever_they_are_computed(shape, dtype, where, 
                                                            monkeypatch):
     """dW_xh and dW_hh come from the kernel's BLAS for small problems and from NumPy's for
     large ones (switches.numpy_weight_grads_min_flops); both agree with the reference."""
-    from rnnfast._kernels import backend as _cython_backend
-
     monkeypatch.setattr(_cython_backend.switches, "numpy_weight_grads_min_flops",
                         0 if where == "numpy" else 2**62)
     for h0 in (True, False):

@@ -135,7 +135,23 @@ def test_switch_sends_large_steps_to_the_gemm(dtype, monkeypatch):
                 rnnfast.rnn_forward(*p.args, n_threads=threads)
                 assert SWITCHES.last_pass[1] == expected, (B, H, threads)
     B = SWITCHES.small_steps_max_batch + 1
+    wide = make_problem(16, T, B, 1, 600).astype(dtype)
+    for limit, expected in ((512, "blas" if dtype == np.float64 else "gemm"), (1 << 62, "gemm")):
+        monkeypatch.setattr(SWITCHES, "gemm_max_hidden_float64", limit)
+        rnnfast.rnn_forward(*wide.args, n_threads=1)
+        assert SWITCHES.last_pass[1] == expected, limit
     monkeypatch.setattr(SWITCHES, "own_gemm", False)
     rnnfast.rnn_forward(*make_problem(15, T, B, 1, SWITCHES.gemm_min_hidden).astype(dtype).args,
                         n_threads=1)
     assert SWITCHES.last_pass[1] == "blas"
+
+
+def test_float64_gemm_limit_only_where_L2_is_small(monkeypatch):
+    """Float64 large steps stay on BLAS beyond gemm_max_hidden_float64 = 512 on cores with less
+    than 2 MiB of L2 (measured slower on our GEMM there), not on larger ones (faster)."""
+    from rnnfast._kernels import entry
+
+    monkeypatch.setattr(entry, "l2_cache_bytes", lambda: 1 << 20)
+    assert entry.Switches().gemm_max_hidden_float64 == 512
+    monkeypatch.setattr(entry, "l2_cache_bytes", lambda: 2 << 20)
+    assert entry.Switches().gemm_max_hidden_float64 > 1 << 20

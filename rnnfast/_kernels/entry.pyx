@@ -34,6 +34,7 @@ from rnnfast._kernels.buffers import (GEMM_PRODUCTS_MAX_BYTES, backward_fits, ba
                                      forward_fits)
 from rnnfast._kernels.builds import COLUMN_PAD, KERNEL, KERNEL_BUILDS
 from rnnfast.grads import RNNGrads
+from rnnfast.utils.caches import l2_cache_bytes
 from rnnfast.utils.threads import available_cores, blas_threads_at_most
 
 cnp.import_array()

@@ -9,14 +9,17 @@ cdef class Switches:
 
     blas_min_batch_float32 = 32, blas_min_batch_float64 = 16
     small_steps_max_batch = 3, small_steps_max_hidden = 8, large_steps_min_steps = 10
-    l2_cache_bytes = 2**20
+    two_row_steps_min_hidden = 64, two_row_steps_max_hidden = 255
+    l2_cache_bytes = one core's L2 (rnnfast/utils/caches.py: sysfs; 1 MiB if unknown)
         The step kernel: steps of blas_min_batch_* rows or more are large steps (our GEMM or
         SciPy's BLAS, see gemm_min_hidden), and so are those of a pass of at least
         large_steps_min_steps steps of more than small_steps_max_batch rows of more than
-        small_steps_max_hidden units; the others run on the small-step kernel
-        (rnnfast/_kernels/natural.h), except that steps that would stream a W_hh larger than the
-        L2 cache more than once (it reads W_hh once per group of rows) are large steps. From
-        blas_min_batch_* rows (one thread, B = 1..64, H = 32..512, an earlier measurement)
+        small_steps_max_hidden units, or of two rows of two_row_steps_min_hidden to
+        two_row_steps_max_hidden units (below gemm_min_hidden: on BLAS); the others
+        run on the small-step kernel (rnnfast/_kernels/natural.h), except that steps that
+        would stream a W_hh larger than the L2 cache more than once are large steps (it reads
+        W_hh once per group of rows: natural.h groups 3 rows, the panel kernels 6, 4, 2, 1).
+        From blas_min_batch_* rows (one thread, B = 1..64, H = 32..512, an earlier measurement)
         BLAS's or our GEMM's steps won whatever T. Below, measured on this project's 2-core AMD
         EPYC (Zen 4, AVX-512 build), whole forward + backward passes, D = H, interleaved: at
         T = 50, H = 16..512, the small-step kernel was the fastest at B = 1 and 3; at B = 2
@@ -30,6 +33,14 @@ cdef class Switches:
         the large steps' costs per pass (W_hh packed, the products on BLAS) are not repaid:
         10-65% faster at T = 1 and 3 (B = 4-16, H = 64-512); at T = 10 and 20 the large steps
         won by 0-16%.
+        On an Intel Xeon with AVX-512 and 2 MiB of L2 (Sapphire Rapids class), measured the
+        same way (T = 10-200, D = 8-128): at B = 2, BLAS's steps ran 1.0-2.0x faster than the
+        small-step kernel at H = 64-384 on one thread (mostly 1.2-1.5x; the small-step kernel
+        took as long at B = 2 as at B = 3 there; float32 at T = 10 tied) and 1.3x at H =
+        32-128 on two threads (tied at 256; the small-step kernel on the team 1.3x faster at
+        512), hence two_row_steps_*; below H = 64 the small-step kernel won short passes (T =
+        10, H = 24-40: 1.2-1.36x). At B = 3 the small-step kernel was 1.15-1.45x faster than
+        BLAS or our GEMM at H = 128-1024 (W_hh up to 4 MiB; 1.16x slower at H = 64).
     threads_min_step_flops = 2**17
         Small steps go to the thread team (team.h) only from this many multiply-adds
         (B * H * H) up: below, a step (under ~5 us) is too short for a second core to save
@@ -82,13 +93,17 @@ cdef class Switches:
     cores
         The cores this process may run on, read once at import (threads beyond them would
         make every step's barrier wait for a descheduled thread).
-    own_gemm = True, gemm_min_hidden = 256, gemm_max_hidden_float64 = 512
+    own_gemm = True, gemm_min_hidden = 256
+    gemm_max_hidden_float64 = 512 where l2_cache_bytes < 2 MiB, else no limit
         Large steps (the ones small_steps_max_batch sends off the small-step kernel) run on
         rnnfast's packed GEMM (gemm.h: W_hh packed once per pass, each group of rows finished
         right after its products) rather than on SciPy's BLAS from H = gemm_min_hidden on
         (float64: up to gemm_max_hidden_float64), on any thread count (the steps' bits do not
         depend on it); own_gemm False gives them all to BLAS. Below it, at B = 4-24 too,
-        BLAS's steps ran 0-4% faster than ours on one thread (H = 64-128).
+        BLAS's steps ran 0-4% faster than ours on one thread (H = 64-128). The float64 limit
+        is the Zen 4's (1 MiB of L2, below); on the 2 MiB Xeon above, whole passes (T = 20,
+        D = 128) ran 1.04-1.50x faster on our GEMM than on BLAS at H = 640-1024, B = 4-64
+        (tied at B = 128).
         Measured with bench/step_gemm.py (AVX-512 build, one core, CPU time, T = 20 steps of
         the forward and of the backward time loop, GFLOP/s ours / BLAS step): float32 H = 256
         to 1024 1.15-1.3x forward, 1.0-1.2x backward; H = 128 0.85x, H = 64 0.9-1.0x (small K:
@@ -102,6 +117,7 @@ cdef class Switches:
     """
 
     cdef public Py_ssize_t small_steps_max_batch, small_steps_max_hidden, large_steps_min_steps
+    cdef public Py_ssize_t two_row_steps_min_hidden, two_row_steps_max_hidden
     cdef public Py_ssize_t blas_min_batch_float32, blas_min_batch_float64, l2_cache_bytes
     cdef public Py_ssize_t threads_min_step_flops, threads_min_product_flops
     cdef public Py_ssize_t openblas_single_thread_mnk
@@ -121,8 +137,9 @@ cdef class Switches:
     def __init__(self):
         self.small_steps_max_batch, self.small_steps_max_hidden = 3, 8
         self.large_steps_min_steps = 10
+        self.two_row_steps_min_hidden, self.two_row_steps_max_hidden = 64, 255
         self.blas_min_batch_float32, self.blas_min_batch_float64 = 32, 16
-        self.l2_cache_bytes = 1 << 20
+        self.l2_cache_bytes = l2_cache_bytes()
         self.threads_min_step_flops = 1 << 17
         self.threads_min_product_flops = 1 << 21
         self.openblas_single_thread_mnk = 65536 * 4
@@ -134,7 +151,8 @@ cdef class Switches:
         self.own_gemm_products = True
         self.gemm_products_max_bytes = GEMM_PRODUCTS_MAX_BYTES  # (the memory checks' bound)
         self.blas_products_min_rows = 1280
-        self.gemm_min_hidden, self.gemm_max_hidden_float64 = 256, 512
+        self.gemm_min_hidden = 256
+        self.gemm_max_hidden_float64 = 512 if self.l2_cache_bytes < (2 << 20) else 1 << 62
         self.forced = -1
         self.build = KERNEL
 
@@ -171,9 +189,24 @@ cdef class Switches:
         """The bytes of one micro-kernel column block in the build in use."""
         return self.table.block_bytes
 
+    @property
+    def natural_steps(self):
+        """Whether the build in use runs small steps on W_hh as it is (natural.h), rather than
+        on panels of it."""
+        return bool(self.table.natural)
+
 
 FORCED_STEPS = (None, "small", "blas", "gemm")
 switches = Switches()
+
+
+cdef inline Py_ssize_t passes_over_W_hh(bint natural, Py_ssize_t B) noexcept:
+    """How often a small step of B rows reads W_hh: once per group of rows its kernels take
+    (natural.h: forward 3 at a time, then the 2 or 1 left, the backward no more often; the
+    panel kernels: 6, 4, 2, 1)."""
+    if natural:
+        return (B + 2) // 3
+    return B // 6 + (B % 6) // 4 + (B % 6 % 4) // 2 + B % 2
 
 
 cdef inline bint blas_steps(Switches s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -184,11 +217,12 @@ cdef inline bint blas_steps(Switches s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H
         return s.forced >= 1
     if B >= (s.blas_min_batch_float32 if itemsize == 4 else s.blas_min_batch_float64):
         return True
-    if (B > s.small_steps_max_batch and H > s.small_steps_max_hidden
-            and T >= s.large_steps_min_steps):
+    if (H > s.small_steps_max_hidden and T >= s.large_steps_min_steps
+            and (B > s.small_steps_max_batch
+                 or (B == 2 and s.two_row_steps_min_hidden <= H
+                     and H <= s.two_row_steps_max_hidden))):
         return True
-    cdef Py_ssize_t passes_over_W_hh = B // 6 + (B % 6) // 4 + (B % 6 % 4) // 2 + B % 2
-    return passes_over_W_hh > 1 and H * H * itemsize > s.l2_cache_bytes
+    return passes_over_W_hh(s.table.natural, B) > 1 and H * H * itemsize > s.l2_cache_bytes
 
 
 cdef inline bint gemm_steps(Switches s, bint large_steps, Py_ssize_t H,
