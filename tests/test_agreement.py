@@ -10,6 +10,7 @@ from rnn_helpers import (
     SAME_DTYPE_TOL,
     assert_close,
     assert_grads_close,
+    force_path,
     make_problem,
 )
 
@@ -209,3 +210,26 @@ def test_weight_gradients_agree_wherever_they_are_computed(shape, dtype, where, 
         out, grads = run(p, "tanh", "cython")
         ref_out, ref_grads = run(p, "tanh", "numpy")
         assert_grads_close(grads, ref_grads, SAME_DTYPE_TOL[dtype]["grad"])
+
+
+# Wide steps on the small-step kernel (which the switch sends B <= 3 of any width): several
+# full blocks of W_hh's rows (dot, forward) and of its columns (axpy, backward: twelve vectors
+# for one row of X, six for two, four for three), then the narrower ones and the masked last
+# vector; on one thread and on the team.
+WIDE_SHAPES = [(3, B, 5, H) for B in (1, 2, 3) for H in (130, 250, 330)]
+
+
+@pytest.mark.parametrize("build", list(_cython_backend.KERNEL_BUILDS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", WIDE_SHAPES, ids=["T{}B{}D{}H{}".format(*s) for s in WIDE_SHAPES])
+def test_small_steps_on_wide_steps_match_reference(shape, dtype, build, monkeypatch):
+    force_path(monkeypatch, f"small-{build}")
+    p = make_problem(2, *shape, dtype)
+    ref_out, ref_grads = run(p, "tanh", "numpy")
+    tol = SAME_DTYPE_TOL[dtype]
+    for threads in (1, 2):
+        out, cache = rnnfast.rnn_forward(*p.args, n_threads=threads)
+        grads = rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=threads)
+        assert _cython_backend.switches.last_pass[:2] == (build, "small")
+        assert_close(out, ref_out, tol["forward"], f"out, {threads} threads")
+        assert_grads_close(grads, ref_grads, tol["grad"])
