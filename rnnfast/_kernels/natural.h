@@ -20,6 +20,16 @@
  * registers, which takes full unrolling (GCC would not always inline them by itself). */
 #define RNNFAST_INLINE inline __attribute__((always_inline))
 
+/* A vector of W that serves several rows of X is loaded once, into a register: without this
+ * GCC 12 folded the load into each row's FMA (a memory operand), loading W twice for two rows,
+ * and a step of two rows took as long as one of three. The empty asm changes nothing but
+ * makes the compiler hold the value in a register (any of the 32 where AVX-512 has them). */
+#if defined(__AVX512F__)
+#define RNNFAST_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define RNNFAST_IN_REGISTER(v) __asm__("" : "+x"(v))
+#endif
+
 static const int rnnfast_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 static const long long rnnfast_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 

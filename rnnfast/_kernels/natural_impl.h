@@ -24,7 +24,8 @@ static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_dot_block)(
         RNNFAST_V x[3];
         for (int b = 0; b < RB; b++) x[b] = RNNFAST_LOAD(X + b * K + j);
         for (int r = 0; r < RI; r++) {
-            const RNNFAST_V m = RNNFAST_LOAD(w + r * K + j);
+            RNNFAST_V m = RNNFAST_LOAD(w + r * K + j);
+            if (RB > 1) RNNFAST_IN_REGISTER(m);
             for (int b = 0; b < RB; b++) acc[b][r] = RNNFAST_FMA(m, x[b], acc[b][r]);
         }
     }
@@ -33,7 +34,8 @@ static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_dot_block)(
         RNNFAST_V x[3];
         for (int b = 0; b < RB; b++) x[b] = RNNFAST_MASKLOAD(X + b * K + j, mask);
         for (int r = 0; r < RI; r++) {
-            const RNNFAST_V m = RNNFAST_MASKLOAD(w + r * K + j, mask);
+            RNNFAST_V m = RNNFAST_MASKLOAD(w + r * K + j, mask);
+            if (RB > 1) RNNFAST_IN_REGISTER(m);
             for (int b = 0; b < RB; b++) acc[b][r] = RNNFAST_FMA(m, x[b], acc[b][r]);
         }
     }
@@ -100,9 +102,11 @@ static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_axpy_block)(
         const RNNFAST_T* w = W + j * N + c;
         if (CV <= 2) {  /* many rows: the row of W in registers, each X[b, j] in turn */
             RNNFAST_V m[2];
-            for (int v = 0; v < CV; v++)
+            for (int v = 0; v < CV; v++) {
                 m[v] = partial && v == CV - 1 ? RNNFAST_MASKLOAD(w + v * RNNFAST_L, mask)
                                               : RNNFAST_LOAD(w + v * RNNFAST_L);
+                if (RB > 1) RNNFAST_IN_REGISTER(m[v]);
+            }
             for (int b = 0; b < RB; b++) {
                 const RNNFAST_V x = RNNFAST_SPLAT(X[b * K + j]);
                 for (int v = 0; v < CV; v++) acc[b][v] = RNNFAST_FMA(x, m[v], acc[b][v]);
@@ -111,9 +115,9 @@ static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_axpy_block)(
             RNNFAST_V x[3];
             for (int b = 0; b < RB; b++) x[b] = RNNFAST_SPLAT(X[b * K + j]);
             for (int v = 0; v < CV; v++) {
-                const RNNFAST_V m = partial && v == CV - 1
-                                    ? RNNFAST_MASKLOAD(w + v * RNNFAST_L, mask)
-                                    : RNNFAST_LOAD(w + v * RNNFAST_L);
+                RNNFAST_V m = partial && v == CV - 1 ? RNNFAST_MASKLOAD(w + v * RNNFAST_L, mask)
+                                                     : RNNFAST_LOAD(w + v * RNNFAST_L);
+                if (RB > 1) RNNFAST_IN_REGISTER(m);
                 for (int b = 0; b < RB; b++) acc[b][v] = RNNFAST_FMA(x[b], m, acc[b][v]);
             }
         }

@@ -9,7 +9,7 @@ cdef class Switches:
 
     blas_min_batch_float32 = 32, blas_min_batch_float64 = 16
     small_steps_max_batch = 3, small_steps_max_hidden = 8, large_steps_min_steps = 10
-    two_row_steps_min_hidden = 64, two_row_steps_max_hidden = 255
+    two_row_steps_min_hidden = 64, two_row_steps_max_hidden = 128
     l2_cache_bytes = one core's L2 (rnnfast/utils/caches.py: sysfs; 1 MiB if unknown)
         The step kernel: steps of blas_min_batch_* rows or more are large steps (our GEMM or
         SciPy's BLAS, see gemm_min_hidden), and so are those of a pass of at least
@@ -34,11 +34,9 @@ cdef class Switches:
         10-65% faster at T = 1 and 3 (B = 4-16, H = 64-512); at T = 10 and 20 the large steps
         won by 0-16%.
         On an Intel Xeon with AVX-512 and 2 MiB of L2 (Sapphire Rapids class), measured the
-        same way (T = 10-200, D = 8-128): at B = 2, BLAS's steps ran 1.0-2.0x faster than the
-        small-step kernel at H = 64-384 on one thread (mostly 1.2-1.5x; the small-step kernel
-        took as long at B = 2 as at B = 3 there; float32 at T = 10 tied) and 1.3x at H =
-        32-128 on two threads (tied at 256; the small-step kernel on the team 1.3x faster at
-        512), hence two_row_steps_*; below H = 64 the small-step kernel won short passes (T =
+        same way (T = 10-200, D = 8-128): at B = 2, BLAS's steps ran 1.12-1.41x faster than
+        the small-step kernel at H = 64-128 but 1.0-1.4x slower from H = 192 on (4.3x at H =
+        768), hence two_row_steps_*; below H = 64 the small-step kernel won short passes (T =
         10, H = 24-40: 1.2-1.36x). At B = 3 the small-step kernel was 1.15-1.45x faster than
         BLAS or our GEMM at H = 128-1024 (W_hh up to 4 MiB; 1.16x slower at H = 64).
     threads_min_step_flops = 2**17
@@ -137,7 +135,7 @@ cdef class Switches:
     def __init__(self):
         self.small_steps_max_batch, self.small_steps_max_hidden = 3, 8
         self.large_steps_min_steps = 10
-        self.two_row_steps_min_hidden, self.two_row_steps_max_hidden = 64, 255
+        self.two_row_steps_min_hidden, self.two_row_steps_max_hidden = 64, 128
         self.blas_min_batch_float32, self.blas_min_batch_float64 = 32, 16
         self.l2_cache_bytes = l2_cache_bytes()
         self.threads_min_step_flops = 1 << 17
