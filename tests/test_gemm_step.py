@@ -5,7 +5,7 @@ Its blocks, in every build: tiles of 12 rows (AVX-512) or 6 (the others) by pane
 float64 elements, fewer when the panels' K block would pass 512 KiB (H = 513 in float64: 127);
 the rows packed from 8 panels on or rows longer than 1 KiB. The shapes below put B, H (= K = N)
 just below, at and above those sizes: B = 1, 5-7, 11-13, 31-33, 65; H = 1..9, 17, 31-33, 100,
-129, 257, 300, 513. Each runs with every step forced onto the GEMM (switches.forced_step) and is
+129, 257, 300, 513; and tiles of 1-5 rows across one panel and a column to many panels. Each runs with every step forced onto the GEMM (switches.forced_step) and is
 compared with the NumPy reference, with a leak, noise and lengths, with the norms, and against
 central differences; forcing BLAS instead gives the same results within rounding.
 """
@@ -23,7 +23,10 @@ BUILDS = list(_cython_backend.KERNEL_BUILDS)
 SHAPES = [(3, 1, 2, 1), (2, 5, 3, 2), (2, 6, 1, 3), (2, 7, 2, 4), (3, 11, 2, 5), (2, 12, 3, 6),
           (2, 13, 2, 7), (2, 31, 3, 8), (3, 32, 2, 9), (2, 33, 3, 17), (2, 12, 2, 31),
           (2, 13, 3, 32), (2, 33, 2, 33), (3, 32, 5, 100), (2, 65, 3, 129), (2, 31, 2, 257),
-          (2, 33, 4, 300), (2, 13, 3, 513)]
+          (2, 33, 4, 300), (2, 13, 3, 513),
+          # tiles of 1-5 rows across many panels, the last one partial or whole
+          (2, 1, 3, 33), (2, 2, 2, 64), (3, 3, 2, 100), (2, 4, 3, 257), (2, 5, 2, 129),
+          (2, 1, 2, 300)]
 SHAPE_IDS = ["T{}B{}D{}H{}".format(*s) for s in SHAPES]
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 

@@ -21,7 +21,9 @@ DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="f
 # (T, B, D, H): one panel, a partial last panel, panels that do not split evenly among the
 # tasks, B across a tile of rows; H = 257 and 300 leave a panel narrower than a vector.
 GEMM_SHAPES = [(3, 13, 2, 7), (3, 33, 3, 40), (2, 12, 2, 100), (4, 65, 3, 257),
-               (3, 33, 4, 300)]
+               (3, 33, 4, 300),
+               # few rows across many panels, in column ranges
+               (3, 4, 2, 257), (2, 2, 3, 100)]
 MODES = ("always", "never", "adapt")
 
 
