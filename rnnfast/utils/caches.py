@@ -1,5 +1,6 @@
-"""The machine's caches: the size of one core's L2, which the kernels' switches compare W_hh
-with (a step that streams W_hh from beyond L2 costs several times one from it)."""
+"""The machine's caches: the size of one core's L2, which the kernels' step switch compares
+W_hh with (rnnfast/_kernels/switches.pxi: a small step reads W_hh once per group of rows, and
+beyond L2 each of those reads comes from farther out)."""
 import functools
 import glob
 import os
