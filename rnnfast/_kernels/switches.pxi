@@ -44,6 +44,15 @@ cdef class Switches:
         (B * H * H) up: below, a step (under ~5 us) is too short for a second core to save
         more than the claims and the wait at its end cost. The team then decides, from the
         steps' timings, whether its threads pay (see kernel_threads).
+    own_products_max_bytes = 2**19, own_products_max_macs = 2**14
+        The input projection and dx of a small-step pass run on the step kernels (natural.h,
+        no BLAS call) for a W_xh of at most own_products_max_bytes and products (T * B * D * H)
+        of fewer than own_products_max_macs multiply-adds; larger ones on BLAS. On the Xeon
+        above, whole passes (one core, interleaved, the step kernels against BLAS for the
+        products): BLAS 1.0-1.19x faster from 2 * 10^4 multiply-adds (20,2,16,32 tied;
+        25,1,65,100 1.06-1.08x, 100,3,128,128 1.12-1.16x, 30,3,512,64 1.17-1.19x), the step
+        kernels 1.06-1.31x faster below (10,1,8,32, 10,4,1,8, 10,1,1,128; there BLAS's place
+        is taken by plain loops up to 4096 multiply-adds).
     threads_min_product_flops = 2**21
         A pass's input projection (forward) and dx (backward) are shared among n_threads of
         the team as row ranges, a few per thread, from this many multiply-adds (T * B * D * H,
@@ -120,7 +129,7 @@ cdef class Switches:
     cdef public Py_ssize_t threads_min_step_flops, threads_min_product_flops
     cdef public Py_ssize_t openblas_single_thread_mnk
     cdef public Py_ssize_t numpy_weight_grads_min_flops, team_weight_grads_min_hidden
-    cdef public Py_ssize_t own_products_max_bytes
+    cdef public Py_ssize_t own_products_max_bytes, own_products_max_macs
     cdef public int cores
     cdef public bint own_gemm, own_gemm_products
     cdef public Py_ssize_t gemm_products_max_bytes, blas_products_min_rows
@@ -143,7 +152,7 @@ cdef class Switches:
         self.openblas_single_thread_mnk = 65536 * 4
         self.numpy_weight_grads_min_flops = 1 << 20
         self.team_weight_grads_min_hidden = 128
-        self.own_products_max_bytes = 1 << 19
+        self.own_products_max_bytes, self.own_products_max_macs = 1 << 19, 1 << 14
         self.cores = available_cores()
         self.own_gemm = True
         self.own_gemm_products = True
@@ -273,13 +282,15 @@ cdef inline bint gemm_products(Switches s, Py_ssize_t D, Py_ssize_t H, Py_ssize_
             and D * H * itemsize <= s.gemm_products_max_bytes)
 
 
-cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t H, Py_ssize_t D,
-                              Py_ssize_t itemsize) noexcept:
-    """Whether the input projection (X @ W_xh.T) and dx (da @ W_xh) of a small-step pass go to
-    the step kernels rather than BLAS: in builds whose step kernels read W as it is, for a
-    W_xh of at most own_products_max_bytes (a tenth of its passes come from beyond L2)."""
+cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t rows, Py_ssize_t H,
+                              Py_ssize_t D, Py_ssize_t itemsize) noexcept:
+    """Whether the input projection (X @ W_xh.T) and dx (da @ W_xh) of a small-step pass (rows
+    = T * B) go to the step kernels rather than BLAS: in builds whose step kernels read W as it
+    is, for a W_xh of at most own_products_max_bytes (a tenth of its passes come from beyond
+    L2) and products of fewer than own_products_max_macs multiply-adds."""
     return (s.table.natural and not blas_steps and s.forced < 1
-            and H * D * itemsize <= s.own_products_max_bytes)
+            and H * D * itemsize <= s.own_products_max_bytes
+            and rows * D * H < s.own_products_max_macs)
 
 
 def use_blas(T, B, H, dtype):
