@@ -217,6 +217,8 @@ def test_weight_gradients_agree_wherever_they_are_computed(shape, dtype, where, 
 # for one row of X, six for two, four for three), then the narrower ones and the masked last
 # vector; on one thread and on the team.
 WIDE_SHAPES = [(3, B, 5, H) for B in (1, 2, 3) for H in (130, 250, 330)]
+# and with products beyond own_products_max_macs: the projection and dx on BLAS
+WIDE_SHAPES += [(4, 2, 40, 130), (3, 1, 64, 250), (2, 3, 33, 200)]
 
 
 @pytest.mark.parametrize("build", list(_cython_backend.KERNEL_BUILDS))
