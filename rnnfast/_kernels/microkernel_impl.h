@@ -204,12 +204,33 @@ static inline void RNNFAST_NAME(rnnfast_panel_rows)(
  * (op(A) m x k, op(B) k x n; beta 0: C is not read), in plain loops, for GEMMs so small that
  * BLAS's per-call costs (60-140 ns here, more on a cold call) exceed the work. The inner loops
  * run along rows (contiguous, vectorised): a row of C at a time, axpy over the rows of op(B),
- * or dot products with op(B)'s rows when B is transposed. trans_a and trans_b are not both
- * set. Each output is summed over k in order: repeatable. */
+ * or dot products with op(B)'s rows when B is transposed. Each output is summed over k in
+ * order, whatever the loop order: repeatable. */
 static inline void RNNFAST_NAME(rnnfast_gemm_loops)(
         int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, RNNFAST_T alpha,
         const RNNFAST_T* A, ptrdiff_t lda, const RNNFAST_T* B, ptrdiff_t ldb, RNNFAST_T beta,
         RNNFAST_T* C, ptrdiff_t ldc) {
+    if (trans_a && !trans_b) {  /* the weight gradients' A^T B: k outermost, so that the
+                                 * m * n sums, each still over k in order, advance side by
+                                 * side instead of one k-long chain of dependent adds at a
+                                 * time */
+        for (ptrdiff_t i = 0; i < m; i++) {
+            RNNFAST_T* c = C + i * ldc;
+            if (beta == 0)
+                for (ptrdiff_t j = 0; j < n; j++) c[j] = 0;
+            else if (beta != 1)
+                for (ptrdiff_t j = 0; j < n; j++) c[j] *= beta;
+        }
+        for (ptrdiff_t p = 0; p < k; p++) {
+            const RNNFAST_T* b = B + p * ldb;
+            for (ptrdiff_t i = 0; i < m; i++) {  /* c += alpha op(A)[i, p] B[p, :] */
+                const RNNFAST_T a = alpha * A[p * lda + i];
+                RNNFAST_T* c = C + i * ldc;
+                for (ptrdiff_t j = 0; j < n; j++) c[j] += a * b[j];
+            }
+        }
+        return;
+    }
     for (ptrdiff_t i = 0; i < m; i++) {
         RNNFAST_T* c = C + i * ldc;
         if (trans_b) {  /* c[j] = beta c[j] + alpha sum_p op(A)[i, p] B[j, p] */
