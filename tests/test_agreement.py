@@ -11,6 +11,7 @@ from rnn_helpers import (
     assert_close,
     assert_grads_close,
     force_path,
+    make_dynamics,
     make_problem,
 )
 
@@ -235,3 +236,44 @@ def test_small_steps_on_wide_steps_match_reference(shape, dtype, build, monkeypa
         assert _cython_backend.switches.last_pass[:2] == (build, "small")
         assert_close(out, ref_out, tol["forward"], f"out, {threads} threads")
         assert_grads_close(grads, ref_grads, tol["grad"])
+
+
+# Shapes whose small steps cover every kind of block both ways: 8-row and 4-row dot blocks and
+# single rows (forward), full, narrower and masked column blocks (backward).
+ALTERNATE_SHAPES = [(5, 1, 3, 100), (4, 2, 5, 130), (3, 3, 4, 257), (6, 1, 2, 13)]
+
+
+@pytest.mark.parametrize("build", list(_cython_backend.KERNEL_BUILDS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ALTERNATE_SHAPES,
+                         ids=["T{}B{}D{}H{}".format(*s) for s in ALTERNATE_SHAPES])
+def test_small_steps_alternating_through_W_hh_give_the_same_bits(shape, dtype, build,
+                                                                  monkeypatch):
+    """Beyond the L2 cache, every other small step goes through W_hh's blocks the other way
+    (alternate_steps): the same blocks, so the same bits as one order, leaky with noise and
+    ragged lengths too."""
+    force_path(monkeypatch, f"small-{build}")
+    switches = _cython_backend.switches
+    p = make_problem(3, *shape, dtype)
+    T, B, D, H = shape
+    lengths = np.random.default_rng(3).integers(1, T + 1, B)
+    lengths[0] = T
+    dynamics = make_dynamics(3, H, T, B, dtype)
+
+    def both(**kwargs):
+        out, cache = rnnfast.rnn_forward(*p.args, n_threads=1, **kwargs)
+        return out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=1)
+
+    for kwargs in ({}, {"lengths": lengths, **dynamics}):
+        monkeypatch.setattr(switches, "l2_cache_bytes", 1 << 40)
+        one_way = both(**kwargs)
+        monkeypatch.setattr(switches, "l2_cache_bytes", 1)
+        alternating = both(**kwargs)
+        np.testing.assert_array_equal(alternating[0], one_way[0])
+        for got, want in zip(alternating[1], one_way[1]):
+            np.testing.assert_array_equal(got, want)
+    ref_out, ref_grads = run(p, "tanh", "numpy")
+    tol = SAME_DTYPE_TOL[dtype]
+    out, grads = both()
+    assert_close(out, ref_out, tol["forward"], "out")
+    assert_grads_close(grads, ref_grads, tol["grad"])

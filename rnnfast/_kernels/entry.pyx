@@ -535,6 +535,7 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
     p.product_threads = product_threads(s, T * B, D, H, itemsize, threads)
     p.use_blas = blas_steps(s, T, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, T * B, H, D, itemsize)
+    p.alternate = alternate_steps(s, H, itemsize)
     p.noise, p.state_noise = data(noise), data(state_noise)
     p.leak, p.act, p.act_step = NULL, NULL, 0
     if leaky:
@@ -742,6 +743,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.product_threads = products
     p.use_blas = blas_steps(s, T, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, T * B, H, D, itemsize)
+    p.alternate = alternate_steps(s, H, itemsize)
     p.norms = data(norms)
     p.leak = data(leak)
     p.da, p.squares, p.carry = data(da), NULL, NULL

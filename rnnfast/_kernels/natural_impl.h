@@ -56,35 +56,53 @@ static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_dot_block)(
     }
 }
 
+/* Rows i0 .. i1 - 1 of W for RB rows of X: blocks of RI rows of W, then (RB = 1) one of four,
+ * then single rows; with reverse, the same blocks from the last to the first. */
+static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_dot_group)(
+        const int RB, const int RI, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* W,
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t i0, ptrdiff_t i1,
+        int reverse) {
+    if (!reverse) {
+        ptrdiff_t i = i0;
+        for (; i + RI <= i1; i += RI)
+            RNNFAST_NAME(rnnfast_dot_block)(RB, RI, X, K, W, init, C, N, i);
+        if (RI > 4)
+            for (; i + 4 <= i1; i += 4)
+                RNNFAST_NAME(rnnfast_dot_block)(RB, 4, X, K, W, init, C, N, i);
+        for (; i < i1; i++)
+            RNNFAST_NAME(rnnfast_dot_block)(RB, 1, X, K, W, init, C, N, i);
+        return;
+    }
+    const ptrdiff_t blocks = (i1 - i0) / RI;
+    const ptrdiff_t four = RI > 4 && i1 - i0 - blocks * RI >= 4 ? i0 + blocks * RI : -1;
+    const ptrdiff_t singles = i0 + blocks * RI + (four >= 0 ? 4 : 0);
+    for (ptrdiff_t i = i1 - 1; i >= singles; i--)
+        RNNFAST_NAME(rnnfast_dot_block)(RB, 1, X, K, W, init, C, N, i);
+    if (four >= 0) RNNFAST_NAME(rnnfast_dot_block)(RB, 4, X, K, W, init, C, N, four);
+    for (ptrdiff_t q = blocks - 1; q >= 0; q--)
+        RNNFAST_NAME(rnnfast_dot_block)(RB, RI, X, K, W, init, C, N, i0 + q * RI);
+}
+
 /* The forward step's product: C[b, i] = init[b, i] + sum_j X[b, j] W[i, j] for b < B and
  * i0 <= i < i1, W (N, K) row-major (X @ W.T). Rows of X go three at a time (four rows of W
- * each), then two (four rows of W), one (eight); the rows of W left over, one at a time. */
+ * each), then two (four rows of W), one (eight); the rows of W left over, one at a time. With
+ * reverse the rows of W go from the last block to the first (the same blocks, so the same
+ * bits): a pass alternates, so that each step starts on the rows of W the one before read
+ * last, still in L1 where W is larger than it (in L2 where larger than that). */
 static void RNNFAST_NAME(rnnfast_dot_rows)(
         const RNNFAST_T* X, ptrdiff_t B, ptrdiff_t K, const RNNFAST_T* W,
-        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t i0, ptrdiff_t i1) {
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t i0, ptrdiff_t i1,
+        int reverse) {
     ptrdiff_t b = 0;
-    for (; b + 3 <= B; b += 3) {
-        ptrdiff_t i = i0;
-        for (; i + 4 <= i1; i += 4)
-            RNNFAST_NAME(rnnfast_dot_block)(3, 4, X + b * K, K, W, init + b * N, C + b * N, N, i);
-        for (; i < i1; i++)
-            RNNFAST_NAME(rnnfast_dot_block)(3, 1, X + b * K, K, W, init + b * N, C + b * N, N, i);
-    }
-    if (B - b == 2) {
-        ptrdiff_t i = i0;
-        for (; i + 4 <= i1; i += 4)
-            RNNFAST_NAME(rnnfast_dot_block)(2, 4, X + b * K, K, W, init + b * N, C + b * N, N, i);
-        for (; i < i1; i++)
-            RNNFAST_NAME(rnnfast_dot_block)(2, 1, X + b * K, K, W, init + b * N, C + b * N, N, i);
-    } else if (B - b == 1) {
-        ptrdiff_t i = i0;
-        for (; i + 8 <= i1; i += 8)
-            RNNFAST_NAME(rnnfast_dot_block)(1, 8, X + b * K, K, W, init + b * N, C + b * N, N, i);
-        for (; i + 4 <= i1; i += 4)
-            RNNFAST_NAME(rnnfast_dot_block)(1, 4, X + b * K, K, W, init + b * N, C + b * N, N, i);
-        for (; i < i1; i++)
-            RNNFAST_NAME(rnnfast_dot_block)(1, 1, X + b * K, K, W, init + b * N, C + b * N, N, i);
-    }
+    for (; b + 3 <= B; b += 3)
+        RNNFAST_NAME(rnnfast_dot_group)(3, 4, X + b * K, K, W, init + b * N, C + b * N, N, i0,
+                                        i1, reverse);
+    if (B - b == 2)
+        RNNFAST_NAME(rnnfast_dot_group)(2, 4, X + b * K, K, W, init + b * N, C + b * N, N, i0,
+                                        i1, reverse);
+    else if (B - b == 1)
+        RNNFAST_NAME(rnnfast_dot_group)(1, 8, X + b * K, K, W, init + b * N, C + b * N, N, i0,
+                                        i1, reverse);
 }
 
 /* C[b, c] = init[b, c] + sum_j X[b, j] W[j, c] for RB rows b and CV vectors of columns from c
@@ -133,49 +151,81 @@ static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_axpy_block)(
 }
 
 /* Columns c0 .. c1 - 1 of RB rows: CV vectors at a time, then 8, 4, 2 and 1 (fewer
- * accumulators), the last vector masked if partial. */
+ * accumulators), the last vector masked if partial; with reverse, the same blocks from the
+ * last to the first. */
 static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_axpy_group)(
         const int RB, const int CV, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* W,
-        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {
-    ptrdiff_t c = c0;
-    for (; c1 - c >= CV * RNNFAST_L; c += CV * RNNFAST_L)
-        RNNFAST_NAME(rnnfast_axpy_block)(RB, CV, 0, X, K, W, init, C, N, c, 0);
-    if (CV > 8 && c1 - c >= 8 * RNNFAST_L) {
-        RNNFAST_NAME(rnnfast_axpy_block)(RB, 8, 0, X, K, W, init, C, N, c, 0);
-        c += 8 * RNNFAST_L;
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1,
+        int reverse) {
+    if (!reverse) {
+        ptrdiff_t c = c0;
+        for (; c1 - c >= CV * RNNFAST_L; c += CV * RNNFAST_L)
+            RNNFAST_NAME(rnnfast_axpy_block)(RB, CV, 0, X, K, W, init, C, N, c, 0);
+        if (CV > 8 && c1 - c >= 8 * RNNFAST_L) {
+            RNNFAST_NAME(rnnfast_axpy_block)(RB, 8, 0, X, K, W, init, C, N, c, 0);
+            c += 8 * RNNFAST_L;
+        }
+        if (CV > 4 && c1 - c >= 4 * RNNFAST_L) {
+            RNNFAST_NAME(rnnfast_axpy_block)(RB, 4, 0, X, K, W, init, C, N, c, 0);
+            c += 4 * RNNFAST_L;
+        }
+        if (CV > 2 && c1 - c >= 2 * RNNFAST_L) {
+            RNNFAST_NAME(rnnfast_axpy_block)(RB, 2, 0, X, K, W, init, C, N, c, 0);
+            c += 2 * RNNFAST_L;
+        }
+        if (CV > 1 && c1 - c >= RNNFAST_L) {
+            RNNFAST_NAME(rnnfast_axpy_block)(RB, 1, 0, X, K, W, init, C, N, c, 0);
+            c += RNNFAST_L;
+        }
+        if (c < c1)
+            RNNFAST_NAME(rnnfast_axpy_block)(RB, 1, 1, X, K, W, init, C, N, c, c1 - c);
+        return;
     }
-    if (CV > 4 && c1 - c >= 4 * RNNFAST_L) {
-        RNNFAST_NAME(rnnfast_axpy_block)(RB, 4, 0, X, K, W, init, C, N, c, 0);
-        c += 4 * RNNFAST_L;
+    const ptrdiff_t blocks = (c1 - c0) / (CV * RNNFAST_L);
+    /* the narrower blocks after the full ones: start column of 8, 4, 2, 1 vectors (-1: none) */
+    ptrdiff_t at[4], c = c0 + blocks * CV * RNNFAST_L;
+    const int widths[4] = {8, 4, 2, 1};
+    for (int w = 0; w < 4; w++) {
+        at[w] = -1;
+        if (CV > widths[w] && c1 - c >= widths[w] * RNNFAST_L) {
+            at[w] = c;
+            c += widths[w] * RNNFAST_L;
+        }
     }
-    if (CV > 2 && c1 - c >= 2 * RNNFAST_L) {
-        RNNFAST_NAME(rnnfast_axpy_block)(RB, 2, 0, X, K, W, init, C, N, c, 0);
-        c += 2 * RNNFAST_L;
-    }
-    if (CV > 1 && c1 - c >= RNNFAST_L) {
-        RNNFAST_NAME(rnnfast_axpy_block)(RB, 1, 0, X, K, W, init, C, N, c, 0);
-        c += RNNFAST_L;
-    }
-    if (c < c1)
-        RNNFAST_NAME(rnnfast_axpy_block)(RB, 1, 1, X, K, W, init, C, N, c, c1 - c);
+    const ptrdiff_t partial = c < c1 ? c : -1;
+    if (partial >= 0)
+        RNNFAST_NAME(rnnfast_axpy_block)(RB, 1, 1, X, K, W, init, C, N, partial, c1 - partial);
+    if (at[3] >= 0) RNNFAST_NAME(rnnfast_axpy_block)(RB, 1, 0, X, K, W, init, C, N, at[3], 0);
+    if (at[2] >= 0) RNNFAST_NAME(rnnfast_axpy_block)(RB, 2, 0, X, K, W, init, C, N, at[2], 0);
+    if (at[1] >= 0) RNNFAST_NAME(rnnfast_axpy_block)(RB, 4, 0, X, K, W, init, C, N, at[1], 0);
+    if (at[0] >= 0) RNNFAST_NAME(rnnfast_axpy_block)(RB, 8, 0, X, K, W, init, C, N, at[0], 0);
+    for (ptrdiff_t q = blocks - 1; q >= 0; q--)
+        RNNFAST_NAME(rnnfast_axpy_block)(RB, CV, 0, X, K, W, init, C, N,
+                                         c0 + q * CV * RNNFAST_L, 0);
 }
 
 /* The backward step's product: C[b, c] = init[b, c] + sum_j X[b, j] W[j, c] for b < B and
  * c0 <= c < c1, W (K, N) row-major (X @ W). Rows of X go six at a time (two vectors of columns
  * each), then three (four), two (six), one (twelve): twelve accumulators, each row of W
- * loaded once for the rows of the group. */
+ * loaded once for the rows of the group. reverse as for rnnfast_dot_rows: column blocks from
+ * the last to the first. */
 static void RNNFAST_NAME(rnnfast_axpy_rows)(
         const RNNFAST_T* X, ptrdiff_t B, ptrdiff_t K, const RNNFAST_T* W,
-        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {
+        const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1,
+        int reverse) {
     ptrdiff_t b = 0;
     for (; b + 6 <= B; b += 6)
-        RNNFAST_NAME(rnnfast_axpy_group)(6, 2, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1);
+        RNNFAST_NAME(rnnfast_axpy_group)(6, 2, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1,
+                                         reverse);
     if (B - b >= 3) {
-        RNNFAST_NAME(rnnfast_axpy_group)(3, 4, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1);
+        RNNFAST_NAME(rnnfast_axpy_group)(3, 4, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1,
+                                         reverse);
         b += 3;
     }
     if (B - b == 2)
-        RNNFAST_NAME(rnnfast_axpy_group)(2, 6, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1);
+        RNNFAST_NAME(rnnfast_axpy_group)(2, 6, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1,
+                                         reverse);
     else if (B - b == 1)
-        RNNFAST_NAME(rnnfast_axpy_group)(1, 12, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1);
+        RNNFAST_NAME(rnnfast_axpy_group)(1, 12, X + b * K, K, W, init + b * N, C + b * N, N, c0, c1,
+                                         reverse);
 }

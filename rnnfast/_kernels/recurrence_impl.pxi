@@ -54,7 +54,8 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
                        Py_ssize_t H, const floating* M, Py_ssize_t ldm,
                        const Py_ssize_t* active, Epilogue activate, bint use_blas,
                        bint own_gemm, int n_threads, const floating* alpha, floating* act,
-                       Py_ssize_t act_step, const floating* noise) noexcept nogil:
+                       Py_ssize_t act_step, const floating* noise,
+                       bint alternate) noexcept nogil:
     """The forward time loop over h (T, B, H): large steps (our GEMM with own_gemm, on one
     thread or on n_threads; else BLAS), or small steps on one thread or on n_threads.
 
@@ -90,7 +91,7 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
                        activate, NULL, alpha, noise_t, h_t)
         else:
             small_step(h_prev, M, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
-                       alpha, noise_t, h_t)
+                       alpha, noise_t, h_t, alternate and t % 2 == 1)
         h_prev = h_t
 
 
@@ -128,7 +129,7 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
                         Epilogue derivative, bint use_blas, bint own_gemm, int n_threads,
                         floating* norms,
                         double* squares, const floating* alpha, floating* carry,
-                        floating* dh0) noexcept nogil:
+                        floating* dh0, bint alternate) noexcept nogil:
     """The backward time loop into da (T, B, H): large steps (our GEMM with own_gemm, on one
     thread or, without norms, on n_threads; else BLAS), or small steps on one thread or on
     n_threads.
@@ -185,7 +186,8 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
                 small_step(da + (t + 1) * BH, M, dout + t * BH if alpha == NULL else carry,
                            h + t * BH, da + t * BH, active[t + 1], H, H, derivative,
                            squares + t * B if measure else NULL, alpha,
-                           leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t))
+                           leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t),
+                           alternate and t % 2 == 1)
     if measure:
         take_norms(norms, squares, T, B, active)
 
@@ -660,7 +662,7 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
     forward_loop(out, <const floating*>p.h0, T, B, H, M, p.ldm, p.active,
                  FORWARD_RELU if p.relu else FORWARD_TANH, p.use_blas, p.own_gemm, p.n_threads,
                  <const floating*>p.leak, <floating*>p.act, p.act_step,
-                 <const floating*>p.state_noise)
+                 <const floating*>p.state_noise, p.alternate)
     for t in range(T):  # outputs past a sequence's end are zeros
         if p.active[t] < B:
             memset(out + (t * B + p.active[t]) * H, 0, (B - p.active[t]) * H * sizeof(floating))
@@ -689,7 +691,7 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
                   <const floating*>p.dh_n, T, B, H, M, p.ldm, p.active,
                   BACKWARD_RELU if p.relu else BACKWARD_TANH, p.use_blas, p.own_gemm,
                   p.n_threads,
-                  <floating*>p.norms, p.squares, alpha, <floating*>p.carry, dh0)
+                  <floating*>p.norms, p.squares, alpha, <floating*>p.carry, dh0, p.alternate)
     c.is_double, c.backward, c.da = floating is double, p, da
     if p.dx != NULL:
         c.panels = product_panels(<const floating*>p.W_xh, D, H, p.product_matrix, False)

@@ -34,6 +34,14 @@ cdef extern from "microkernel.h" nogil:
     void step_product_f64 "rnnfast_step_product_f64"(
         bint forward, const double* X, Py_ssize_t B, Py_ssize_t K, const double* M,
         const double* init, double* C, Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1) noexcept
+    # The same, with reverse: W_hh's blocks in the opposite order (the same bits).
+    void step_product_in_order_f32 "rnnfast_step_product_in_order_f32"(
+        bint forward, bint reverse, const float* X, Py_ssize_t B, Py_ssize_t K, const float* M,
+        const float* init, float* C, Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1) noexcept
+    void step_product_in_order_f64 "rnnfast_step_product_in_order_f64"(
+        bint forward, bint reverse, const double* X, Py_ssize_t B, Py_ssize_t K,
+        const double* M, const double* init, double* C, Py_ssize_t N, Py_ssize_t c0,
+        Py_ssize_t c1) noexcept
     # C = alpha op(A) @ op(B) + beta C in plain loops, for tiny GEMMs (see the header).
     void gemm_loops_f32 "rnnfast_gemm_loops_f32"(
         bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
@@ -218,11 +226,18 @@ cdef inline void small_step_block(const floating* X, const floating* M, const fl
 cdef inline void small_step(const floating* X, const floating* M, const floating* init,
                             const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
                             Py_ssize_t N, Epilogue kind, double* squares, const floating* alpha,
-                            const floating* extra, floating* carry) noexcept nogil:
+                            const floating* extra, floating* carry, bint reverse) noexcept nogil:
     """C = finish(init + X @ M, h): the product over all columns, then the epilogue a column
     block after another (see finish_blocks); with squares, squares[row] = the row's sum of
-    squares; with alpha, the leak. The same bits as small_step_block on every block."""
-    step_product(kind == FORWARD_TANH or kind == FORWARD_RELU, X, B, K, M, init, C, N, 0, N)
+    squares; with alpha, the leak. The same bits as small_step_block on every block. The time
+    loops give reverse on every other step: W_hh's blocks then go the other way, so a step
+    starts where the one before ended, on the part of W_hh still in cache."""
+    if floating is float:
+        step_product_in_order_f32(kind == FORWARD_TANH or kind == FORWARD_RELU, reverse, X, B,
+                                  K, M, init, C, N, 0, N)
+    else:
+        step_product_in_order_f64(kind == FORWARD_TANH or kind == FORWARD_RELU, reverse, X, B,
+                                  K, M, init, C, N, 0, N)
     finish_blocks(C, h, B, N, 0, N, kind, squares, alpha, extra, carry)
 
 
