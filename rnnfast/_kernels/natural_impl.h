@@ -87,8 +87,8 @@ static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_dot_group)(
  * i0 <= i < i1, W (N, K) row-major (X @ W.T). Rows of X go three at a time (four rows of W
  * each), then two (four rows of W), one (eight); the rows of W left over, one at a time. With
  * reverse the rows of W go from the last block to the first (the same blocks, so the same
- * bits): a pass alternates, so that each step starts on the rows of W the one before read
- * last, still in L1 where W is larger than it (in L2 where larger than that). */
+ * bits): a pass whose W is larger than L2 alternates (switches.pxi, alternate_steps), so that
+ * each step starts on the rows of W the one before read last, still in L2. */
 static void RNNFAST_NAME(rnnfast_dot_rows)(
         const RNNFAST_T* X, ptrdiff_t B, ptrdiff_t K, const RNNFAST_T* W,
         const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t i0, ptrdiff_t i1,

@@ -296,9 +296,9 @@ cdef inline bint own_products(Switches s, bint blas_steps, Py_ssize_t rows, Py_s
 cdef inline bint alternate_steps(Switches s, Py_ssize_t H, Py_ssize_t itemsize) noexcept:
     """Whether a pass's small steps go through W_hh one way, then the other (small_step): for
     a W_hh larger than the L2 cache, so that each step starts on what the one before read last,
-    still in L2 (one core, alternating processes, forward + backward: 1.04-1.14x at
-    50,3,128,768 and 10,1,512,1024; with W_hh in L2, 256 KiB to 1 MiB, the other way round
-    measured 0.92-0.97x, so such passes keep one order)."""
+    still in L2 (one core, alternating processes, forward + backward: 1.05-1.18x at
+    50,3,128,768 and 10,1,512,1024, 1.18-1.31x at 30,2,64,900; with W_hh in L2, 256 KiB to
+    1 MiB, no gain beyond the noise of such runs, 0.92-1.05x, so such passes keep one order)."""
     return H * H * itemsize > s.l2_cache_bytes
 
 
