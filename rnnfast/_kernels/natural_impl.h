@@ -56,7 +56,7 @@ static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_dot_block)(
     }
 }
 
-/* Rows i0 .. i1 - 1 of W for RB rows of X: blocks of RI rows of W, then (RB = 1) one of four,
+/* Rows i0 .. i1 - 1 of W for RB rows of X: blocks of RI rows of W, then (RI > 4) one of four,
  * then single rows; with reverse, the same blocks from the last to the first. */
 static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_dot_group)(
         const int RB, const int RI, const RNNFAST_T* X, ptrdiff_t K, const RNNFAST_T* W,
