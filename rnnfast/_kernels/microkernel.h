@@ -68,13 +68,13 @@ typedef float rnnfast_vf32_half __attribute__((vector_size(RNNFAST_VECTOR_BYTES 
 /* The step's product on columns c0 .. c1 - 1, C = init + X @ Mop for all B rows, Mop = W_hh.T
  * forward and W_hh backward, from M as prepare_step_matrix leaves it: W_hh itself in builds with
  * RNNFAST_NATURAL (natural.h: AVX2 + FMA), else Mop packed in panels (c0 a multiple of
- * RNNFAST_BLOCK, the panel kernels above). rnnfast_step_product_in_order takes reverse:
- * natural.h's blocks in the opposite order (the same bits; see rnnfast_dot_rows). */
+ * RNNFAST_BLOCK, the panel kernels above). With reverse, natural.h's blocks go in the
+ * opposite order (the same bits; see rnnfast_dot_rows); the panel kernels ignore it. */
 #if defined(__AVX2__) && defined(__FMA__) && defined(RNNFAST_VECTOR_TYPES)
 #define RNNFAST_NATURAL 1
 #include "natural.h"
 #define RNNFAST_STEP_PRODUCT(T, S)                                                          \
-    static inline void rnnfast_step_product_in_order_##S(                                  \
+    static inline void rnnfast_step_product_##S(                                  \
             int forward, int reverse, const T* X, ptrdiff_t B, ptrdiff_t K, const T* M,    \
             const T* init, T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {                \
         if (forward) rnnfast_dot_rows_##S(X, B, K, M, init, C, N, c0, c1, reverse);        \
@@ -83,7 +83,7 @@ typedef float rnnfast_vf32_half __attribute__((vector_size(RNNFAST_VECTOR_BYTES 
 #else
 #define RNNFAST_NATURAL 0
 #define RNNFAST_STEP_PRODUCT(T, S)                                                          \
-    static inline void rnnfast_step_product_in_order_##S(                                  \
+    static inline void rnnfast_step_product_##S(                                  \
             int forward, int reverse, const T* X, ptrdiff_t B, ptrdiff_t K, const T* M,    \
             const T* init, T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {                \
         (void)forward;                                                                     \
@@ -94,17 +94,5 @@ typedef float rnnfast_vf32_half __attribute__((vector_size(RNNFAST_VECTOR_BYTES 
 RNNFAST_STEP_PRODUCT(float, f32)
 RNNFAST_STEP_PRODUCT(double, f64)
 #undef RNNFAST_STEP_PRODUCT
-
-static inline void rnnfast_step_product_f32(int forward, const float* X, ptrdiff_t B,
-                                            ptrdiff_t K, const float* M, const float* init,
-                                            float* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {
-    rnnfast_step_product_in_order_f32(forward, 0, X, B, K, M, init, C, N, c0, c1);
-}
-
-static inline void rnnfast_step_product_f64(int forward, const double* X, ptrdiff_t B,
-                                            ptrdiff_t K, const double* M, const double* init,
-                                            double* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {
-    rnnfast_step_product_in_order_f64(forward, 0, X, B, K, M, init, C, N, c0, c1);
-}
 
 #endif

@@ -279,7 +279,7 @@ cdef inline void forward_blocks(const StepTasks* c, floating* h, Py_ssize_t t,
     cdef const floating* alpha = <const floating*>c.alpha
     cdef floating* act_t = h + t * BH if alpha == NULL else <floating*>c.act + t * c.act_step
     step_product(True, h_prev, c.active[t], c.H, <const floating*>c.M, h + t * BH, act_t, c.H,
-                 c0, c1)
+                 c0, c1, False)
     finish_blocks(act_t, h_prev, c.active[t], c.H, c0, c1, c.kind, NULL, alpha,
                   shifted(<const floating*>c.noise, t * BH), h + t * BH)
 
@@ -357,7 +357,7 @@ cdef inline void backward_blocks(const StepTasks* c, floating* da, Py_ssize_t st
     cdef floating* da_t = da + t * BH
     cdef double* block_squares = NULL
     step_product(False, da + (t + 1) * BH, rows, c.H, <const floating*>c.M, init, da_t, c.H,
-                 c0, c1)
+                 c0, c1, False)
     if c.squares == NULL:
         finish_blocks(da_t, h_t, rows, c.H, c0, c1, c.kind, NULL, alpha, extra, carry)
         return

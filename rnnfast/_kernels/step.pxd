@@ -27,18 +27,12 @@ cdef extern from "microkernel.h" nogil:
     # Whether the small steps read W_hh as it is (1: AVX2 builds) or packed in panels (0).
     const bint NATURAL_LAYOUT "RNNFAST_NATURAL"
     # C[:, c0:c1] = init[:, c0:c1] + (X @ W_hh.T forward, X @ W_hh backward)[:, c0:c1] for B
-    # rows, from M: W_hh itself (NATURAL_LAYOUT) or its panels; see the header.
+    # rows, from M: W_hh itself (NATURAL_LAYOUT) or its panels; with reverse, W_hh's blocks in
+    # the opposite order (the same bits); see the header.
     void step_product_f32 "rnnfast_step_product_f32"(
-        bint forward, const float* X, Py_ssize_t B, Py_ssize_t K, const float* M,
-        const float* init, float* C, Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1) noexcept
-    void step_product_f64 "rnnfast_step_product_f64"(
-        bint forward, const double* X, Py_ssize_t B, Py_ssize_t K, const double* M,
-        const double* init, double* C, Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1) noexcept
-    # The same, with reverse: W_hh's blocks in the opposite order (the same bits).
-    void step_product_in_order_f32 "rnnfast_step_product_in_order_f32"(
         bint forward, bint reverse, const float* X, Py_ssize_t B, Py_ssize_t K, const float* M,
         const float* init, float* C, Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1) noexcept
-    void step_product_in_order_f64 "rnnfast_step_product_in_order_f64"(
+    void step_product_f64 "rnnfast_step_product_f64"(
         bint forward, bint reverse, const double* X, Py_ssize_t B, Py_ssize_t K,
         const double* M, const double* init, double* C, Py_ssize_t N, Py_ssize_t c0,
         Py_ssize_t c1) noexcept
@@ -177,12 +171,13 @@ cdef inline void any_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n
 
 cdef inline void step_product(bint forward, const floating* X, Py_ssize_t B, Py_ssize_t K,
                               const floating* M, const floating* init, floating* C, Py_ssize_t N,
-                              Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """C[:, c0:c1] = init + (X @ W_hh.T if forward else X @ W_hh)[:, c0:c1] (see the header)."""
+                              Py_ssize_t c0, Py_ssize_t c1, bint reverse) noexcept nogil:
+    """C[:, c0:c1] = init + (X @ W_hh.T if forward else X @ W_hh)[:, c0:c1] (see the header);
+    with reverse, W_hh's blocks in the opposite order (the same bits)."""
     if floating is float:
-        step_product_f32(forward, X, B, K, M, init, C, N, c0, c1)
+        step_product_f32(forward, reverse, X, B, K, M, init, C, N, c0, c1)
     else:
-        step_product_f64(forward, X, B, K, M, init, C, N, c0, c1)
+        step_product_f64(forward, reverse, X, B, K, M, init, C, N, c0, c1)
 
 
 cdef inline void finish_blocks(floating* C, const floating* h, Py_ssize_t B, Py_ssize_t N,
@@ -218,7 +213,7 @@ cdef inline void small_step_block(const floating* X, const floating* M, const fl
     cdef Py_ssize_t CB = block_columns(X)
     cdef Py_ssize_t width = N - col0 if N - col0 < CB else CB
     step_product(kind == FORWARD_TANH or kind == FORWARD_RELU, X, B, K, M, init, C, N, col0,
-                 col0 + width)
+                 col0 + width, False)
     finish_rows(C + col0, h + col0, B, width, N, kind, squares, add, shifted(alpha, col0),
                 shifted(extra, col0), NULL if carry == NULL else carry + col0)
 
@@ -232,12 +227,8 @@ cdef inline void small_step(const floating* X, const floating* M, const floating
     squares; with alpha, the leak. The same bits as small_step_block on every block. The time
     loops give reverse on every other step: W_hh's blocks then go the other way, so a step
     starts where the one before ended, on the part of W_hh still in cache."""
-    if floating is float:
-        step_product_in_order_f32(kind == FORWARD_TANH or kind == FORWARD_RELU, reverse, X, B,
-                                  K, M, init, C, N, 0, N)
-    else:
-        step_product_in_order_f64(kind == FORWARD_TANH or kind == FORWARD_RELU, reverse, X, B,
-                                  K, M, init, C, N, 0, N)
+    step_product(kind == FORWARD_TANH or kind == FORWARD_RELU, X, B, K, M, init, C, N, 0, N,
+                 reverse)
     finish_blocks(C, h, B, N, 0, N, kind, squares, alpha, extra, carry)
 
 
