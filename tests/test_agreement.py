@@ -277,3 +277,77 @@ def test_small_steps_alternating_through_W_hh_give_the_same_bits(shape, dtype, b
     out, grads = both()
     assert_close(out, ref_out, tol["forward"], "out")
     assert_grads_close(grads, ref_grads, tol["grad"])
+
+
+def _off_the_lines(W, offset):
+    """W copied to `offset` bytes past a 64-byte boundary: rows off the cache lines."""
+    buffer = np.empty(W.nbytes + 128, np.uint8)
+    start = (-buffer.ctypes.data) % 64 + offset
+    moved = buffer[start:start + W.nbytes].view(W.dtype).reshape(W.shape)
+    moved[...] = W
+    return moved
+
+
+# Shapes of every kind of small-step block (see ALTERNATE_SHAPES), with rows of W_hh of a
+# multiple of 64 bytes (H = 32, 64) or not, and groups of six rows and more.
+ALIGN_SHAPES = ALTERNATE_SHAPES + [(4, 7, 3, 64), (3, 13, 2, 32), (5, 2, 4, 47)]
+
+
+@pytest.mark.parametrize("offset", [0, 16, 40])
+@pytest.mark.parametrize("build", list(_cython_backend.KERNEL_BUILDS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ALIGN_SHAPES,
+                         ids=["T{}B{}D{}H{}".format(*s) for s in ALIGN_SHAPES])
+def test_small_steps_on_a_copy_of_W_hh_on_cache_lines_give_the_same_bits(shape, dtype, build,
+                                                                         offset, monkeypatch):
+    """Small steps read W_hh from a copy whose rows start on cache lines (align_steps): the same
+    operations on the same values, so the same bits as on W_hh itself wherever it starts, on
+    one thread and on the team, leaky with noise and ragged lengths too."""
+    force_path(monkeypatch, f"small-{build}")
+    switches = _cython_backend.switches
+    monkeypatch.setattr(switches, "threads_min_step_flops", 0)
+    p = make_problem(4, *shape, dtype)
+    T, B, D, H = shape
+    W_hh = _off_the_lines(p.W_hh, offset)
+    args = (p.x, p.h0, p.W_xh, W_hh, p.b)
+    lengths = np.random.default_rng(4).integers(1, T + 1, B)
+    lengths[0] = T
+    dynamics = make_dynamics(4, H, T, B, dtype)
+
+    def both(threads, **kwargs):
+        out, cache = rnnfast.rnn_forward(*args, n_threads=threads, **kwargs)
+        return out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=threads)
+
+    for threads in (1, 2):  # two: the steps' column blocks on the team (conftest: always)
+        for kwargs in ({}, {"lengths": lengths, **dynamics}):
+            monkeypatch.setattr(switches, "align_steps_min_steps", 1 << 40)
+            assert not _cython_backend.align_small_steps(T, H, dtype)
+            as_given = both(threads, **kwargs)
+            monkeypatch.setattr(switches, "align_steps_min_steps", 1)
+            monkeypatch.setattr(switches, "l1_cache_bytes", 0)
+            assert _cython_backend.align_small_steps(T, H, dtype)
+            aligned = both(threads, **kwargs)
+            assert switches.last_pass[1:] == ("small", threads)
+            np.testing.assert_array_equal(aligned[0], as_given[0])
+            for got, want in zip(aligned[1], as_given[1]):
+                np.testing.assert_array_equal(got, want)
+    ref_out, ref_grads = run(p, "tanh", "numpy")
+    tol = SAME_DTYPE_TOL[dtype]
+    out, grads = both(1)
+    assert_close(out, ref_out, tol["forward"], "out")
+    assert_grads_close(grads, ref_grads, tol["grad"])
+
+
+@pytest.mark.parametrize("T, H, dtype, expected", [
+    (100, 128, np.float32, True),  # 64 KiB: beyond L1, within L2
+    (100, 48, np.float32, True),  # 9 KiB: the copy fits L1
+    (100, 100, np.float32, False),  # 39 KiB padded to 44: it would push W_hh out of L1
+    (4, 128, np.float32, False),  # too short a pass to repay the copy
+    (100, 1024, np.float32, False),  # 4 MiB: beyond L2
+    (100, 72, np.float64, False), (100, 128, np.float64, True)])
+def test_the_copy_of_W_hh_on_cache_lines_where_it_pays(T, H, dtype, expected, monkeypatch):
+    """The rule as measured (switches.pxi), on a core of 48 KiB of L1 and 2 MiB of L2."""
+    switches = _cython_backend.switches
+    monkeypatch.setattr(switches, "l1_cache_bytes", 48 << 10)
+    monkeypatch.setattr(switches, "l2_cache_bytes", 2 << 20)
+    assert _cython_backend.align_small_steps(T, H, dtype) == expected

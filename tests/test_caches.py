@@ -1,4 +1,4 @@
-"""The L2 size the switches compare W_hh with: read from sysfs, with a fallback."""
+"""The L1 data and L2 sizes the switches compare W_hh with: read from sysfs, with a fallback."""
 import pytest
 
 from rnnfast.utils import caches
@@ -27,6 +27,9 @@ def test_the_level_2_cache_of_the_core_is_read(tmp_path, monkeypatch):
     read = caches.l2_cache_bytes.__wrapped__
     assert read(3) == 1280 << 10
     assert read(0) == 512 << 10
+    read_l1 = caches.l1_data_cache_bytes.__wrapped__
+    assert read_l1(3) == 48 << 10  # the data cache, not the instruction cache
+    assert read_l1(0) == caches.FALLBACK_L1_DATA_BYTES
 
 
 def test_fallback_where_sysfs_says_nothing(tmp_path, monkeypatch):
@@ -35,10 +38,12 @@ def test_fallback_where_sysfs_says_nothing(tmp_path, monkeypatch):
     read = caches.l2_cache_bytes.__wrapped__
     assert read(0) == caches.FALLBACK_L2_BYTES
     assert read(7) == caches.FALLBACK_L2_BYTES  # no such core
-    _fake_cpu(tmp_path, 1, [(2, "Unified", "garbage")])
+    _fake_cpu(tmp_path, 1, [(2, "Unified", "garbage"), (1, "Instruction", "64K")])
     assert read(1) == caches.FALLBACK_L2_BYTES
+    assert caches.l1_data_cache_bytes.__wrapped__(1) == caches.FALLBACK_L1_DATA_BYTES
 
 
 def test_the_switches_use_it():
     from rnnfast._kernels.backend import switches
     assert switches.l2_cache_bytes == caches.l2_cache_bytes()
+    assert switches.l1_cache_bytes == caches.l1_data_cache_bytes()

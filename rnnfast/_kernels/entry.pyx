@@ -34,7 +34,7 @@ from rnnfast._kernels.buffers import (GEMM_PRODUCTS_MAX_BYTES, backward_fits, ba
                                      forward_fits)
 from rnnfast._kernels.builds import COLUMN_PAD, KERNEL, KERNEL_BUILDS
 from rnnfast.grads import RNNGrads
-from rnnfast.utils.caches import l2_cache_bytes
+from rnnfast.utils.caches import l1_data_cache_bytes, l2_cache_bytes
 from rnnfast.utils.threads import available_cores, blas_threads_at_most
 
 cnp.import_array()
@@ -536,6 +536,7 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
     p.use_blas = blas_steps(s, T, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, T * B, H, D, itemsize)
     p.alternate = alternate_steps(s, H, itemsize)
+    p.align_steps = align_steps(s, T, H, itemsize)
     p.noise, p.state_noise = data(noise), data(state_noise)
     p.leak, p.act, p.act_step = NULL, NULL, 0
     if leaky:
@@ -744,6 +745,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.use_blas = blas_steps(s, T, B, H, itemsize)
     p.own_products = own_products(s, p.use_blas, T * B, H, D, itemsize)
     p.alternate = alternate_steps(s, H, itemsize)
+    p.align_steps = align_steps(s, T, H, itemsize)
     p.norms = data(norms)
     p.leak = data(leak)
     p.da, p.squares, p.carry = data(da), NULL, NULL

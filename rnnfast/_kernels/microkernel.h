@@ -66,8 +66,9 @@ typedef float rnnfast_vf32_half __attribute__((vector_size(RNNFAST_VECTOR_BYTES 
 #undef RNNFAST_NAME
 
 /* The step's product on columns c0 .. c1 - 1, C = init + X @ Mop for all B rows, Mop = W_hh.T
- * forward and W_hh backward, from M as prepare_step_matrix leaves it: W_hh itself in builds with
- * RNNFAST_NATURAL (natural.h: AVX2 + FMA), else Mop packed in panels (c0 a multiple of
+ * forward and W_hh backward, from M as step_matrix leaves it: W_hh itself or a copy of it with
+ * rows ldm apart in builds with RNNFAST_NATURAL (natural.h: AVX2 + FMA), else Mop packed in
+ * panels (ldm unused; c0 a multiple of
  * RNNFAST_BLOCK, the panel kernels above). With reverse, natural.h's blocks go in the
  * opposite order (the same bits; see rnnfast_dot_rows); the panel kernels ignore it. */
 #if defined(__AVX2__) && defined(__FMA__) && defined(RNNFAST_VECTOR_TYPES)
@@ -76,18 +77,19 @@ typedef float rnnfast_vf32_half __attribute__((vector_size(RNNFAST_VECTOR_BYTES 
 #define RNNFAST_STEP_PRODUCT(T, S)                                                          \
     static inline void rnnfast_step_product_##S(                                  \
             int forward, int reverse, const T* X, ptrdiff_t B, ptrdiff_t K, const T* M,    \
-            const T* init, T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {                \
-        if (forward) rnnfast_dot_rows_##S(X, B, K, M, init, C, N, c0, c1, reverse);        \
-        else rnnfast_axpy_rows_##S(X, B, K, M, init, C, N, c0, c1, reverse);               \
+            ptrdiff_t ldm, const T* init, T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {  \
+        if (forward) rnnfast_dot_rows_##S(X, B, K, M, ldm, init, C, N, c0, c1, reverse);   \
+        else rnnfast_axpy_rows_##S(X, B, K, M, ldm, init, C, N, c0, c1, reverse);          \
     }
 #else
 #define RNNFAST_NATURAL 0
 #define RNNFAST_STEP_PRODUCT(T, S)                                                          \
     static inline void rnnfast_step_product_##S(                                  \
             int forward, int reverse, const T* X, ptrdiff_t B, ptrdiff_t K, const T* M,    \
-            const T* init, T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {                \
+            ptrdiff_t ldm, const T* init, T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1) {  \
         (void)forward;                                                                     \
         (void)reverse;                                                                     \
+        (void)ldm;                                                                         \
         rnnfast_panel_rows_##S(X, B, K, M, init, C, N, c0, c1);                            \
     }
 #endif

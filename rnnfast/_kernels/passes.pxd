@@ -24,6 +24,7 @@ ctypedef struct ForwardPass:
     int product_threads  # row ranges of the input projection on the team (1: one call)
     bint own_products  # the input projection by the step kernels rather than BLAS (see entry)
     bint alternate  # small steps go through W_hh one way, then the other (see small_step)
+    bint align_steps  # small steps read a copy of W_hh on cache lines (see step_matrix)
     void* product_matrix  # scratch for W_xh^T in GEMM panels: the projection's ranges on our
                           # GEMM (K = D, N = H; room for D * (H + 64)); NULL: BLAS's
     const void* leak  # (H,), NULL: the plain RNN
@@ -59,6 +60,7 @@ ctypedef struct BackwardPass:
     int product_threads  # row ranges of dx and of the weight gradients on the team (1: one call)
     bint own_products  # dx by the step kernels rather than BLAS (see entry)
     bint alternate  # small steps go through W_hh one way, then the other (see small_step)
+    bint align_steps  # small steps read a copy of W_hh on cache lines (see step_matrix)
     void* product_matrix  # scratch for W_xh in GEMM panels: dx's ranges on our GEMM (K = H,
                           # N = D; room for H * (D + 64)); NULL: BLAS's
     void* norms  # (T, B) ||dL/dh_t||, NULL: not measured

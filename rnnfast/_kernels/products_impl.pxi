@@ -70,7 +70,7 @@ cdef void projection_rows(const ForwardPass* p, floating* out, const floating* p
             gemm_step(x, panels, out, out, out, rows, D, H, 0, H, PRODUCT_ONLY, NULL, NULL, NULL,
                       NULL)
         else:
-            step_product(True, x, rows, D, <const floating*>p.W_xh, out, out, H, 0, H,
+            step_product(True, x, rows, D, <const floating*>p.W_xh, D, out, out, H, 0, H,
                          False)
     else:
         any_gemm(False, True, rows, H, D, 1, x, D, <const floating*>p.W_xh, D, 0, out,
@@ -118,8 +118,8 @@ cdef void dx_rows(const BackwardPass* p, const floating* da, const floating* pan
                   NULL, NULL)
     elif NATURAL_LAYOUT and p.own_products:  # dx = 0 + da @ W_xh
         memset(dx, 0, (r1 - r0) * D * sizeof(floating))
-        step_product(False, da + r0 * H, r1 - r0, H, <const floating*>p.W_xh, dx, dx, D, 0, D,
-                     False)
+        step_product(False, da + r0 * H, r1 - r0, H, <const floating*>p.W_xh, D, dx, dx, D, 0,
+                     D, False)
     else:
         any_gemm(False, False, r1 - r0, D, H, 1, da + r0 * H, H, <const floating*>p.W_xh, D, 0,
                  dx, D)

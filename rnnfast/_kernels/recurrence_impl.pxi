@@ -76,7 +76,7 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
                               act_step, noise)
         return
     if not use_blas and n_threads > 1:
-        forward_loop_threaded(h, h0, T, B, H, M, active, activate, n_threads, alpha, act,
+        forward_loop_threaded(h, h0, T, B, H, M, ldm, active, activate, n_threads, alpha, act,
                               act_step, noise)
         return
     for t in range(T):
@@ -90,7 +90,7 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
             large_step(own_gemm, h_prev, M, ldm, h_t, h_prev, act_t, active[t], H, H,
                        activate, NULL, alpha, noise_t, h_t)
         else:
-            small_step(h_prev, M, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
+            small_step(h_prev, M, ldm, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
                        alpha, noise_t, h_t, alternate and t % 2 == 1)
         h_prev = h_t
 
@@ -171,7 +171,7 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
         gemm_backward_threaded(da, dout, h, T, B, H, M, active, derivative, n_threads, alpha,
                                carry, dh0)
     elif not use_blas and n_threads > 1:
-        backward_loop_threaded(da, dout, h, T, B, H, M, active, derivative, n_threads, norms,
+        backward_loop_threaded(da, dout, h, T, B, H, M, ldm, active, derivative, n_threads, norms,
                                squares, alpha, carry, dh0)
     else:
         for t in range(T - 2, -1, -1):
@@ -183,7 +183,7 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
                            active[t + 1], H, H, derivative, squares + t * B if measure else NULL,
                            alpha, leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t))
             else:
-                small_step(da + (t + 1) * BH, M, dout + t * BH if alpha == NULL else carry,
+                small_step(da + (t + 1) * BH, M, ldm, dout + t * BH if alpha == NULL else carry,
                            h + t * BH, da + t * BH, active[t + 1], H, H, derivative,
                            squares + t * B if measure else NULL, alpha,
                            leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t),
@@ -250,6 +250,7 @@ ctypedef struct StepTasks:
     const void* init  # backward: dout (T, B, H)
     const void* h  # backward: act(a_t) (T, B, H)
     const void* M
+    Py_ssize_t ldm  # M's row stride where it is W_hh's rows (see step_product)
     const Py_ssize_t* active
     Py_ssize_t T, B, H, CB, n_blocks, per_task
     Epilogue kind
@@ -278,8 +279,8 @@ cdef inline void forward_blocks(const StepTasks* c, floating* h, Py_ssize_t t,
     cdef const floating* h_prev = <const floating*>c.h0 if t == 0 else h + (t - 1) * BH
     cdef const floating* alpha = <const floating*>c.alpha
     cdef floating* act_t = h + t * BH if alpha == NULL else <floating*>c.act + t * c.act_step
-    step_product(True, h_prev, c.active[t], c.H, <const floating*>c.M, h + t * BH, act_t, c.H,
-                 c0, c1, False)
+    step_product(True, h_prev, c.active[t], c.H, <const floating*>c.M, c.ldm, h + t * BH, act_t,
+                 c.H, c0, c1, False)
     finish_blocks(act_t, h_prev, c.active[t], c.H, c0, c1, c.kind, NULL, alpha,
                   shifted(<const floating*>c.noise, t * BH), h + t * BH)
 
@@ -303,8 +304,9 @@ cdef void forward_step(void* context, Py_ssize_t t) noexcept nogil:
 
 
 cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
-                                Py_ssize_t H, const floating* M, const Py_ssize_t* active,
-                                Epilogue activate, int n_threads, const floating* alpha,
+                                Py_ssize_t H, const floating* M, Py_ssize_t ldm,
+                                const Py_ssize_t* active, Epilogue activate, int n_threads,
+                                const floating* alpha,
                                 floating* act, Py_ssize_t act_step,
                                 const floating* noise) noexcept nogil:
     """forward_loop's small-step path with each step's column blocks shared among n_threads
@@ -316,7 +318,7 @@ cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, P
     """
     cdef StepTasks c
     c.is_double = floating is double
-    c.out, c.h0, c.M, c.active = h, h0, M, active
+    c.out, c.h0, c.M, c.ldm, c.active = h, h0, M, ldm, active
     c.T, c.B, c.H = T, B, H
     c.CB = block_columns(M)
     c.n_blocks = (H + c.CB - 1) // c.CB
@@ -356,8 +358,8 @@ cdef inline void backward_blocks(const StepTasks* c, floating* da, Py_ssize_t st
     cdef floating* carry = leak_target(<floating*>c.carry, <floating*>c.dh0, t)
     cdef floating* da_t = da + t * BH
     cdef double* block_squares = NULL
-    step_product(False, da + (t + 1) * BH, rows, c.H, <const floating*>c.M, init, da_t, c.H,
-                 c0, c1, False)
+    step_product(False, da + (t + 1) * BH, rows, c.H, <const floating*>c.M, c.ldm, init, da_t,
+                 c.H, c0, c1, False)
     if c.squares == NULL:
         finish_blocks(da_t, h_t, rows, c.H, c0, c1, c.kind, NULL, alpha, extra, carry)
         return
@@ -393,7 +395,7 @@ cdef void backward_step(void* context, Py_ssize_t step) noexcept nogil:
 
 cdef void backward_loop_threaded(floating* da, const floating* dout, const floating* h,
                                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const floating* M,
-                                 const Py_ssize_t* active, Epilogue derivative,
+                                 Py_ssize_t ldm, const Py_ssize_t* active, Epilogue derivative,
                                  int n_threads, floating* norms, double* squares,
                                  const floating* alpha, floating* carry,
                                  floating* dh0) noexcept nogil:
@@ -411,7 +413,7 @@ cdef void backward_loop_threaded(floating* da, const floating* dout, const float
     if T < 2:
         return
     c.is_double = floating is double
-    c.out, c.init, c.h, c.M, c.active = da, dout, h, M, active
+    c.out, c.init, c.h, c.M, c.ldm, c.active = da, dout, h, M, ldm, active
     c.T, c.B, c.H = T, B, H
     c.CB = block_columns(M)
     c.n_blocks = (H + c.CB - 1) // c.CB
@@ -620,20 +622,29 @@ cdef const floating* product_panels(const floating* W_xh, Py_ssize_t D, Py_ssize
     return M
 
 
-cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t ldm,
-                                 bint transpose, bint use_blas, bint own_gemm) noexcept nogil:
+cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t* ldm,
+                                 bint transpose, bint use_blas, bint own_gemm,
+                                 bint align) noexcept nogil:
     """W.T (or W) in the layout the chosen step path reads: for large steps, copied into M in
-    GEMM panels (own_gemm) or padded for BLAS; for small steps, W itself in builds that read it
-    as it is (NATURAL_LAYOUT), else M in the micro-kernel's panels. Returns what the steps
-    read. Packed once per pass, the panels serve every step (BLAS packs W_hh at every call)."""
+    GEMM panels (own_gemm) or padded for BLAS; for small steps in builds that read W as it is
+    (NATURAL_LAYOUT), W itself (*ldm set to n), or with align (unless W is so already) a copy
+    in M whose rows start on cache lines, *ldm apart; else M in the micro-kernel's panels.
+    Returns what the steps read. Packed once per pass, the panels serve every step (BLAS packs
+    W_hh at every call)."""
     if use_blas and own_gemm:
-        pack_panels(W, n, M, ldm, transpose, gemm_columns(W))
+        pack_panels(W, n, M, ldm[0], transpose, gemm_columns(W))
     elif use_blas:
-        copy_padded(W, n, M, ldm, transpose)
+        copy_padded(W, n, M, ldm[0], transpose)
     elif NATURAL_LAYOUT:
-        return W
+        # A vector load that spans two cache lines costs two: rows of W off the lines made
+        # each step up to 1.25x slower where W_hh comes from L2.
+        if not align or (<size_t>W % 64 == 0 and (n * sizeof(floating)) % 64 == 0):
+            ldm[0] = n
+            return W
+        ldm[0] = (n * sizeof(floating) + 63) // 64 * 64 // sizeof(floating)  # whole lines
+        copy_padded(W, n, M, ldm[0], False)
     else:
-        pack_panels(W, n, M, ldm, transpose, block_columns(W))
+        pack_panels(W, n, M, ldm[0], transpose, block_columns(W))
     return M
 
 
@@ -649,7 +660,7 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
     product_threads row ranges of it on the team); the time loop then turns it into the
     states in place. Rows past a sequence's end are zero.
     """
-    cdef Py_ssize_t T = p.T, B = p.B, H = p.H, t
+    cdef Py_ssize_t T = p.T, B = p.B, H = p.H, t, ldm = p.ldm
     cdef const floating* M
     cdef ProductTasks c
     c.is_double, c.forward = floating is double, p
@@ -657,9 +668,9 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
     run_pieces(&c, T * B, 16, p.product_threads, T * B * p.D * H, False, ROW_PRODUCTS,
                projection_task, projection_pieces)
     # the forward step right-multiplies by W_hh^T
-    M = step_matrix(<const floating*>p.W_hh, H, <floating*>p.M, p.ldm, True, p.use_blas,
-                    p.own_gemm)
-    forward_loop(out, <const floating*>p.h0, T, B, H, M, p.ldm, p.active,
+    M = step_matrix(<const floating*>p.W_hh, H, <floating*>p.M, &ldm, True, p.use_blas,
+                    p.own_gemm, p.align_steps)
+    forward_loop(out, <const floating*>p.h0, T, B, H, M, ldm, p.active,
                  FORWARD_RELU if p.relu else FORWARD_TANH, p.use_blas, p.own_gemm, p.n_threads,
                  <const floating*>p.leak, <floating*>p.act, p.act_step,
                  <const floating*>p.state_noise, p.alternate)
@@ -679,16 +690,17 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     A leaky pass (leak not NULL) reads act(a_t) from act and uses carry (B, H) as scratch:
     da_t = leak dL/dh_t act'(a_t), and dL/dh_{t-1} gets (1 - leak) dL/dh_t besides W_hh^T da_t.
     """
-    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H
+    cdef Py_ssize_t T = p.T, B = p.B, D = p.D, H = p.H, ldm = p.ldm
     cdef const floating* W_hh = <const floating*>p.W_hh
     cdef const floating* M
     cdef floating* dh0 = <floating*>p.dh0
     cdef const floating* alpha = <const floating*>p.leak
     cdef ProductTasks c
     # the backward step right-multiplies by W_hh
-    M = step_matrix(W_hh, H, <floating*>p.M, p.ldm, False, p.use_blas, p.own_gemm)
+    M = step_matrix(W_hh, H, <floating*>p.M, &ldm, False, p.use_blas, p.own_gemm,
+                    p.align_steps)
     backward_loop(da, <const floating*>p.dout, <const floating*>p.act,
-                  <const floating*>p.dh_n, T, B, H, M, p.ldm, p.active,
+                  <const floating*>p.dh_n, T, B, H, M, ldm, p.active,
                   BACKWARD_RELU if p.relu else BACKWARD_TANH, p.use_blas, p.own_gemm,
                   p.n_threads,
                   <floating*>p.norms, p.squares, alpha, <floating*>p.carry, dh0, p.alternate)

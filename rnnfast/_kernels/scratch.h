@@ -24,12 +24,24 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(_WIN32)
+#include <malloc.h>
+#endif
 
 /* tracemalloc's domain for these buffers ("rnnf"). */
 #define RNNFAST_TRACE_DOMAIN 0x726e6e66u
 
+/* Buffers start on a cache line (64 bytes): the kernels' vector loads of a row that starts
+ * there span no two lines (malloc's 16-byte alignment made every other one do). */
+#define RNNFAST_SCRATCH_ALIGN 64
+
 static inline void* rnnfast_traced_malloc(size_t bytes) {
-    void* memory = malloc(bytes);
+    void* memory = NULL;
+#if defined(_WIN32)
+    memory = _aligned_malloc(bytes, RNNFAST_SCRATCH_ALIGN);
+#else
+    if (posix_memalign(&memory, RNNFAST_SCRATCH_ALIGN, bytes) != 0) memory = NULL;
+#endif
     if (memory != NULL) PyTraceMalloc_Track(RNNFAST_TRACE_DOMAIN, (uintptr_t)memory, bytes);
     return memory;
 }
@@ -37,7 +49,11 @@ static inline void* rnnfast_traced_malloc(size_t bytes) {
 static inline void rnnfast_traced_free(void* memory) {
     if (memory == NULL) return;
     PyTraceMalloc_Untrack(RNNFAST_TRACE_DOMAIN, (uintptr_t)memory);
+#if defined(_WIN32)
+    _aligned_free(memory);
+#else
     free(memory);
+#endif
 }
 
 #define RNNFAST_SCRATCH_SLOTS 7

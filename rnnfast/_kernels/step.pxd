@@ -27,15 +27,17 @@ cdef extern from "microkernel.h" nogil:
     # Whether the small steps read W_hh as it is (1: AVX2 builds) or packed in panels (0).
     const bint NATURAL_LAYOUT "RNNFAST_NATURAL"
     # C[:, c0:c1] = init[:, c0:c1] + (X @ W_hh.T forward, X @ W_hh backward)[:, c0:c1] for B
-    # rows, from M: W_hh itself (NATURAL_LAYOUT) or its panels; with reverse, W_hh's blocks in
-    # the opposite order (the same bits); see the header.
+    # rows, from M: W_hh itself or a copy with rows ldm apart (NATURAL_LAYOUT), or its panels
+    # (ldm unused); with reverse, W_hh's blocks in the opposite order (the same bits); see the
+    # header.
     void step_product_f32 "rnnfast_step_product_f32"(
         bint forward, bint reverse, const float* X, Py_ssize_t B, Py_ssize_t K, const float* M,
-        const float* init, float* C, Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1) noexcept
+        Py_ssize_t ldm, const float* init, float* C, Py_ssize_t N, Py_ssize_t c0,
+        Py_ssize_t c1) noexcept
     void step_product_f64 "rnnfast_step_product_f64"(
         bint forward, bint reverse, const double* X, Py_ssize_t B, Py_ssize_t K,
-        const double* M, const double* init, double* C, Py_ssize_t N, Py_ssize_t c0,
-        Py_ssize_t c1) noexcept
+        const double* M, Py_ssize_t ldm, const double* init, double* C, Py_ssize_t N,
+        Py_ssize_t c0, Py_ssize_t c1) noexcept
     # C = alpha op(A) @ op(B) + beta C in plain loops, for tiny GEMMs (see the header).
     void gemm_loops_f32 "rnnfast_gemm_loops_f32"(
         bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
@@ -170,14 +172,16 @@ cdef inline void any_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n
 
 
 cdef inline void step_product(bint forward, const floating* X, Py_ssize_t B, Py_ssize_t K,
-                              const floating* M, const floating* init, floating* C, Py_ssize_t N,
-                              Py_ssize_t c0, Py_ssize_t c1, bint reverse) noexcept nogil:
-    """C[:, c0:c1] = init + (X @ W_hh.T if forward else X @ W_hh)[:, c0:c1] (see the header);
-    with reverse, W_hh's blocks in the opposite order (the same bits)."""
+                              const floating* M, Py_ssize_t ldm, const floating* init,
+                              floating* C, Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1,
+                              bint reverse) noexcept nogil:
+    """C[:, c0:c1] = init + (X @ W_hh.T if forward else X @ W_hh)[:, c0:c1] (see the header),
+    M's rows ldm apart where they are W_hh's; with reverse, W_hh's blocks in the opposite
+    order (the same bits)."""
     if floating is float:
-        step_product_f32(forward, reverse, X, B, K, M, init, C, N, c0, c1)
+        step_product_f32(forward, reverse, X, B, K, M, ldm, init, C, N, c0, c1)
     else:
-        step_product_f64(forward, reverse, X, B, K, M, init, C, N, c0, c1)
+        step_product_f64(forward, reverse, X, B, K, M, ldm, init, C, N, c0, c1)
 
 
 cdef inline void finish_blocks(floating* C, const floating* h, Py_ssize_t B, Py_ssize_t N,
@@ -196,39 +200,19 @@ cdef inline void finish_blocks(floating* C, const floating* h, Py_ssize_t B, Py_
         col0 += CB
 
 
-cdef inline void small_step_block(const floating* X, const floating* M, const floating* init,
-                                  const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
-                                  Py_ssize_t N, Py_ssize_t col0, Epilogue kind,
-                                  double* squares, bint add, const floating* alpha,
-                                  const floating* extra, floating* carry) noexcept nogil:
-    """Columns col0 .. col0 + block of C = finish(init + X @ M, h), for every row; with squares,
-    each row's sum of squares over these columns (before finish) is stored in squares[row], or
-    added to it (see finish_rows); with alpha, the leak of these columns (alpha, extra and
-    carry as for the whole step, see the top of this file).
-
-    X (B, K), init/h/C (B, N); C may be init (the forward step works in place). The product is
-    step_product's, forward for the forward epilogues. Blocks are independent, so threads can
-    share a step's blocks out: each output is computed the same way in any block.
-    """
-    cdef Py_ssize_t CB = block_columns(X)
-    cdef Py_ssize_t width = N - col0 if N - col0 < CB else CB
-    step_product(kind == FORWARD_TANH or kind == FORWARD_RELU, X, B, K, M, init, C, N, col0,
-                 col0 + width, False)
-    finish_rows(C + col0, h + col0, B, width, N, kind, squares, add, shifted(alpha, col0),
-                shifted(extra, col0), NULL if carry == NULL else carry + col0)
-
-
-cdef inline void small_step(const floating* X, const floating* M, const floating* init,
-                            const floating* h, floating* C, Py_ssize_t B, Py_ssize_t K,
-                            Py_ssize_t N, Epilogue kind, double* squares, const floating* alpha,
-                            const floating* extra, floating* carry, bint reverse) noexcept nogil:
-    """C = finish(init + X @ M, h): the product over all columns, then the epilogue a column
-    block after another (see finish_blocks); with squares, squares[row] = the row's sum of
-    squares; with alpha, the leak. The same bits as small_step_block on every block. The time
-    loops give reverse on every other step: W_hh's blocks then go the other way, so a step
-    starts where the one before ended, on the part of W_hh still in cache."""
-    step_product(kind == FORWARD_TANH or kind == FORWARD_RELU, X, B, K, M, init, C, N, 0, N,
-                 reverse)
+cdef inline void small_step(const floating* X, const floating* M, Py_ssize_t ldm,
+                            const floating* init, const floating* h, floating* C, Py_ssize_t B,
+                            Py_ssize_t K, Py_ssize_t N, Epilogue kind, double* squares,
+                            const floating* alpha, const floating* extra, floating* carry,
+                            bint reverse) noexcept nogil:
+    """C = finish(init + X @ M, h) (M as step_product takes it): the product over all columns,
+    then the epilogue a column block after another (see finish_blocks); with squares,
+    squares[row] = the row's sum of squares; with alpha, the leak. The threaded loops give the
+    same bits, block by block. The time loops give reverse on every other step: W_hh's blocks
+    then go the other way, so a step starts where the one before ended, on the part of W_hh
+    still in cache."""
+    step_product(kind == FORWARD_TANH or kind == FORWARD_RELU, X, B, K, M, ldm, init, C, N, 0,
+                 N, reverse)
     finish_blocks(C, h, B, N, 0, N, kind, squares, alpha, extra, carry)
 
 

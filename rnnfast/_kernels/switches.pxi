@@ -116,6 +116,17 @@ cdef class Switches:
         to 1024 1.15-1.3x forward, 1.0-1.2x backward; H = 128 0.85x, H = 64 0.9-1.0x (small K:
         OpenBLAS's small-matrix kernels win there); float64 H = 256-512 1.0-1.15x forward,
         0.95x backward, H = 1024 0.85-0.9x.
+    align_steps_min_steps = 8
+    l1_cache_bytes = one core's L1 data cache (rnnfast/utils/caches.py; 32 KiB if unknown)
+        The small-step kernel reads W_hh from a copy whose rows start on cache lines (made once
+        per pass, rows padded to whole lines) in passes of at least align_steps_min_steps steps
+        with a W_hh of at most l2_cache_bytes, unless W_hh's rows are so already, or the copy
+        would not fit in 3/4 of the L1 cache that W_hh fits in: a vector load that spans two
+        lines costs two, and NumPy's arrays may start 16 bytes into a line, their rows anywhere
+        with H * itemsize bytes. On the Xeon above (48 KiB of L1; T = 100, B = 1, W_hh 16
+        bytes into a line) passes ran 1.12-1.14x faster at H = 48-80 and 1.28-1.31x at H =
+        112-128 float32, but 0.88-1.02x at H = 100 (39 KiB padded to 44) and 0.89x at T = 4;
+        beyond L2, 10,1,512,1024 ran 0.89x (the copy streams 4 MiB twice a call).
     forced_step : None, "small", "blas" or "gemm"
         Every step on that kernel (tests): the small-step kernel, SciPy's BLAS or our GEMM;
         "blas" also keeps the steps on one thread.
@@ -134,6 +145,7 @@ cdef class Switches:
     cdef public bint own_gemm, own_gemm_products
     cdef public Py_ssize_t gemm_products_max_bytes, blas_products_min_rows
     cdef public Py_ssize_t gemm_min_hidden, gemm_max_hidden_float64
+    cdef public Py_ssize_t align_steps_min_steps, l1_cache_bytes
     cdef readonly Py_ssize_t passes  # passes run so far (every thread's)
     cdef object last_step  # how the last pass ran (last_pass)
     cdef int last_threads
@@ -160,6 +172,8 @@ cdef class Switches:
         self.blas_products_min_rows = 1280
         self.gemm_min_hidden = 256
         self.gemm_max_hidden_float64 = 512 if self.l2_cache_bytes < (2 << 20) else 1 << 62
+        self.align_steps_min_steps = 8
+        self.l1_cache_bytes = l1_data_cache_bytes()
         self.forced = -1
         self.build = KERNEL
 
@@ -300,6 +314,23 @@ cdef inline bint alternate_steps(Switches s, Py_ssize_t H, Py_ssize_t itemsize) 
     50,3,128,768 and 10,1,512,1024, 1.18-1.31x at 30,2,64,900; with W_hh in L2, 256 KiB to
     1 MiB, no gain beyond the noise of such runs, 0.92-1.05x, so such passes keep one order)."""
     return H * H * itemsize > s.l2_cache_bytes
+
+
+cdef inline bint align_steps(Switches s, Py_ssize_t T, Py_ssize_t H,
+                             Py_ssize_t itemsize) noexcept:
+    """Whether a pass's small steps read a copy of W_hh on cache lines (see step_matrix, which
+    pads its rows to whole lines)."""
+    cdef Py_ssize_t size = H * H * itemsize
+    cdef Py_ssize_t padded = H * ((H * itemsize + 63) // 64 * 64)  # rows of whole lines
+    if T < s.align_steps_min_steps or size > s.l2_cache_bytes:
+        return False
+    return size > s.l1_cache_bytes or 4 * padded <= 3 * s.l1_cache_bytes
+
+
+def align_small_steps(T, H, dtype):
+    """Whether the small steps of a pass of T steps in dtype read a copy of W_hh (H, H) whose
+    rows start on cache lines (unless W_hh's do already)."""
+    return align_steps(switches, T, H, np.dtype(dtype).itemsize)
 
 
 def use_blas(T, B, H, dtype):
