@@ -351,3 +351,52 @@ def test_the_copy_of_W_hh_on_cache_lines_where_it_pays(T, H, dtype, expected, mo
     monkeypatch.setattr(switches, "l1_cache_bytes", 48 << 10)
     monkeypatch.setattr(switches, "l2_cache_bytes", 2 << 20)
     assert _cython_backend.align_small_steps(T, H, dtype) == expected
+
+
+# T >= 10: passes of the length from which the forward steps run on W_hh^T.
+TRANSPOSED_SHAPES = [(10, 1, 3, 100), (11, 2, 5, 130), (10, 3, 4, 257), (12, 1, 2, 13),
+                     (10, 7, 3, 64), (10, 13, 2, 32), (10, 2, 4, 47), (10, 4, 1, 8)]
+
+
+@pytest.mark.parametrize("build", list(_cython_backend.KERNEL_BUILDS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", TRANSPOSED_SHAPES,
+                         ids=["T{}B{}D{}H{}".format(*s) for s in TRANSPOSED_SHAPES])
+def test_forward_small_steps_on_W_hh_transposed_match_the_reference(shape, dtype, build,
+                                                                   monkeypatch):
+    """Long enough forward passes run their small steps on W_hh^T as the backward's run on W_hh
+    (transposed_steps): each h_t's sums then go over j in order, another rounding than the dot
+    products' lanes, so: close to the reference (plain, and leaky with noise and ragged
+    lengths), the same bits on one thread and on the team, and close to the steps on W_hh."""
+    force_path(monkeypatch, f"small-{build}")
+    switches = _cython_backend.switches
+    monkeypatch.setattr(switches, "threads_min_step_flops", 0)
+    p = make_problem(5, *shape, dtype)
+    T, B, D, H = shape
+    lengths = np.random.default_rng(5).integers(1, T + 1, B)
+    lengths[0] = T
+    dynamics = make_dynamics(5, H, T, B, dtype)
+    tol = SAME_DTYPE_TOL[dtype]
+    natural = switches.natural_steps
+
+    def both(threads, **kwargs):
+        out, cache = rnnfast.rnn_forward(*p.args, n_threads=threads, **kwargs)
+        return out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=threads)
+
+    for kwargs in ({}, {"lengths": lengths, **dynamics}):
+        out, cache = rnnfast.rnn_forward(*p.args, backend="numpy", **kwargs)
+        ref = out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n)
+        monkeypatch.setattr(switches, "transposed_steps_min_steps", 1 << 40)
+        on_W_hh = both(1, **kwargs)
+        monkeypatch.setattr(switches, "transposed_steps_min_steps", 10)
+        assert _cython_backend.transposed_small_steps(T, H, dtype) == natural
+        one, two = both(1, **kwargs), both(2, **kwargs)
+        assert switches.last_pass[1:] == ("small", 2)
+        np.testing.assert_array_equal(two[0], one[0])
+        for got, want in zip(two[1], one[1]):
+            np.testing.assert_array_equal(got, want)
+        for got in (one, on_W_hh):
+            assert_close(got[0], ref[0], tol["forward"], "out")
+            assert_grads_close(got[1], ref[1], tol["grad"])
+        if not natural:  # the panel builds have one layout only
+            np.testing.assert_array_equal(one[0], on_W_hh[0])

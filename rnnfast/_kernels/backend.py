@@ -17,11 +17,12 @@ from rnnfast._kernels.buffers import (backward_buffers, batch_order, forward_buf
 from rnnfast._kernels import numpy_blas  # noqa: F401 (points the weight gradients' sgemm)
 from rnnfast._kernels.builds import KERNEL, KERNEL_BUILDS
 from rnnfast._kernels.entry import (RNNCache, align_small_steps, matmul, softmax_cross_entropy,
-                                    step_plan, switches, use_blas)
+                                    step_plan, switches, transposed_small_steps, use_blas)
 
 __all__ = ["forward", "backward", "forward_buffers", "backward_buffers", "batch_order",
            "step_matrix_shape", "KERNEL", "KERNEL_BUILDS", "RNNCache", "matmul",
-           "softmax_cross_entropy", "step_plan", "switches", "use_blas", "align_small_steps"]
+           "softmax_cross_entropy", "step_plan", "switches", "use_blas", "align_small_steps",
+           "transposed_small_steps"]
 
 
 class _Reordered(NamedTuple):

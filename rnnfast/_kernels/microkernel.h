@@ -97,4 +97,17 @@ RNNFAST_STEP_PRODUCT(float, f32)
 RNNFAST_STEP_PRODUCT(double, f64)
 #undef RNNFAST_STEP_PRODUCT
 
+/* W_hh^T for the natural layout's forward steps on rows (natural.h); the panel builds never
+ * call it, but the passes' code names it in every build. */
+#if !RNNFAST_NATURAL
+#define RNNFAST_TRANSPOSE(T, S)                                                             \
+    static void rnnfast_transpose_##S(const T* W, ptrdiff_t n, T* M, ptrdiff_t ldm) {        \
+        for (ptrdiff_t j = 0; j < n; j++)                                                   \
+            for (ptrdiff_t i = 0; i < ldm; i++) M[j * ldm + i] = i < n ? W[i * n + j] : 0;  \
+    }
+RNNFAST_TRANSPOSE(float, f32)
+RNNFAST_TRANSPOSE(double, f64)
+#undef RNNFAST_TRANSPOSE
+#endif
+
 #endif

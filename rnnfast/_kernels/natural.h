@@ -123,6 +123,61 @@ static inline void rnnfast_reduce4_f64(__m256d a0, __m256d a1, __m256d a2, __m25
 #undef RNNFAST_REDUCE4
 #undef RNNFAST_NAME
 
+/* M[j, i] = W[i, j] for a square W (n, n), rows of M ldm >= n apart, zero from column n on:
+ * W_hh^T for a forward pass whose small steps then run as the backward's (rows of M scaled
+ * and added up, rnnfast_axpy_rows), without the dot products' sums across lanes. Tiles of
+ * 8 x 8 floats or 4 x 4 doubles in registers, a band of rows of M after another. */
+static inline void rnnfast_transpose8_f32(const float* A, ptrdiff_t lda, float* T,
+                                          ptrdiff_t ldt) {
+    __m256 r[8], u[8], s[8];
+    for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(A + k * lda);
+    for (int k = 0; k < 8; k += 2) {
+        u[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        u[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        s[k] = _mm256_shuffle_ps(u[k], u[k + 2], 0x44);
+        s[k + 1] = _mm256_shuffle_ps(u[k], u[k + 2], 0xEE);
+        s[k + 2] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0x44);
+        s[k + 3] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        _mm256_storeu_ps(T + k * ldt, _mm256_permute2f128_ps(s[k], s[k + 4], 0x20));
+        _mm256_storeu_ps(T + (k + 4) * ldt, _mm256_permute2f128_ps(s[k], s[k + 4], 0x31));
+    }
+}
+
+static inline void rnnfast_transpose4_f64(const double* A, ptrdiff_t lda, double* T,
+                                          ptrdiff_t ldt) {
+    const __m256d r0 = _mm256_loadu_pd(A), r1 = _mm256_loadu_pd(A + lda);
+    const __m256d r2 = _mm256_loadu_pd(A + 2 * lda), r3 = _mm256_loadu_pd(A + 3 * lda);
+    const __m256d u0 = _mm256_unpacklo_pd(r0, r1), u1 = _mm256_unpackhi_pd(r0, r1);
+    const __m256d u2 = _mm256_unpacklo_pd(r2, r3), u3 = _mm256_unpackhi_pd(r2, r3);
+    _mm256_storeu_pd(T, _mm256_permute2f128_pd(u0, u2, 0x20));
+    _mm256_storeu_pd(T + ldt, _mm256_permute2f128_pd(u1, u3, 0x20));
+    _mm256_storeu_pd(T + 2 * ldt, _mm256_permute2f128_pd(u0, u2, 0x31));
+    _mm256_storeu_pd(T + 3 * ldt, _mm256_permute2f128_pd(u1, u3, 0x31));
+}
+
+#define RNNFAST_TRANSPOSE(T, S, TILE)                                                       \
+    static void rnnfast_transpose_##S(const T* W, ptrdiff_t n, T* M, ptrdiff_t ldm) {        \
+        const ptrdiff_t whole = n - n % TILE;                                               \
+        ptrdiff_t i, j;                                                                     \
+        for (j = 0; j < whole; j += TILE) {                                                 \
+            for (i = 0; i < whole; i += TILE)                                               \
+                rnnfast_transpose##TILE##_##S(W + i * n + j, n, M + j * ldm + i, ldm);      \
+            for (; i < n; i++)                                                              \
+                for (int r = 0; r < TILE; r++) M[(j + r) * ldm + i] = W[i * n + j + r];     \
+        }                                                                                   \
+        for (; j < n; j++)                                                                  \
+            for (i = 0; i < n; i++) M[j * ldm + i] = W[i * n + j];                          \
+        for (j = 0; j < n; j++)                                                             \
+            for (i = n; i < ldm; i++) M[j * ldm + i] = 0;                                   \
+    }
+RNNFAST_TRANSPOSE(float, f32, 8)
+RNNFAST_TRANSPOSE(double, f64, 4)
+#undef RNNFAST_TRANSPOSE
+
 #if defined(__AVX512F__)
 /* The backward's product on 512-bit vectors: each output one lane, summed over j in order as
  * on 256-bit ones, so the same bits at half the instructions. */

@@ -25,6 +25,7 @@ ctypedef struct ForwardPass:
     bint own_products  # the input projection by the step kernels rather than BLAS (see entry)
     bint alternate  # small steps go through W_hh one way, then the other (see small_step)
     bint align_steps  # small steps read a copy of W_hh on cache lines (see step_matrix)
+    bint transposed_steps  # small steps on W_hh^T, as the backward's (see step_matrix)
     void* product_matrix  # scratch for W_xh^T in GEMM panels: the projection's ranges on our
                           # GEMM (K = D, N = H; room for D * (H + 64)); NULL: BLAS's
     const void* leak  # (H,), NULL: the plain RNN

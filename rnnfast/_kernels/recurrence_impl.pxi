@@ -41,7 +41,8 @@ from rnnfast._kernels.step cimport (LOOPS_MAX_MNK, NATURAL_LAYOUT, VECTOR_BYTES,
                                     block_columns,
                                     finish_blocks, finish_rows, gemm_columns, gemm_step,
                                     large_step,
-                                    shifted, small_step, step_product)
+                                    shifted, small_step, step_product, transpose_f32,
+                                    transpose_f64)
 
 # M's row length is a multiple of this, a whole number of micro-kernel blocks for every build.
 COLUMN_PAD = 32
@@ -51,7 +52,7 @@ BLOCK_BYTES = 2 * VECTOR_BYTES
 
 
 cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
-                       Py_ssize_t H, const floating* M, Py_ssize_t ldm,
+                       Py_ssize_t H, const floating* M, Py_ssize_t ldm, bint transposed,
                        const Py_ssize_t* active, Epilogue activate, bint use_blas,
                        bint own_gemm, int n_threads, const floating* alpha, floating* act,
                        Py_ssize_t act_step, const floating* noise,
@@ -76,7 +77,8 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
                               act_step, noise)
         return
     if not use_blas and n_threads > 1:
-        forward_loop_threaded(h, h0, T, B, H, M, ldm, active, activate, n_threads, alpha, act,
+        forward_loop_threaded(h, h0, T, B, H, M, ldm, transposed, active, activate, n_threads,
+                              alpha, act,
                               act_step, noise)
         return
     for t in range(T):
@@ -90,8 +92,8 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
             large_step(own_gemm, h_prev, M, ldm, h_t, h_prev, act_t, active[t], H, H,
                        activate, NULL, alpha, noise_t, h_t)
         else:
-            small_step(h_prev, M, ldm, h_t, h_prev, act_t, active[t], H, H, activate, NULL,
-                       alpha, noise_t, h_t, alternate and t % 2 == 1)
+            small_step(h_prev, M, ldm, transposed, h_t, h_prev, act_t, active[t], H, H,
+                       activate, NULL, alpha, noise_t, h_t, alternate and t % 2 == 1)
         h_prev = h_t
 
 
@@ -183,7 +185,8 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
                            active[t + 1], H, H, derivative, squares + t * B if measure else NULL,
                            alpha, leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t))
             else:
-                small_step(da + (t + 1) * BH, M, ldm, dout + t * BH if alpha == NULL else carry,
+                small_step(da + (t + 1) * BH, M, ldm, False,
+                           dout + t * BH if alpha == NULL else carry,
                            h + t * BH, da + t * BH, active[t + 1], H, H, derivative,
                            squares + t * B if measure else NULL, alpha,
                            leak_extra(dout, t, BH, alpha), leak_target(carry, dh0, t),
@@ -251,6 +254,7 @@ ctypedef struct StepTasks:
     const void* h  # backward: act(a_t) (T, B, H)
     const void* M
     Py_ssize_t ldm  # M's row stride where it is W_hh's rows (see step_product)
+    bint transposed  # forward: M is W_hh^T, taken as the backward's M is (see small_step)
     const Py_ssize_t* active
     Py_ssize_t T, B, H, CB, n_blocks, per_task
     Epilogue kind
@@ -279,8 +283,8 @@ cdef inline void forward_blocks(const StepTasks* c, floating* h, Py_ssize_t t,
     cdef const floating* h_prev = <const floating*>c.h0 if t == 0 else h + (t - 1) * BH
     cdef const floating* alpha = <const floating*>c.alpha
     cdef floating* act_t = h + t * BH if alpha == NULL else <floating*>c.act + t * c.act_step
-    step_product(True, h_prev, c.active[t], c.H, <const floating*>c.M, c.ldm, h + t * BH, act_t,
-                 c.H, c0, c1, False)
+    step_product(not c.transposed, h_prev, c.active[t], c.H, <const floating*>c.M, c.ldm,
+                 h + t * BH, act_t, c.H, c0, c1, False)
     finish_blocks(act_t, h_prev, c.active[t], c.H, c0, c1, c.kind, NULL, alpha,
                   shifted(<const floating*>c.noise, t * BH), h + t * BH)
 
@@ -305,7 +309,7 @@ cdef void forward_step(void* context, Py_ssize_t t) noexcept nogil:
 
 cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
                                 Py_ssize_t H, const floating* M, Py_ssize_t ldm,
-                                const Py_ssize_t* active, Epilogue activate, int n_threads,
+                                bint transposed, const Py_ssize_t* active, Epilogue activate, int n_threads,
                                 const floating* alpha,
                                 floating* act, Py_ssize_t act_step,
                                 const floating* noise) noexcept nogil:
@@ -318,7 +322,7 @@ cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, P
     """
     cdef StepTasks c
     c.is_double = floating is double
-    c.out, c.h0, c.M, c.ldm, c.active = h, h0, M, ldm, active
+    c.out, c.h0, c.M, c.ldm, c.transposed, c.active = h, h0, M, ldm, transposed, active
     c.T, c.B, c.H = T, B, H
     c.CB = block_columns(M)
     c.n_blocks = (H + c.CB - 1) // c.CB
@@ -413,7 +417,7 @@ cdef void backward_loop_threaded(floating* da, const floating* dout, const float
     if T < 2:
         return
     c.is_double = floating is double
-    c.out, c.init, c.h, c.M, c.ldm, c.active = da, dout, h, M, ldm, active
+    c.out, c.init, c.h, c.M, c.ldm, c.transposed, c.active = da, dout, h, M, ldm, False, active
     c.T, c.B, c.H = T, B, H
     c.CB = block_columns(M)
     c.n_blocks = (H + c.CB - 1) // c.CB
@@ -623,18 +627,25 @@ cdef const floating* product_panels(const floating* W_xh, Py_ssize_t D, Py_ssize
 
 
 cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t* ldm,
-                                 bint transpose, bint use_blas, bint own_gemm,
-                                 bint align) noexcept nogil:
+                                 bint transpose, bint use_blas, bint own_gemm, bint align,
+                                 bint transposed) noexcept nogil:
     """W.T (or W) in the layout the chosen step path reads: for large steps, copied into M in
     GEMM panels (own_gemm) or padded for BLAS; for small steps in builds that read W as it is
     (NATURAL_LAYOUT), W itself (*ldm set to n), or with align (unless W is so already) a copy
-    in M whose rows start on cache lines, *ldm apart; else M in the micro-kernel's panels.
-    Returns what the steps read. Packed once per pass, the panels serve every step (BLAS packs
-    W_hh at every call)."""
+    in M whose rows start on cache lines, *ldm apart, or with transpose and transposed W.T so
+    (the forward steps then run as the backward's: see small_step); else M in the
+    micro-kernel's panels. Returns what the steps read. Packed once per pass, the panels serve
+    every step (BLAS packs W_hh at every call)."""
     if use_blas and own_gemm:
         pack_panels(W, n, M, ldm[0], transpose, gemm_columns(W))
     elif use_blas:
         copy_padded(W, n, M, ldm[0], transpose)
+    elif NATURAL_LAYOUT and transpose and transposed:
+        ldm[0] = (n * sizeof(floating) + 63) // 64 * 64 // sizeof(floating)  # whole lines
+        if floating is float:
+            transpose_f32(W, n, M, ldm[0])
+        else:
+            transpose_f64(W, n, M, ldm[0])
     elif NATURAL_LAYOUT:
         # A vector load that spans two cache lines costs two: rows of W off the lines made
         # each step up to 1.25x slower where W_hh comes from L2.
@@ -662,15 +673,17 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
     """
     cdef Py_ssize_t T = p.T, B = p.B, H = p.H, t, ldm = p.ldm
     cdef const floating* M
+    cdef bint transposed
     cdef ProductTasks c
     c.is_double, c.forward = floating is double, p
     c.panels = product_panels(<const floating*>p.W_xh, p.D, H, p.product_matrix, True)
     run_pieces(&c, T * B, 16, p.product_threads, T * B * p.D * H, False, ROW_PRODUCTS,
                projection_task, projection_pieces)
     # the forward step right-multiplies by W_hh^T
+    transposed = NATURAL_LAYOUT and not p.use_blas and p.transposed_steps
     M = step_matrix(<const floating*>p.W_hh, H, <floating*>p.M, &ldm, True, p.use_blas,
-                    p.own_gemm, p.align_steps)
-    forward_loop(out, <const floating*>p.h0, T, B, H, M, ldm, p.active,
+                    p.own_gemm, p.align_steps, transposed)
+    forward_loop(out, <const floating*>p.h0, T, B, H, M, ldm, transposed, p.active,
                  FORWARD_RELU if p.relu else FORWARD_TANH, p.use_blas, p.own_gemm, p.n_threads,
                  <const floating*>p.leak, <floating*>p.act, p.act_step,
                  <const floating*>p.state_noise, p.alternate)
@@ -698,7 +711,7 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     cdef ProductTasks c
     # the backward step right-multiplies by W_hh
     M = step_matrix(W_hh, H, <floating*>p.M, &ldm, False, p.use_blas, p.own_gemm,
-                    p.align_steps)
+                    p.align_steps, False)
     backward_loop(da, <const floating*>p.dout, <const floating*>p.act,
                   <const floating*>p.dh_n, T, B, H, M, ldm, p.active,
                   BACKWARD_RELU if p.relu else BACKWARD_TANH, p.use_blas, p.own_gemm,

@@ -38,6 +38,11 @@ cdef extern from "microkernel.h" nogil:
         bint forward, bint reverse, const double* X, Py_ssize_t B, Py_ssize_t K,
         const double* M, Py_ssize_t ldm, const double* init, double* C, Py_ssize_t N,
         Py_ssize_t c0, Py_ssize_t c1) noexcept
+    # M[j, i] = W[i, j] for W (n, n), M's rows ldm >= n apart and zero past column n.
+    void transpose_f32 "rnnfast_transpose_f32"(const float* W, Py_ssize_t n, float* M,
+                                               Py_ssize_t ldm) noexcept
+    void transpose_f64 "rnnfast_transpose_f64"(const double* W, Py_ssize_t n, double* M,
+                                               Py_ssize_t ldm) noexcept
     # C = alpha op(A) @ op(B) + beta C in plain loops, for tiny GEMMs (see the header).
     void gemm_loops_f32 "rnnfast_gemm_loops_f32"(
         bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
@@ -201,18 +206,20 @@ cdef inline void finish_blocks(floating* C, const floating* h, Py_ssize_t B, Py_
 
 
 cdef inline void small_step(const floating* X, const floating* M, Py_ssize_t ldm,
-                            const floating* init, const floating* h, floating* C, Py_ssize_t B,
-                            Py_ssize_t K, Py_ssize_t N, Epilogue kind, double* squares,
-                            const floating* alpha, const floating* extra, floating* carry,
+                            bint transposed, const floating* init, const floating* h,
+                            floating* C, Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
+                            Epilogue kind, double* squares, const floating* alpha,
+                            const floating* extra, floating* carry,
                             bint reverse) noexcept nogil:
-    """C = finish(init + X @ M, h) (M as step_product takes it): the product over all columns,
+    """C = finish(init + X @ M, h) (M as step_product takes it; with transposed, a forward
+    step's M is W_hh^T, taken as the backward's M is): the product over all columns,
     then the epilogue a column block after another (see finish_blocks); with squares,
     squares[row] = the row's sum of squares; with alpha, the leak. The threaded loops give the
     same bits, block by block. The time loops give reverse on every other step: W_hh's blocks
     then go the other way, so a step starts where the one before ended, on the part of W_hh
     still in cache."""
-    step_product(kind == FORWARD_TANH or kind == FORWARD_RELU, X, B, K, M, ldm, init, C, N, 0,
-                 N, reverse)
+    step_product((kind == FORWARD_TANH or kind == FORWARD_RELU) and not transposed, X, B, K, M,
+                 ldm, init, C, N, 0, N, reverse)
     finish_blocks(C, h, B, N, 0, N, kind, squares, alpha, extra, carry)
 
 

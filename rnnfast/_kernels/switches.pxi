@@ -127,6 +127,16 @@ cdef class Switches:
         bytes into a line) passes ran 1.12-1.14x faster at H = 48-80 and 1.28-1.31x at H =
         112-128 float32, but 0.88-1.02x at H = 100 (39 KiB padded to 44) and 0.89x at T = 4;
         beyond L2, 10,1,512,1024 ran 0.89x (the copy streams 4 MiB twice a call).
+    transposed_steps_min_steps = 10
+        A forward pass of at least this many small steps (in builds that read W_hh as it is,
+        with a W_hh of at most l2_cache_bytes) runs them on W_hh^T, transposed once per pass
+        into scratch on cache lines, as the backward's run on W_hh: rows of it scaled and added
+        up (no sums across the lanes of a vector, and 512-bit vectors where the build has
+        them), 1.2-1.7x faster per step than the dot products on W_hh at B = 1-3, H = 32-512
+        (float32, one core). Whole forward + backward passes on the Xeon above (one core,
+        W_hh 16 bytes into a line): 1.04-1.11x faster at T = 16-1000 (float32 and float64,
+        B = 1-4, H = 8-300), 1.03x at T = 10, tied at T = 8 (B = 1), slower at T = 2-4
+        (0.83-0.95x: the transposition is not repaid).
     forced_step : None, "small", "blas" or "gemm"
         Every step on that kernel (tests): the small-step kernel, SciPy's BLAS or our GEMM;
         "blas" also keeps the steps on one thread.
@@ -146,6 +156,7 @@ cdef class Switches:
     cdef public Py_ssize_t gemm_products_max_bytes, blas_products_min_rows
     cdef public Py_ssize_t gemm_min_hidden, gemm_max_hidden_float64
     cdef public Py_ssize_t align_steps_min_steps, l1_cache_bytes
+    cdef public Py_ssize_t transposed_steps_min_steps
     cdef readonly Py_ssize_t passes  # passes run so far (every thread's)
     cdef object last_step  # how the last pass ran (last_pass)
     cdef int last_threads
@@ -173,6 +184,7 @@ cdef class Switches:
         self.gemm_min_hidden = 256
         self.gemm_max_hidden_float64 = 512 if self.l2_cache_bytes < (2 << 20) else 1 << 62
         self.align_steps_min_steps = 8
+        self.transposed_steps_min_steps = 10
         self.l1_cache_bytes = l1_data_cache_bytes()
         self.forced = -1
         self.build = KERNEL
@@ -325,6 +337,19 @@ cdef inline bint align_steps(Switches s, Py_ssize_t T, Py_ssize_t H,
     if T < s.align_steps_min_steps or size > s.l2_cache_bytes:
         return False
     return size > s.l1_cache_bytes or 4 * padded <= 3 * s.l1_cache_bytes
+
+
+cdef inline bint transposed_steps(Switches s, Py_ssize_t T, Py_ssize_t H,
+                                  Py_ssize_t itemsize) noexcept:
+    """Whether a forward pass's small steps run on W_hh^T as the backward's do (step_matrix)."""
+    return (s.table.natural and T >= s.transposed_steps_min_steps
+            and H * H * itemsize <= s.l2_cache_bytes)
+
+
+def transposed_small_steps(T, H, dtype):
+    """Whether the forward small steps of a pass of T steps in dtype run on a copy of W_hh^T
+    (H, H), as the backward's run on W_hh."""
+    return transposed_steps(switches, T, H, np.dtype(dtype).itemsize)
 
 
 def align_small_steps(T, H, dtype):
