@@ -301,9 +301,12 @@ ALIGN_SHAPES = ALTERNATE_SHAPES + [(4, 7, 3, 64), (3, 13, 2, 32), (5, 2, 4, 47)]
 def test_small_steps_on_a_copy_of_W_hh_on_cache_lines_give_the_same_bits(shape, dtype, build,
                                                                          offset, monkeypatch):
     """Small steps read W_hh from a copy whose rows start on cache lines (align_steps): the same
-    operations on the same values, so the same bits as on W_hh itself wherever it starts, on
-    one thread and on the team, leaky with noise and ragged lengths too."""
+    operations on the same values, so the same bits as on W_hh itself wherever it starts,
+    leaky with noise and ragged lengths too; and on the team, which reads it while it runs
+    the steps alone (the test's team mode "never") and W_hh as it is while it shares them
+    ("always")."""
     force_path(monkeypatch, f"small-{build}")
+    team_builds = _cython_backend.KERNEL_BUILDS
     switches = _cython_backend.switches
     monkeypatch.setattr(switches, "threads_min_step_flops", 0)
     p = make_problem(4, *shape, dtype)
@@ -318,19 +321,25 @@ def test_small_steps_on_a_copy_of_W_hh_on_cache_lines_give_the_same_bits(shape, 
         out, cache = rnnfast.rnn_forward(*args, n_threads=threads, **kwargs)
         return out, rnnfast.rnn_backward(p.dout, cache, dh_n=p.dh_n, n_threads=threads)
 
-    for threads in (1, 2):  # two: the steps' column blocks on the team (conftest: always)
-        for kwargs in ({}, {"lengths": lengths, **dynamics}):
-            monkeypatch.setattr(switches, "align_steps_min_steps", 1 << 40)
-            assert not _cython_backend.align_small_steps(T, H, dtype)
-            as_given = both(threads, **kwargs)
-            monkeypatch.setattr(switches, "align_steps_min_steps", 1)
-            monkeypatch.setattr(switches, "l1_cache_bytes", 0)
-            assert _cython_backend.align_small_steps(T, H, dtype)
-            aligned = both(threads, **kwargs)
-            assert switches.last_pass[1:] == ("small", threads)
-            np.testing.assert_array_equal(aligned[0], as_given[0])
-            for got, want in zip(aligned[1], as_given[1]):
-                np.testing.assert_array_equal(got, want)
+    for kwargs in ({}, {"lengths": lengths, **dynamics}):
+        monkeypatch.setattr(switches, "align_steps_min_steps", 1 << 40)
+        assert not _cython_backend.align_small_steps(T, H, dtype)
+        as_given = both(1, **kwargs)
+        monkeypatch.setattr(switches, "align_steps_min_steps", 1)
+        monkeypatch.setattr(switches, "l1_cache_bytes", 0)
+        assert _cython_backend.align_small_steps(T, H, dtype)
+        aligned = both(1, **kwargs)
+        on_the_team = both(2, **kwargs)  # the steps' column blocks (conftest: always)
+        assert switches.last_pass[1:] == ("small", 2)
+        team_builds[build].reset_team("never")
+        try:
+            alone_on_the_team = both(2, **kwargs)
+        finally:
+            team_builds[build].reset_team("always")
+        for got in (aligned, on_the_team, alone_on_the_team):
+            np.testing.assert_array_equal(got[0], as_given[0])
+            for got_grad, want in zip(got[1], as_given[1]):
+                np.testing.assert_array_equal(got_grad, want)
     ref_out, ref_grads = run(p, "tanh", "numpy")
     tol = SAME_DTYPE_TOL[dtype]
     out, grads = both(1)
@@ -353,9 +362,22 @@ def test_the_copy_of_W_hh_on_cache_lines_where_it_pays(T, H, dtype, expected, mo
     assert _cython_backend.align_small_steps(T, H, dtype) == expected
 
 
-# T >= 10: passes of the length from which the forward steps run on W_hh^T.
-TRANSPOSED_SHAPES = [(10, 1, 3, 100), (11, 2, 5, 130), (10, 3, 4, 257), (12, 1, 2, 13),
+# T >= 10 and T * B >= H / 8: passes from which the forward steps run on W_hh^T.
+TRANSPOSED_SHAPES = [(13, 1, 3, 100), (11, 2, 5, 130), (11, 3, 4, 257), (12, 1, 2, 13),
                      (10, 7, 3, 64), (10, 13, 2, 32), (10, 2, 4, 47), (10, 4, 1, 8)]
+
+
+@pytest.mark.parametrize("T, B, H, expected", [
+    (13, 1, 100, True), (9, 1, 72, False),  # from 10 steps
+    (12, 2, 512, False), (32, 2, 512, True), (40, 1, 512, False),  # and T * B >= H / 8
+    (100, 1, 1024, False)])  # 4 MiB float32: beyond L2
+def test_the_forward_steps_on_W_hh_transposed_where_they_pay(T, B, H, expected, monkeypatch):
+    """The rule as measured (switches.pxi), on a core of 2 MiB of L2, in a build whose small
+    steps read W_hh as it is (the panel builds pack it in every pass anyway)."""
+    switches = _cython_backend.switches
+    monkeypatch.setattr(switches, "l2_cache_bytes", 2 << 20)
+    expected = expected and switches.natural_steps
+    assert _cython_backend.transposed_small_steps(T, B, H, np.float32) == expected
 
 
 @pytest.mark.parametrize("build", list(_cython_backend.KERNEL_BUILDS))
@@ -389,7 +411,7 @@ def test_forward_small_steps_on_W_hh_transposed_match_the_reference(shape, dtype
         monkeypatch.setattr(switches, "transposed_steps_min_steps", 1 << 40)
         on_W_hh = both(1, **kwargs)
         monkeypatch.setattr(switches, "transposed_steps_min_steps", 10)
-        assert _cython_backend.transposed_small_steps(T, H, dtype) == natural
+        assert _cython_backend.transposed_small_steps(T, B, H, dtype) == natural
         one, two = both(1, **kwargs), both(2, **kwargs)
         assert switches.last_pass[1:] == ("small", 2)
         np.testing.assert_array_equal(two[0], one[0])

@@ -537,7 +537,7 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
     p.own_products = own_products(s, p.use_blas, T * B, H, D, itemsize)
     p.alternate = alternate_steps(s, H, itemsize)
     p.align_steps = align_steps(s, T, H, itemsize)
-    p.transposed_steps = transposed_steps(s, T, H, itemsize)
+    p.transposed_steps = transposed_steps(s, T, B, H, itemsize)
     p.noise, p.state_noise = data(noise), data(state_noise)
     p.leak, p.act, p.act_step = NULL, NULL, 0
     if leaky:

@@ -208,6 +208,7 @@ cdef extern from "team.h" nogil:
     void team_stats "rnnfast_team_stats"(long long* late_waits, long long* tasks_by_workers,
                                          int* workers) noexcept
     void team_reset "rnnfast_team_reset"(int mode) noexcept
+    bint team_runs_alone "rnnfast_team_runs_alone"(int kind) noexcept
 
 # A task is at least this many multiply-adds of column blocks (a claim costs a cache-line
 # transfer between cores, ~0.1-0.2 us), and a step has about four tasks per thread, to balance
@@ -626,6 +627,18 @@ cdef const floating* product_panels(const floating* W_xh, Py_ssize_t D, Py_ssize
     return M
 
 
+cdef inline bint aligned_for(bint align, int n_threads, Py_ssize_t work, bint backward,
+                             bint is_double) noexcept nogil:
+    """Whether a pass's small steps read W_hh's copy on cache lines (align, see step_matrix):
+    on the team only while it runs such steps on the calling thread alone. The copy is made in
+    the calling core's cache at every pass, where the other core's first reads of it fetch it
+    (9,4,512,512 on two threads ran 1.2-1.3x slower with it), while W_hh itself stays in both
+    cores' caches from one pass to the next."""
+    if not align or n_threads < 2:
+        return align
+    return team_runs_alone(step_kind(work, backward, is_double, SMALL_STEPS))
+
+
 cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, Py_ssize_t* ldm,
                                  bint transpose, bint use_blas, bint own_gemm, bint align,
                                  bint transposed) noexcept nogil:
@@ -682,7 +695,8 @@ cdef void forward_pass(const ForwardPass* p, floating* out) noexcept nogil:
     # the forward step right-multiplies by W_hh^T
     transposed = NATURAL_LAYOUT and not p.use_blas and p.transposed_steps
     M = step_matrix(<const floating*>p.W_hh, H, <floating*>p.M, &ldm, True, p.use_blas,
-                    p.own_gemm, p.align_steps, transposed)
+                    p.own_gemm, aligned_for(p.align_steps, p.n_threads, B * H * H, False,
+                                            floating is double), transposed)
     forward_loop(out, <const floating*>p.h0, T, B, H, M, ldm, transposed, p.active,
                  FORWARD_RELU if p.relu else FORWARD_TANH, p.use_blas, p.own_gemm, p.n_threads,
                  <const floating*>p.leak, <floating*>p.act, p.act_step,
@@ -711,7 +725,8 @@ cdef void backward_pass(const BackwardPass* p, floating* da) noexcept nogil:
     cdef ProductTasks c
     # the backward step right-multiplies by W_hh
     M = step_matrix(W_hh, H, <floating*>p.M, &ldm, False, p.use_blas, p.own_gemm,
-                    p.align_steps, False)
+                    aligned_for(p.align_steps, p.n_threads, B * H * H, True,
+                                floating is double), False)
     backward_loop(da, <const floating*>p.dout, <const floating*>p.act,
                   <const floating*>p.dh_n, T, B, H, M, ldm, p.active,
                   BACKWARD_RELU if p.relu else BACKWARD_TANH, p.use_blas, p.own_gemm,

@@ -126,17 +126,25 @@ cdef class Switches:
         with H * itemsize bytes. On the Xeon above (48 KiB of L1; T = 100, B = 1, W_hh 16
         bytes into a line) passes ran 1.12-1.14x faster at H = 48-80 and 1.28-1.31x at H =
         112-128 float32, but 0.88-1.02x at H = 100 (39 KiB padded to 44) and 0.89x at T = 4;
-        beyond L2, 10,1,512,1024 ran 0.89x (the copy streams 4 MiB twice a call).
+        beyond L2, 10,1,512,1024 ran 0.89x (the copy streams 4 MiB twice a call). A pass on
+        the team copies only while the team runs its steps on the calling thread alone (see
+        aligned_for in recurrence_impl.pxi).
     transposed_steps_min_steps = 10
-        A forward pass of at least this many small steps (in builds that read W_hh as it is,
-        with a W_hh of at most l2_cache_bytes) runs them on W_hh^T, transposed once per pass
+        A forward pass of at least this many small steps, and at least H / 8 rows in all
+        (T * B; in builds that read W_hh as it is, with a W_hh of at most l2_cache_bytes),
+        runs them on W_hh^T, transposed once per pass
         into scratch on cache lines, as the backward's run on W_hh: rows of it scaled and added
         up (no sums across the lanes of a vector, and 512-bit vectors where the build has
         them), 1.2-1.7x faster per step than the dot products on W_hh at B = 1-3, H = 32-512
         (float32, one core). Whole forward + backward passes on the Xeon above (one core,
         W_hh 16 bytes into a line): 1.04-1.11x faster at T = 16-1000 (float32 and float64,
         B = 1-4, H = 8-300), 1.03x at T = 10, tied at T = 8 (B = 1), slower at T = 2-4
-        (0.83-0.95x: the transposition is not repaid).
+        (0.83-0.95x: the transposition is not repaid). The transposition's cost per element
+        grows with H (0.11 ns at H = 100, 0.2 at 512, L2's misses) while a step's gain is B
+        rows': at 12,2,512,512 the forward ran 1.05-1.2x slower on one thread, 1.4x on two
+        (whose second core reads the copy from the first's cache); at 38-40,1,512,512 it tied
+        hot and lost by ~5% in passes between other work, hence T * B >= H / 8.
+        The choice does not depend on the thread count: it changes the rounding.
     forced_step : None, "small", "blas" or "gemm"
         Every step on that kernel (tests): the small-step kernel, SciPy's BLAS or our GEMM;
         "blas" also keeps the steps on one thread.
@@ -331,7 +339,7 @@ cdef inline bint alternate_steps(Switches s, Py_ssize_t H, Py_ssize_t itemsize) 
 cdef inline bint align_steps(Switches s, Py_ssize_t T, Py_ssize_t H,
                              Py_ssize_t itemsize) noexcept:
     """Whether a pass's small steps read a copy of W_hh on cache lines (see step_matrix, which
-    pads its rows to whole lines)."""
+    pads its rows to whole lines); the same bits either way."""
     cdef Py_ssize_t size = H * H * itemsize
     cdef Py_ssize_t padded = H * ((H * itemsize + 63) // 64 * 64)  # rows of whole lines
     if T < s.align_steps_min_steps or size > s.l2_cache_bytes:
@@ -339,22 +347,24 @@ cdef inline bint align_steps(Switches s, Py_ssize_t T, Py_ssize_t H,
     return size > s.l1_cache_bytes or 4 * padded <= 3 * s.l1_cache_bytes
 
 
-cdef inline bint transposed_steps(Switches s, Py_ssize_t T, Py_ssize_t H,
+cdef inline bint transposed_steps(Switches s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
                                   Py_ssize_t itemsize) noexcept:
-    """Whether a forward pass's small steps run on W_hh^T as the backward's do (step_matrix)."""
+    """Whether a forward pass's small steps run on W_hh^T as the backward's do (step_matrix).
+    Not on the thread count: it sets the bits."""
     return (s.table.natural and T >= s.transposed_steps_min_steps
-            and H * H * itemsize <= s.l2_cache_bytes)
+            and 8 * T * B >= H and H * H * itemsize <= s.l2_cache_bytes)
 
 
-def transposed_small_steps(T, H, dtype):
-    """Whether the forward small steps of a pass of T steps in dtype run on a copy of W_hh^T
-    (H, H), as the backward's run on W_hh."""
-    return transposed_steps(switches, T, H, np.dtype(dtype).itemsize)
+def transposed_small_steps(T, B, H, dtype):
+    """Whether the forward small steps of a pass of T steps of B rows in dtype run on a copy
+    of W_hh^T (H, H), as the backward's run on W_hh."""
+    return transposed_steps(switches, T, B, H, np.dtype(dtype).itemsize)
 
 
 def align_small_steps(T, H, dtype):
     """Whether the small steps of a pass of T steps in dtype read a copy of W_hh (H, H) whose
-    rows start on cache lines (unless W_hh's do already)."""
+    rows start on cache lines (unless W_hh's do already; on the team, only while it runs them
+    on the calling thread alone)."""
     return align_steps(switches, T, H, np.dtype(dtype).itemsize)
 
 

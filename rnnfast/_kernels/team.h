@@ -406,6 +406,18 @@ static int64_t rnnfast_team_run(int n_threads, ptrdiff_t n_steps, ptrdiff_t n_ta
     return by_workers;
 }
 
+/* Whether steps of `kind` run on the calling thread alone for now (the team measured that it
+ * does not pay for them, or the cores are contended): a pass can then lay its data out for one
+ * core. Read without the lock: a hint, which the next pass's steps decide again. */
+static inline int rnnfast_team_runs_alone(int kind) {
+    rnnfast_team_t* team = &rnnfast_team;
+    if (team->mode != RNNFAST_TEAM_ADAPT) return team->mode == RNNFAST_TEAM_NEVER;
+    if (rnnfast_now_ns() < team->alone_until_ns) return 1;
+    const rnnfast_step_record* record = &team->records[kind & (RNNFAST_TEAM_KINDS - 1)];
+    return record->alone_samples >= RNNFAST_TEAM_TRIALS
+        && record->team_samples >= RNNFAST_TEAM_TRIALS && !record->last_choice;
+}
+
 /* Statistics of the team so far: long waits (each followed by a time alone), tasks the workers
  * ran, workers started. */
 static inline void rnnfast_team_stats(int64_t* late_waits, int64_t* tasks_by_workers,
@@ -450,6 +462,11 @@ static inline void rnnfast_team_stats(int64_t* late_waits, int64_t* tasks_by_wor
 }
 
 static inline void rnnfast_team_reset(int mode) { (void)mode; }
+
+static inline int rnnfast_team_runs_alone(int kind) {
+    (void)kind;
+    return 1;
+}
 
 #endif
 #endif
