@@ -200,6 +200,43 @@ static inline void RNNFAST_NAME(rnnfast_panel_rows)(
     }
 }
 
+#ifdef RNNFAST_VECTOR_TYPES
+/* C[l, j] = beta C[l, j] + sum_p alpha A[p, l] B[p, j] for the RNNFAST_LANES rows l of C (ldc
+ * apart) and n columns j, A's rows lda apart: for each group of up to four columns, one vector
+ * accumulator per column over the lanes l, each (l, j) summed over p in order, exactly as the
+ * scalar loops of rnnfast_gemm_loops sum it. */
+static inline void RNNFAST_NAME(rnnfast_at_b_rows)(
+        ptrdiff_t n, ptrdiff_t k, RNNFAST_T alpha, const RNNFAST_T* A, ptrdiff_t lda,
+        const RNNFAST_T* B, ptrdiff_t ldb, RNNFAST_T beta, RNNFAST_T* C, ptrdiff_t ldc) {
+    const ptrdiff_t L = (ptrdiff_t)RNNFAST_LANES;
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += 4) {
+        const int w = n - j0 < 4 ? (int)(n - j0) : 4;
+        RNNFAST_V acc[4];
+        for (int q = 0; q < 4; q++)
+            for (ptrdiff_t l = 0; l < L; l++)
+                acc[q][l] = q < w && beta != 0 ? beta * C[l * ldc + j0 + q] : 0;
+        if (w == 4) {
+            for (ptrdiff_t p = 0; p < k; p++) {
+                const RNNFAST_V a = alpha * RNNFAST_NAME(rnnfast_load)(A + p * lda);
+                const RNNFAST_T* b = B + p * ldb + j0;
+                acc[0] += a * b[0];
+                acc[1] += a * b[1];
+                acc[2] += a * b[2];
+                acc[3] += a * b[3];
+            }
+        } else {
+            for (ptrdiff_t p = 0; p < k; p++) {
+                const RNNFAST_V a = alpha * RNNFAST_NAME(rnnfast_load)(A + p * lda);
+                const RNNFAST_T* b = B + p * ldb + j0;
+                for (int q = 0; q < w; q++) acc[q] += a * b[q];
+            }
+        }
+        for (int q = 0; q < w; q++)
+            for (ptrdiff_t l = 0; l < L; l++) C[l * ldc + j0 + q] = acc[q][l];
+    }
+}
+#endif
+
 /* C = alpha op(A) @ op(B) + beta C, row-major as rnnfast/_kernels/blas.pyx's gemm takes it
  * (op(A) m x k, op(B) k x n; beta 0: C is not read), in plain loops, for GEMMs so small that
  * BLAS's per-call costs (60-140 ns here, more on a cold call) exceed the work. The inner loops
@@ -210,11 +247,18 @@ static inline void RNNFAST_NAME(rnnfast_gemm_loops)(
         int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, RNNFAST_T alpha,
         const RNNFAST_T* A, ptrdiff_t lda, const RNNFAST_T* B, ptrdiff_t ldb, RNNFAST_T beta,
         RNNFAST_T* C, ptrdiff_t ldc) {
-    if (trans_a && !trans_b) {  /* the weight gradients' A^T B: k outermost, so that the
-                                 * m * n sums, each still over k in order, advance side by
-                                 * side instead of one k-long chain of dependent adds at a
-                                 * time */
-        for (ptrdiff_t i = 0; i < m; i++) {
+    if (trans_a && !trans_b) {  /* the weight gradients' A^T B */
+        ptrdiff_t i0 = 0;
+#ifdef RNNFAST_VECTOR_TYPES
+        /* RNNFAST_LANES rows of C at a time, a vector over i (a row of A, contiguous), and
+         * up to four columns: four sums side by side, each over k in order as below. */
+        for (; i0 + (ptrdiff_t)RNNFAST_LANES <= m; i0 += RNNFAST_LANES)
+            RNNFAST_NAME(rnnfast_at_b_rows)(n, k, alpha, A + i0, lda, B, ldb, beta, C + i0 * ldc,
+                                            ldc);
+#endif
+        /* the rows left: k outermost, so that their sums, each still over k in order, advance
+         * side by side instead of one k-long chain of dependent adds at a time */
+        for (ptrdiff_t i = i0; i < m; i++) {
             RNNFAST_T* c = C + i * ldc;
             if (beta == 0)
                 for (ptrdiff_t j = 0; j < n; j++) c[j] = 0;
@@ -223,7 +267,7 @@ static inline void RNNFAST_NAME(rnnfast_gemm_loops)(
         }
         for (ptrdiff_t p = 0; p < k; p++) {
             const RNNFAST_T* b = B + p * ldb;
-            for (ptrdiff_t i = 0; i < m; i++) {  /* c += alpha op(A)[i, p] B[p, :] */
+            for (ptrdiff_t i = i0; i < m; i++) {  /* c += alpha op(A)[i, p] B[p, :] */
                 const RNNFAST_T a = alpha * A[p * lda + i];
                 RNNFAST_T* c = C + i * ldc;
                 for (ptrdiff_t j = 0; j < n; j++) c[j] += a * b[j];
