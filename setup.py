@@ -89,6 +89,7 @@ C_HEADERS = {"_kernels": ["rnnfast/_kernels/microkernel.h", "rnnfast/_kernels/mi
                           "rnnfast/_kernels/gemm.h", "rnnfast/_kernels/gemm_impl.h",
                           "rnnfast/_kernels/natural.h", "rnnfast/_kernels/natural_dot_impl.h",
                           "rnnfast/_kernels/natural_axpy_impl.h",
+                          "rnnfast/_kernels/natural_undef.h",
                           "rnnfast/_kernels/scratch.h", "rnnfast/_kernels/team.h"],
              "reservoir": ["rnnfast/reservoir/sliced_kernel.h",
                            "rnnfast/reservoir/sliced_kernel_impl.h"],

@@ -64,20 +64,7 @@ static inline void rnnfast_reduce4_f32(__m256 a0, __m256 a1, __m256 a2, __m256 a
 #define RNNFAST_NAME(name) name##_f32_ymm
 #endif
 #include "natural_axpy_impl.h"
-#undef RNNFAST_T
-#undef RNNFAST_V
-#undef RNNFAST_L
-#undef RNNFAST_MASK_T
-#undef RNNFAST_MASK
-#undef RNNFAST_LOAD
-#undef RNNFAST_STORE
-#undef RNNFAST_MASKLOAD
-#undef RNNFAST_MASKSTORE
-#undef RNNFAST_FMA
-#undef RNNFAST_ZERO
-#undef RNNFAST_SPLAT
-#undef RNNFAST_REDUCE4
-#undef RNNFAST_NAME
+#include "natural_undef.h"
 
 /* double: 4 lanes. */
 static inline void rnnfast_reduce4_f64(__m256d a0, __m256d a1, __m256d a2, __m256d a3,
@@ -108,20 +95,7 @@ static inline void rnnfast_reduce4_f64(__m256d a0, __m256d a1, __m256d a2, __m25
 #define RNNFAST_NAME(name) name##_f64_ymm
 #endif
 #include "natural_axpy_impl.h"
-#undef RNNFAST_T
-#undef RNNFAST_V
-#undef RNNFAST_L
-#undef RNNFAST_MASK_T
-#undef RNNFAST_MASK
-#undef RNNFAST_LOAD
-#undef RNNFAST_STORE
-#undef RNNFAST_MASKLOAD
-#undef RNNFAST_MASKSTORE
-#undef RNNFAST_FMA
-#undef RNNFAST_ZERO
-#undef RNNFAST_SPLAT
-#undef RNNFAST_REDUCE4
-#undef RNNFAST_NAME
+#include "natural_undef.h"
 
 /* M[j, i] = W[i, j] for a square W (n, n), rows of M ldm >= n apart, zero from column n on:
  * W_hh^T for a forward pass whose small steps then run as the backward's (rows of M scaled
@@ -195,19 +169,7 @@ RNNFAST_TRANSPOSE(double, f64, 4)
 #define RNNFAST_T float
 #define RNNFAST_NAME(name) name##_f32_zmm
 #include "natural_axpy_impl.h"
-#undef RNNFAST_T
-#undef RNNFAST_NAME
-#undef RNNFAST_V
-#undef RNNFAST_L
-#undef RNNFAST_MASK_T
-#undef RNNFAST_MASK
-#undef RNNFAST_LOAD
-#undef RNNFAST_STORE
-#undef RNNFAST_MASKLOAD
-#undef RNNFAST_MASKSTORE
-#undef RNNFAST_FMA
-#undef RNNFAST_ZERO
-#undef RNNFAST_SPLAT
+#include "natural_undef.h"
 
 #define RNNFAST_V __m512d
 #define RNNFAST_L 8
@@ -223,19 +185,7 @@ RNNFAST_TRANSPOSE(double, f64, 4)
 #define RNNFAST_T double
 #define RNNFAST_NAME(name) name##_f64_zmm
 #include "natural_axpy_impl.h"
-#undef RNNFAST_T
-#undef RNNFAST_NAME
-#undef RNNFAST_V
-#undef RNNFAST_L
-#undef RNNFAST_MASK_T
-#undef RNNFAST_MASK
-#undef RNNFAST_LOAD
-#undef RNNFAST_STORE
-#undef RNNFAST_MASKLOAD
-#undef RNNFAST_MASKSTORE
-#undef RNNFAST_FMA
-#undef RNNFAST_ZERO
-#undef RNNFAST_SPLAT
+#include "natural_undef.h"
 
 /* The backward's product (the same bits either way): on 512-bit vectors from one vector's
  * width of columns, and for a W of at most RNNFAST_ZMM_AXPY_MAX_BYTES. Measured on a Xeon with
