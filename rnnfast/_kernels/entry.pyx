@@ -66,6 +66,9 @@ cdef enum Slot:
 
 # BLAS takes its dimensions as 32-bit ints (rnnfast.utils.validation.MAX_DIM).
 cdef Py_ssize_t MAX_DIM = 2147483647
+# The step matrix's row length is H rounded up to a multiple of this (builds.py's COLUMN_PAD),
+# as a C integer: the calls round in C, not on Python objects.
+cdef Py_ssize_t STEP_MATRIX_PAD = COLUMN_PAD
 
 
 # The switches between the kernels' paths, measured: Switches, switches, and what they decide.
@@ -529,7 +532,7 @@ cdef object run_forward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py_
     p.T, p.B, p.D, p.H = T, B, D, H
     p.x, p.W_xh, p.W_hh, p.b = data(x), data(W_xh), data(W_hh), data(b)
     p.h0, p.out = data(h0 if states is None else states), data(out)
-    p.ldm = H + (-H) % COLUMN_PAD
+    p.ldm = (H + STEP_MATRIX_PAD - 1) // STEP_MATRIX_PAD * STEP_MATRIX_PAD
     p.relu = relu
     p.n_threads = kernel_threads(s, T, B, H, itemsize, threads)
     p.product_threads = product_threads(s, T * B, D, H, itemsize, threads)
@@ -736,7 +739,7 @@ cdef object run_backward(Switches s, int typenum, Py_ssize_t T, Py_ssize_t B, Py
     p.h0 = data(h0 if states is None else states)
     p.W_xh, p.W_hh, p.out = data(W_xh), data(W_hh), data(out)
     p.act = data(act) if leak is not None else data(out)
-    p.ldm = H + (-H) % COLUMN_PAD
+    p.ldm = (H + STEP_MATRIX_PAD - 1) // STEP_MATRIX_PAD * STEP_MATRIX_PAD
     p.dx, p.dh0, p.db = data(dx), data(dh0), data(db)
     p.dW_xh = NULL if weight_grads_in_numpy else data(dW_xh)
     p.dW_hh = NULL if weight_grads_in_numpy else data(dW_hh)
