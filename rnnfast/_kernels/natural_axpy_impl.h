@@ -104,8 +104,8 @@ static RNNFAST_INLINE void RNNFAST_NAME(rnnfast_axpy_group)(
 /* The backward step's product: C[b, c] = init[b, c] + sum_j X[b, j] W[j, c] for b < B and
  * c0 <= c < c1, W (K, N) row-major with rows ldw >= N apart (X @ W). Rows of X go six at a
  * time (blocks of up to two vectors of columns), then three (four), two (six), one (twelve):
- * up to twelve accumulators, each row of W loaded once for the rows of the group. reverse as for rnnfast_dot_rows: column
- * blocks from the last to the first. */
+ * up to twelve accumulators, each row of W loaded once for the rows of the group. reverse as
+ * for rnnfast_dot_rows: column blocks from the last to the first. */
 static void RNNFAST_NAME(rnnfast_axpy_rows)(
         const RNNFAST_T* X, ptrdiff_t B, ptrdiff_t K, const RNNFAST_T* W, ptrdiff_t ldw,
         const RNNFAST_T* init, RNNFAST_T* C, ptrdiff_t N, ptrdiff_t c0, ptrdiff_t c1,

@@ -78,8 +78,7 @@ cdef void forward_loop(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t
         return
     if not use_blas and n_threads > 1:
         forward_loop_threaded(h, h0, T, B, H, M, ldm, transposed, active, activate, n_threads,
-                              alpha, act,
-                              act_step, noise)
+                              alpha, act, act_step, noise)
         return
     for t in range(T):
         h_t = h + t * B * H
@@ -173,8 +172,8 @@ cdef void backward_loop(floating* da, const floating* dout, const floating* h,
         gemm_backward_threaded(da, dout, h, T, B, H, M, active, derivative, n_threads, alpha,
                                carry, dh0)
     elif not use_blas and n_threads > 1:
-        backward_loop_threaded(da, dout, h, T, B, H, M, ldm, active, derivative, n_threads, norms,
-                               squares, alpha, carry, dh0)
+        backward_loop_threaded(da, dout, h, T, B, H, M, ldm, active, derivative, n_threads,
+                               norms, squares, alpha, carry, dh0)
     else:
         for t in range(T - 2, -1, -1):
             # da_t = (init + da_{t+1} @ W_hh) * act'(a_t) (leaky: * alpha), for the sequences
@@ -310,10 +309,9 @@ cdef void forward_step(void* context, Py_ssize_t t) noexcept nogil:
 
 cdef void forward_loop_threaded(floating* h, const floating* h0, Py_ssize_t T, Py_ssize_t B,
                                 Py_ssize_t H, const floating* M, Py_ssize_t ldm,
-                                bint transposed, const Py_ssize_t* active, Epilogue activate, int n_threads,
-                                const floating* alpha,
-                                floating* act, Py_ssize_t act_step,
-                                const floating* noise) noexcept nogil:
+                                bint transposed, const Py_ssize_t* active, Epilogue activate,
+                                int n_threads, const floating* alpha, floating* act,
+                                Py_ssize_t act_step, const floating* noise) noexcept nogil:
     """forward_loop's small-step path with each step's column blocks shared among n_threads
     of the team (team.h), a step after another.
 
