@@ -658,8 +658,8 @@ cdef const floating* step_matrix(const floating* W, Py_ssize_t n, floating* M, P
         else:
             transpose_f64(W, n, M, ldm[0])
     elif NATURAL_LAYOUT:
-        # A vector load that spans two cache lines costs two: rows of W off the lines made
-        # each step up to 1.25x slower where W_hh comes from L2.
+        # A vector load that spans two cache lines costs two: W_hh 16 bytes off a line made
+        # passes 1.12-1.31x slower (switches.pxi, align_steps_min_steps).
         if not align or (<size_t>W % 64 == 0 and (n * sizeof(floating)) % 64 == 0):
             ldm[0] = n
             return W

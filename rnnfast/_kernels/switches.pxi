@@ -132,10 +132,9 @@ cdef class Switches:
     transposed_steps_min_steps = 10
         A forward pass of at least this many small steps, and at least H / 8 rows in all
         (T * B; in builds that read W_hh as it is, with a W_hh of at most l2_cache_bytes),
-        runs them on W_hh^T, transposed once per pass
-        into scratch on cache lines, as the backward's run on W_hh: rows of it scaled and added
-        up (no sums across the lanes of a vector, and 512-bit vectors where the build has
-        them), 1.2-1.7x faster per step than the dot products on W_hh at B = 1-3, H = 32-512
+        runs them on W_hh^T, transposed once per pass into scratch on cache lines, as the
+        backward's run on W_hh: rows of it scaled and added up (no sums across the lanes of a
+        vector, and 512-bit vectors where the build has them), 1.2-1.7x faster per step than the dot products on W_hh at B = 1-3, H = 32-512
         (float32, one core). Whole forward + backward passes on the Xeon above (one core,
         W_hh 16 bytes into a line): 1.04-1.11x faster at T = 16-1000 (float32 and float64,
         B = 1-4, H = 8-300), 1.03x at T = 10, tied at T = 8 (B = 1), slower at T = 2-4
